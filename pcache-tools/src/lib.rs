@@ -1,0 +1,1 @@
+//! Shared code of the pcache command-line tools.

@@ -1,0 +1,54 @@
+//! Project tasks: `cargo xtask <task> [args]`.
+//!
+//! `main.rs` is only the task table and the dispatcher; each task lives in its own
+//! module (`qemu/` for `qemu-test`). To add a task, add a module and a row to [`TASKS`].
+
+mod qemu;
+
+use std::process::ExitCode;
+
+/// A task: its name on the command line, a one-line help, and its entry point.
+/// The entry point gets the arguments after the task name.
+struct Task {
+    name: &'static str,
+    help: &'static str,
+    run: fn(&[String]) -> anyhow::Result<ExitCode>,
+}
+
+const TASKS: &[Task] = &[Task {
+    name: "qemu-test",
+    help: "boot test VMs (TCG, emulated pmem, dm-pcache, ublk) and run xtask/guest/cases; see docs/qemu.md",
+    run: qemu::main,
+}];
+
+fn usage() {
+    eprintln!("usage: cargo xtask <task> [args]   (`cargo xtask <task> --help` for a task's options)\n");
+    eprintln!("tasks:");
+    for t in TASKS {
+        eprintln!("  {:<12} {}", t.name, t.help);
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(name) = args.first() else {
+        usage();
+        return ExitCode::SUCCESS;
+    };
+    if matches!(name.as_str(), "-h" | "--help" | "help") {
+        usage();
+        return ExitCode::SUCCESS;
+    }
+    let Some(task) = TASKS.iter().find(|t| t.name == name) else {
+        eprintln!("xtask: unknown task `{name}`\n");
+        usage();
+        return ExitCode::from(2);
+    };
+    match (task.run)(&args[1..]) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask {}: error: {e:#}", task.name);
+            ExitCode::FAILURE
+        }
+    }
+}
