@@ -22,7 +22,9 @@ const TASKS: &[Task] = &[Task {
 }];
 
 fn usage() {
-    eprintln!("usage: cargo xtask <task> [args]   (`cargo xtask <task> --help` for a task's options)\n");
+    eprintln!(
+        "usage: cargo xtask <task> [args]   (`cargo xtask <task> --help` for a task's options)\n"
+    );
     eprintln!("tasks:");
     for t in TASKS {
         eprintln!("  {:<12} {}", t.name, t.help);

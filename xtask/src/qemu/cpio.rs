@@ -90,8 +90,13 @@ impl<W: Write> Writer<W> {
     /// Adds the host file `src` (symlinks followed) as `name`, keeping its permissions.
     pub fn file_from(&mut self, name: &str, src: &Path) -> Result<()> {
         let meta = fs::metadata(src).with_context(|| format!("cannot stat {}", src.display()))?;
-        let mut f = fs::File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
-        self.header(name, S_IFREG | (meta.permissions().mode() & 0o7777), meta.len())?;
+        let mut f =
+            fs::File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
+        self.header(
+            name,
+            S_IFREG | (meta.permissions().mode() & 0o7777),
+            meta.len(),
+        )?;
         let n = io::copy(&mut f, &mut self.out)?;
         anyhow::ensure!(n == meta.len(), "{} changed while archiving", src.display());
         self.written += n;
@@ -135,5 +140,49 @@ impl<W: Write> Writer<W> {
         self.put(&vec![0u8; pad])?;
         self.out.flush()?;
         Ok(self.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Walks a newc archive, returning (name, mode, data) per entry.
+    fn entries(a: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
+        let mut v = vec![];
+        let mut i = 0;
+        let hex = |b: &[u8]| u32::from_str_radix(std::str::from_utf8(b).unwrap(), 16).unwrap();
+        loop {
+            assert_eq!(&a[i..i + 6], b"070701");
+            let f = |k: usize| hex(&a[i + 6 + 8 * k..i + 14 + 8 * k]);
+            let (mode, size, namesize) = (f(1), f(6) as usize, f(11) as usize);
+            let name = String::from_utf8(a[i + 110..i + 110 + namesize - 1].to_vec()).unwrap();
+            i = (i + 110 + namesize).next_multiple_of(4);
+            let data = a[i..i + size].to_vec();
+            i = (i + size).next_multiple_of(4);
+            if name == "TRAILER!!!" {
+                assert_eq!(a.len() % 512, 0);
+                assert!(a[i..].iter().all(|b| *b == 0));
+                return v;
+            }
+            v.push((name, mode, data));
+        }
+    }
+
+    #[test]
+    fn newc_round_trip() {
+        let mut w = Writer::new(Vec::new());
+        w.dir("/xtask").unwrap();
+        w.file_bytes("xtask/lib.sh", 0o644, b"echo hi\n").unwrap();
+        w.symlink("bin", "usr/bin").unwrap();
+        let a = w.finish().unwrap();
+        let e = entries(&a);
+        assert_eq!(e.len(), 3);
+        assert_eq!((e[0].0.as_str(), e[0].1), ("xtask", S_IFDIR | 0o755));
+        assert_eq!(
+            (e[1].0.as_str(), e[1].1, &e[1].2[..]),
+            ("xtask/lib.sh", S_IFREG | 0o644, &b"echo hi\n"[..])
+        );
+        assert_eq!((e[2].0.as_str(), &e[2].2[..]), ("bin", &b"usr/bin"[..]));
     }
 }

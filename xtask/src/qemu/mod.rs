@@ -1,0 +1,480 @@
+//! `cargo xtask qemu-test`: boots Debian's kernel under QEMU (TCG) with an
+//! emulated NVDIMM (fsdax /dev/pmem0), a virtio backing disk (/dev/vda), the
+//! kernel's dm-pcache (built out of tree) and ublk, and runs the guest test
+//! cases in `xtask/guest/cases/`. How it works: docs/qemu.md.
+
+mod cases;
+mod cpio;
+mod initramfs;
+mod setup;
+mod util;
+mod vm;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+
+use cases::Verdict;
+use util::{fmt_dur, log};
+use vm::PmemLayout;
+
+const HELP: &str = "\
+usage: cargo xtask qemu-test [options]
+
+Boots one TCG VM per case (fresh pmem + backing images) and runs the guest
+scripts in xtask/guest/cases/. Setup (chroot, kernel, dm-pcache.ko, initramfs)
+is cached in $PCACHE_QEMU_CACHE (default <repo>/.qemu-cache).
+
+options:
+  --filter NAME   run only cases whose name contains NAME (repeatable)
+  --quick         run only the cases marked `# xtask: quick` (the CI set)
+  --keep          keep images and logs of passing cases too (path is printed)
+  --shell         boot the first selected case's environment with an
+                  interactive shell on the serial console (Ctrl-A X quits)
+  --no-build      do not run `cargo build --release`; ship no pcache binaries
+  --setup-only    only build the cached setup (and the default pmem template)
+  -v, --verbose   copy the guests' serial consoles to stdout
+  -h, --help      this text
+
+env: PCACHE_QEMU_CASES (cases dir), PCACHE_QEMU_CACHE, PCACHE_QEMU_KV (default 7.3.4+deb13), PCACHE_QEMU_MIRROR,
+     PCACHE_QEMU_BIN (qemu binary), PCACHE_QEMU_BACKPORTS=0 (use bookworm's qemu)";
+
+/// Host binaries shipped to the guest (/usr/local/bin) when they build.
+const BINS: &[&str] = &[
+    "pcache-mkfs",
+    "pcache-fsck",
+    "pcache-dump",
+    "pcache-replay",
+    "pcache-ublk",
+];
+
+#[derive(Debug, Default)]
+struct Opts {
+    filters: Vec<String>,
+    quick: bool,
+    keep: bool,
+    shell: bool,
+    no_build: bool,
+    setup_only: bool,
+    verbose: bool,
+}
+
+fn parse(args: &[String]) -> Result<Option<Opts>> {
+    let mut o = Opts::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--filter" => o
+                .filters
+                .push(it.next().context("--filter needs a NAME")?.clone()),
+            s if s.starts_with("--filter=") => o.filters.push(s[9..].to_owned()),
+            "--quick" => o.quick = true,
+            "--keep" => o.keep = true,
+            "--shell" => o.shell = true,
+            "--no-build" => o.no_build = true,
+            "--setup-only" => o.setup_only = true,
+            "-v" | "--verbose" => o.verbose = true,
+            "-h" | "--help" => {
+                println!("{HELP}");
+                return Ok(None);
+            }
+            s => bail!("unknown argument `{s}` (see --help)"),
+        }
+    }
+    Ok(Some(o))
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Entry point of the task.
+pub fn main(args: &[String]) -> Result<ExitCode> {
+    let Some(opts) = parse(args)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    util::start_clock();
+    let repo = repo_root();
+    let guest = repo.join("xtask/guest");
+    let cases_dir = std::env::var_os("PCACHE_QEMU_CASES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| guest.join("cases"));
+    let all = cases::discover(&cases_dir)?;
+    let selected: Vec<_> = all
+        .iter()
+        .filter(|c| {
+            opts.filters.is_empty() || opts.filters.iter().any(|f| c.name.contains(f.as_str()))
+        })
+        .filter(|c| !opts.quick || c.dir.quick)
+        .cloned()
+        .collect();
+    if selected.is_empty() && !opts.setup_only && !opts.shell {
+        bail!(
+            "no case matches (cases: {})",
+            all.iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
+    let cfg = setup::Config::from_env(&repo)?;
+    log(format!(
+        "qemu-test: cache {}, kernel {}",
+        cfg.cache.display(),
+        cfg.kver()
+    ));
+    let t_setup = Instant::now();
+    let qemu = setup::ensure(&cfg)?;
+    let setup_time = t_setup.elapsed();
+
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let run_dir = cfg
+        .cache
+        .join("runs")
+        .join(format!("run-{stamp}-{}", std::process::id()));
+    fs::create_dir_all(&run_dir)?;
+    let bin_dir = run_dir.join("bin");
+    fs::create_dir_all(&bin_dir)?;
+    let t_build = Instant::now();
+    if !opts.no_build && !opts.setup_only {
+        build_bins(&repo, &bin_dir)?;
+    }
+    let build_time = t_build.elapsed();
+    let initrd = run_dir.join("initrd.cpio");
+    payload(&cfg, &guest, &all, &bin_dir, &initrd)?;
+
+    let kernel = cfg.vmlinuz();
+    let tctx = vm::TemplateCtx {
+        cache: &cfg.cache,
+        kver: &cfg.kver(),
+        qemu: &qemu,
+        kernel: &kernel,
+        initrd: &initrd,
+    };
+    let templates = std::cell::RefCell::new(BTreeMap::<u64, (PathBuf, PmemLayout)>::new());
+    let get_template = |mb: u64| -> Result<(PathBuf, PmemLayout)> {
+        if let Some(t) = templates.borrow().get(&mb) {
+            return Ok(t.clone());
+        }
+        let t = vm::template(&tctx, mb)?;
+        templates.borrow_mut().insert(mb, t.clone());
+        Ok(t)
+    };
+    // Templates up front, so their (first-time) build counts as setup.
+    let t_templates = Instant::now();
+    let mut sizes: Vec<u64> = selected
+        .iter()
+        .filter(|c| c.dir.skip.is_none())
+        .map(|c| c.dir.pmem_mb)
+        .collect();
+    if opts.setup_only || opts.shell {
+        sizes.push(cases::Directives::default().pmem_mb);
+    }
+    sizes.sort_unstable();
+    sizes.dedup();
+    for mb in sizes {
+        get_template(mb)?;
+    }
+    let setup_time = setup_time + t_templates.elapsed();
+    if opts.setup_only {
+        util::remove_any(&run_dir)?;
+        log("qemu-test: setup done");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let env = cases::Env {
+        repo: &repo,
+        run_dir: &run_dir,
+        bin_dir: &bin_dir,
+        lib_sh: &guest.join("lib.sh"),
+        qemu: &qemu,
+        kernel: &kernel,
+        initrd: &initrd,
+        echo: opts.verbose,
+        templates: &get_template,
+    };
+    if opts.shell {
+        // Without --filter: a default environment, not the first case's.
+        return shell(&env, selected.first().filter(|_| !opts.filters.is_empty()));
+    }
+
+    let t_cases = Instant::now();
+    let mut results = vec![];
+    for case in &selected {
+        if let Some(reason) = &case.dir.skip {
+            results.push((
+                case.name.clone(),
+                Verdict::Skip(reason.clone()),
+                Duration::ZERO,
+            ));
+            continue;
+        }
+        log(format!(
+            "case {} ({} boot(s)) ...",
+            case.name,
+            case.boots.len()
+        ));
+        let r = cases::run(&env, case)?;
+        match &r.verdict {
+            Verdict::Pass => {
+                log(format!("PASS {} ({})", case.name, fmt_dur(r.wall)));
+                if !opts.keep {
+                    util::remove_any(&r.dir)?;
+                }
+            }
+            Verdict::Skip(why) => {
+                log(format!("SKIP {}: {why}", case.name));
+                if !opts.keep {
+                    util::remove_any(&r.dir)?;
+                }
+            }
+            Verdict::Fail(why) => {
+                log(format!("FAIL {}: {why}", case.name));
+                if let Some(l) = &r.log {
+                    println!("---- last lines of {} ----", l.display());
+                    println!("{}", util::tail(l, 40));
+                    println!(
+                        "---- (full log: {}; case files: {}) ----",
+                        l.display(),
+                        r.dir.display()
+                    );
+                }
+            }
+        }
+        results.push((case.name.clone(), r.verdict, r.wall));
+    }
+
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r.1, Verdict::Fail(_)))
+        .count();
+    let mut summary = format!(
+        "\nqemu-test summary (setup {}, build {}, cases {}):\n",
+        fmt_dur(setup_time),
+        fmt_dur(build_time),
+        fmt_dur(t_cases.elapsed())
+    );
+    for (name, v, wall) in &results {
+        let line = match v {
+            Verdict::Pass => format!("  PASS  {name:<24} {}\n", fmt_dur(*wall)),
+            Verdict::Skip(why) => format!("  SKIP  {name:<24} {why}\n"),
+            Verdict::Fail(why) => format!("  FAIL  {name:<24} {why}\n"),
+        };
+        summary.push_str(&line);
+    }
+    let (pass, skip) = (
+        results.iter().filter(|r| r.1 == Verdict::Pass).count(),
+        results
+            .iter()
+            .filter(|r| matches!(r.1, Verdict::Skip(_)))
+            .count(),
+    );
+    summary.push_str(&format!(
+        "  {pass} passed, {skip} skipped, {failed} failed\n"
+    ));
+    print!("{summary}");
+    fs::write(run_dir.join("summary.txt"), &summary)?;
+    if failed == 0 && !opts.keep {
+        util::remove_any(&run_dir)?;
+    } else {
+        println!("run files kept in {}", run_dir.display());
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `cargo build --release` of the workspace; copies the [`BINS`] that were
+/// built by this invocation into `bin_dir`. A failing workspace build is not
+/// fatal: each binary is then tried on its own, and the ones that build ship.
+fn build_bins(repo: &Path, bin_dir: &Path) -> Result<()> {
+    let t = Instant::now();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // A separate target dir keeps this build from waiting on (or invalidating)
+    // other builds of the same checkout.
+    let target_dir = std::env::var_os("PCACHE_QEMU_TARGET_DIR")
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("target"));
+    log(format!(
+        "build: cargo build --release --workspace --bins (target dir {}) ...",
+        target_dir.display()
+    ));
+    let build = |extra: &[&str]| -> Result<(bool, Vec<PathBuf>)> {
+        let out = Command::new(&cargo)
+            .args([
+                "build",
+                "--release",
+                "--message-format=json-render-diagnostics",
+            ])
+            .args(extra)
+            .current_dir(repo)
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .context("cannot run cargo")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let exes = text
+            .lines()
+            .filter(|l| l.contains("\"reason\":\"compiler-artifact\""))
+            .filter_map(|l| l.split_once("\"executable\":\"").map(|(_, r)| r))
+            .filter_map(|r| r.split_once('"').map(|(p, _)| PathBuf::from(p)))
+            .collect();
+        Ok((out.status.success(), exes))
+    };
+    let (ok, mut exes) = build(&["--workspace", "--bins"])?;
+    if !ok {
+        log("build: the workspace build failed; trying each binary on its own");
+        for b in BINS {
+            exes.extend(build(&["--bin", b])?.1);
+        }
+    }
+    let mut shipped = vec![];
+    for exe in exes {
+        let name = exe.file_name().unwrap().to_string_lossy().into_owned();
+        if BINS.contains(&name.as_str()) && !bin_dir.join(&name).exists() {
+            fs::copy(&exe, bin_dir.join(&name))?;
+            shipped.push(name);
+        }
+    }
+    shipped.sort();
+    log(format!(
+        "build: done in {}; shipping: {}",
+        fmt_dur(t.elapsed()),
+        if shipped.is_empty() {
+            "(none)".into()
+        } else {
+            shipped.join(" ")
+        }
+    ));
+    Ok(())
+}
+
+/// Writes the run's initrd: the cached base.cpio followed by a payload cpio
+/// with /init, /xtask/lib.sh, every case's guest scripts and the binaries.
+fn payload(
+    cfg: &setup::Config,
+    guest: &Path,
+    all: &[cases::Case],
+    bin_dir: &Path,
+    initrd: &Path,
+) -> Result<()> {
+    let base = fs::File::open(cfg.base_cpio())?;
+    let mut out = std::io::BufWriter::new(fs::File::create(initrd)?);
+    std::io::copy(&mut std::io::BufReader::new(base), &mut out)?;
+    let mut w = cpio::Writer::new(out);
+    w.file_from("init", &guest.join("init.sh"))?;
+    w.dir("xtask")?;
+    w.file_from("xtask/lib.sh", &guest.join("lib.sh"))?;
+    w.dir("xtask/cases")?;
+    for case in all {
+        let d = format!("xtask/cases/{}", case.name);
+        w.dir(&d)?;
+        for (i, b) in case.boots.iter().enumerate() {
+            w.file_from(&format!("{d}/boot{}.sh", i + 1), b)?;
+        }
+        // Helpers next to the boot scripts (e.g. common.sh) come along too.
+        let parent = case.boots[0].parent().unwrap();
+        if parent.file_name().unwrap().to_string_lossy() == case.name {
+            for e in fs::read_dir(parent)? {
+                let p = e?.path();
+                let f = p.file_name().unwrap().to_string_lossy().into_owned();
+                if !f.starts_with("boot") && !f.starts_with("host") && p.is_file() {
+                    w.file_from(&format!("{d}/{f}"), &p)?;
+                }
+            }
+        }
+    }
+    // Binaries, plus any library they need that base.cpio lacks (from the chroot).
+    let manifest = fs::read_to_string(cfg.base_manifest()).unwrap_or_default();
+    let have: std::collections::HashSet<&str> = manifest.lines().collect();
+    let mut extra_libs = std::collections::BTreeSet::new();
+    let mut bins: Vec<_> = fs::read_dir(bin_dir)?.collect::<Result<_, _>>()?;
+    bins.sort_by_key(fs::DirEntry::file_name);
+    let names: Vec<String> = bins
+        .iter()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    w.file_bytes(
+        "xtask/shipped-bins",
+        0o644,
+        format!("{}\n", names.join("\n")).as_bytes(),
+    )?;
+    for e in &bins {
+        let name = e.file_name().to_string_lossy().into_owned();
+        w.file_from(&format!("usr/local/bin/{name}"), &e.path())?;
+        let ldd = Command::new("ldd").arg(e.path()).output()?;
+        for l in String::from_utf8_lossy(&ldd.stdout).lines() {
+            let Some((lib, _)) = l.trim().split_once(" => ") else {
+                continue;
+            };
+            if !have.contains(format!("usr/lib/x86_64-linux-gnu/{lib}").as_str()) {
+                extra_libs.insert(lib.to_owned());
+            }
+        }
+    }
+    for lib in extra_libs {
+        let src = cfg.chroot_libdir().join(&lib);
+        if src.exists() {
+            w.file_from(&format!("usr/lib/x86_64-linux-gnu/{lib}"), &src)?;
+        } else {
+            log(format!(
+                "payload: warning: {lib} (needed by a pcache binary) is not in the guest"
+            ));
+        }
+    }
+    w.finish()?;
+    Ok(())
+}
+
+/// `--shell`: one interactive boot with the environment of `case` (or the defaults).
+fn shell(env: &cases::Env, case: Option<&cases::Case>) -> Result<ExitCode> {
+    let default_case = cases::Case {
+        name: "shell".into(),
+        boots: vec![],
+        hosts: BTreeMap::new(),
+        dir: cases::Directives::default(),
+    };
+    let case = case.unwrap_or(&default_case);
+    let w = cases::workdir(env, case)?;
+    log(format!(
+        "shell: case {} ; files in {} (kept). In the guest: `xt_run [BOOT]` runs the case's script; \
+         `exit` powers off; Ctrl-A X kills QEMU.",
+        case.name,
+        w.dir.display()
+    ));
+    let (outcome, wall) = vm::boot(&vm::Boot {
+        qemu: env.qemu,
+        kernel: env.kernel,
+        initrd: env.initrd,
+        pmem: &w.pmem,
+        pmem_mb: case.dir.pmem_mb,
+        backing: &w.backing,
+        share: &w.out,
+        mem_mb: case.dir.mem_mb,
+        append: format!(
+            "xt_case={} xt_boot=1 xt_nboots={} xt_shell=1",
+            case.name,
+            case.boots.len()
+        ),
+        timeout: Duration::MAX,
+        log: &w.dir.join("serial-shell.log"),
+        echo: true,
+        interactive: true,
+    })?;
+    log(format!(
+        "shell: {outcome} after {}; files in {}",
+        fmt_dur(wall),
+        w.dir.display()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
