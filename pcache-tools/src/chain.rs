@@ -123,7 +123,11 @@ pub(crate) fn scan_chain<M: Media + ?Sized>(
             ("cache_info.seg_id".to_owned(), layout::CACHE_INFO_OFF)
         } else {
             (
-                format!("segment {} (phys {}): seg_info", i - 1, phys[i as usize - 1]),
+                format!(
+                    "segment {} (phys {}): seg_info",
+                    i - 1,
+                    phys[i as usize - 1]
+                ),
                 layout::segment_base(phys[i as usize - 1]),
             )
         };
@@ -166,19 +170,22 @@ pub(crate) fn scan_chain<M: Media + ?Sized>(
             Structure::SegmentInfo,
             SegInfoView::from,
         )?;
-        check_copies(&si_view, &format!("{label}: seg_info"), 16, f);
+        let needs_next = i + 1 < n;
+        check_copies(&si_view, &format!("{label}: seg_info"), 16, f, |v| {
+            !needs_next || v.has_next
+        });
         let (gen_dual, gen_view) = read_dual::<_, SegGen, _>(
             m,
             [layout::seg_gen_off(cur, 0), layout::seg_gen_off(cur, 1)],
             Structure::SegmentGen,
             |g| g.0,
         )?;
-        check_copies(&gen_view, &format!("{label}: gen"), 16, f);
+        check_copies(&gen_view, &format!("{label}: gen"), 16, f, |_| true);
         let gen = if let Some(v) = gen_dual.latest() {
             v.value.0
         } else {
             f.push(Finding::new(
-                Severity::Warning,
+                Severity::Error,
                 "seg_gen_missing",
                 format!("{label}: gen"),
                 Some(layout::seg_gen_off(cur, 0)),

@@ -138,6 +138,8 @@ pub struct Findings {
     warnings: u64,
     #[serde(skip)]
     refusals: u64,
+    #[serde(skip)]
+    repairs: Vec<Repair>,
 }
 
 impl Findings {
@@ -152,6 +154,7 @@ impl Findings {
             errors: 0,
             warnings: 0,
             refusals: 0,
+            repairs: Vec::new(),
         }
     }
 
@@ -164,6 +167,11 @@ impl Findings {
         }
         if f.kernel_refuses {
             self.refusals += 1;
+        }
+        if let Some(r) = f.repair {
+            if !self.repairs.contains(&r) {
+                self.repairs.push(r);
+            }
         }
         let kept = self.kept.entry(f.code).or_insert(0);
         if *kept < self.cap {
@@ -192,10 +200,10 @@ impl Findings {
         self.refusals > 0
     }
 
-    /// The repairs offered by the kept findings.
+    /// The repairs offered by every finding, those left out of `list` included.
     #[must_use]
-    pub fn repairs(&self) -> Vec<Repair> {
-        self.list.iter().filter_map(|f| f.repair).collect()
+    pub fn repairs(&self) -> &[Repair] {
+        &self.repairs
     }
 
     /// The first finding with this code.
@@ -222,9 +230,23 @@ mod tests {
             fs.push(Finding::new(Severity::Error, "x", "k", Some(i), "bad"));
         }
         fs.push(Finding::refusal("y", "sb", None, "bad"));
-        assert_eq!(fs.list.len(), 3);
+        for to in [10, 20, 30] {
+            let r = Repair {
+                from: 0,
+                to,
+                len: 16,
+            };
+            fs.push(Finding::new(Severity::Warning, "z", "c", None, "d").with_repair(r));
+        }
+        assert_eq!(
+            fs.repairs().len(),
+            3,
+            "repairs of omitted findings are kept"
+        );
+        assert_eq!(fs.list.len(), 5);
         assert_eq!(fs.omitted.get("x"), Some(&3));
         assert_eq!(fs.errors(), 6);
+        assert_eq!(fs.warnings(), 3);
         assert!(fs.kernel_refuses());
         assert_eq!(
             fs.list[0].to_string(),

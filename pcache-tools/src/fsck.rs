@@ -1,1 +1,295 @@
-//! fsck
+//! `pcache-fsck`: the verdict on a [`Scan`], its fsck(8) exit code, and the one kind of
+//! repair that needs no guessing — rewriting a damaged copy of a dual record from its good
+//! twin.
+
+use crate::device::{Media, MediaMut};
+use crate::finding::{Findings, Repair, Severity};
+use crate::scan::{scan, ScanOptions, Status};
+use pcache_format::pcache_crc;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::io;
+
+/// fsck(8) exit codes; a run's code is the bitwise OR of those that apply.
+pub mod exit {
+    /// No errors.
+    pub const CLEAN: i32 = 0;
+    /// Errors were corrected.
+    pub const CORRECTED: i32 = 1;
+    /// Errors were left uncorrected.
+    pub const UNCORRECTED: i32 = 4;
+    /// Operational error (the device could not be read or written).
+    pub const OPERATIONAL: i32 = 8;
+    /// Usage or syntax error.
+    pub const USAGE: i32 = 16;
+}
+
+/// What to check and whether to repair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsckOptions {
+    /// Rewrite damaged copies of dual records from their good twins.
+    pub repair: bool,
+    /// Size of the backing device, to check that keys lie inside it.
+    pub backing_size: Option<u64>,
+    /// Verify each key's data CRC when the cache has DATA_CRC.
+    pub verify_data_crc: bool,
+}
+
+impl Default for FsckOptions {
+    fn default() -> Self {
+        Self {
+            repair: false,
+            backing_size: None,
+            verify_data_crc: true,
+        }
+    }
+}
+
+impl FsckOptions {
+    fn scan_options(&self) -> ScanOptions {
+        ScanOptions {
+            backing_size: self.backing_size,
+            verify_data_crc: self.verify_data_crc,
+            ..ScanOptions::check_only()
+        }
+    }
+}
+
+/// The overall result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Nothing wrong (there may be informational notes).
+    Clean,
+    /// Nothing damaged, but something the kernel accepts and never writes.
+    CleanWithWarnings,
+    /// Everything found was repaired.
+    Corrected,
+    /// Errors or damage remain.
+    Errors,
+}
+
+/// One change `--repair` made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepairDone {
+    /// The damaged structure, e.g. `cache_info[0]`.
+    pub what: String,
+    /// The repair.
+    #[serde(flatten)]
+    pub repair: Repair,
+    /// The bytes before, in hex.
+    pub before: String,
+    /// The bytes written, in hex.
+    pub after: String,
+}
+
+/// The result of a check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The overall result.
+    pub verdict: Verdict,
+    /// The fsck(8) exit code.
+    pub exit_code: i32,
+    /// What `--repair` changed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repaired: Vec<RepairDone>,
+    /// The findings (after the repairs, when any were made).
+    pub findings: Findings,
+    /// The `dmsetup status` line the kernel would show after activating the image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// The same line, as text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_line: Option<String>,
+}
+
+/// Why a repair was not made. The device may have been changed only by repairs listed
+/// before the failing one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FsckError {
+    /// Reading or writing the device failed.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// A good copy was no longer good when it was about to be copied: the device changed
+    /// under the check. Nothing was written for it.
+    #[error("the copy at byte {0:#x} changed during the check; not repaired")]
+    Changed(u64),
+}
+
+/// Whether the findings leave something to fix: an error, or a damaged copy not yet
+/// rewritten.
+#[must_use]
+pub fn needs_attention(f: &Findings) -> bool {
+    f.errors() > 0 || !f.repairs().is_empty()
+}
+
+fn verdict(f: &Findings, repaired: bool) -> (Verdict, i32) {
+    if needs_attention(f) {
+        let code = exit::UNCORRECTED | if repaired { exit::CORRECTED } else { 0 };
+        (Verdict::Errors, code)
+    } else if repaired {
+        (Verdict::Corrected, exit::CORRECTED)
+    } else if f.warnings() > 0 {
+        (Verdict::CleanWithWarnings, exit::CLEAN)
+    } else {
+        (Verdict::Clean, exit::CLEAN)
+    }
+}
+
+fn report(findings: Findings, status: Option<Status>, repaired: Vec<RepairDone>) -> Report {
+    let (verdict, exit_code) = verdict(&findings, !repaired.is_empty());
+    Report {
+        verdict,
+        exit_code,
+        repaired,
+        findings,
+        status_line: status.map(|s| s.to_string()),
+        status,
+    }
+}
+
+/// Checks the device without writing anything.
+///
+/// # Errors
+/// A read failed.
+pub fn check<M: Media + ?Sized>(m: &M, opts: &FsckOptions) -> io::Result<Report> {
+    let s = scan(m, &opts.scan_options())?;
+    Ok(report(s.findings, s.status, Vec::new()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Checks the device and, with `opts.repair`, rewrites every damaged copy that has a good
+/// twin, then checks again. Without `opts.repair` this is [`check`].
+///
+/// # Persistence
+/// The rewritten copies are made durable with [`MediaMut::sync`] before the second check.
+///
+/// # Errors
+/// A read or write failed, or the device changed during the check.
+pub fn check_and_repair<M: MediaMut + ?Sized>(
+    m: &mut M,
+    opts: &FsckOptions,
+) -> Result<Report, FsckError> {
+    let io = |what: String| move |source| FsckError::Io { what, source };
+    let first = scan(&*m, &opts.scan_options()).map_err(io("reading the device".into()))?;
+    if !opts.repair || first.findings.repairs().is_empty() {
+        return Ok(report(first.findings, first.status, Vec::new()));
+    }
+    let mut done = Vec::new();
+    for &r in first.findings.repairs() {
+        let len = r.len as usize;
+        let mut good = vec![0; len];
+        let mut bad = vec![0; len];
+        m.read_at(r.from, &mut good)
+            .and_then(|()| m.read_at(r.to, &mut bad))
+            .map_err(io(format!(
+                "reading the copies at {:#x} and {:#x}",
+                r.from, r.to
+            )))?;
+        // Every dual record starts with a CRC of the rest of it.
+        let stored = good
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        if len < 8 || stored != Some(pcache_crc(&good[4..])) {
+            return Err(FsckError::Changed(r.from));
+        }
+        m.write_at(r.to, &good)
+            .map_err(io(format!("writing the copy at {:#x}", r.to)))?;
+        let what = first
+            .findings
+            .list
+            .iter()
+            .find(|f| f.repair == Some(r))
+            .map_or_else(|| format!("copy at {:#x}", r.to), |f| f.what.clone());
+        done.push(RepairDone {
+            what,
+            repair: r,
+            before: hex(&bad),
+            after: hex(&good),
+        });
+    }
+    m.sync().map_err(io("flushing the repairs".into()))?;
+    let second = scan(&*m, &opts.scan_options()).map_err(io("reading the device".into()))?;
+    Ok(report(second.findings, second.status, done))
+}
+
+/// The report for people: findings, repairs, and a verdict line naming the device.
+#[must_use]
+pub fn text(r: &Report, device: &str) -> String {
+    let mut out = String::new();
+    for f in &r.findings.list {
+        let _ = writeln!(out, "{device}: {f}");
+    }
+    for (code, n) in &r.findings.omitted {
+        let _ = writeln!(out, "{device}: ... and {n} more findings of kind {code}");
+    }
+    for d in &r.repaired {
+        let _ = writeln!(
+            out,
+            "{device}: repaired {} at byte {:#x}: rewrote {} bytes from the good copy at byte \
+             {:#x} (was {}, now {})",
+            d.what, d.repair.to, d.repair.len, d.repair.from, d.before, d.after
+        );
+    }
+    let f = &r.findings;
+    let verdict = match r.verdict {
+        Verdict::Clean => "clean".to_owned(),
+        Verdict::CleanWithWarnings => format!("clean, {} warnings", f.warnings()),
+        Verdict::Corrected => format!("corrected ({} repairs)", r.repaired.len()),
+        Verdict::Errors => {
+            let fixable = f.repairs().len();
+            let mut s = format!("{} errors, {} warnings", f.errors(), f.warnings());
+            if !r.repaired.is_empty() {
+                let _ = write!(s, " after {} repairs", r.repaired.len());
+            }
+            if fixable > 0 {
+                let _ = write!(s, "; --repair would rewrite {fixable} damaged copies");
+            }
+            if f.kernel_refuses() {
+                s.push_str("; the kernel would refuse this cache");
+            }
+            s
+        }
+    };
+    let status = match &r.status {
+        Some(s) => format!(" (status {s})"),
+        None => String::new(),
+    };
+    let worst_info = f.worst() == Some(Severity::Info);
+    let notes = if worst_info && r.verdict == Verdict::Clean {
+        format!(", {} notes", f.list.len())
+    } else {
+        String::new()
+    };
+    let _ = writeln!(out, "{device}: {verdict}{notes}{status}");
+    out
+}
+
+/// The report as JSON, pretty-printed.
+#[must_use]
+pub fn json(r: &Report, device: &str) -> String {
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        device: &'a str,
+        #[serde(flatten)]
+        report: &'a Report,
+    }
+    serde_json::to_string_pretty(&Doc { device, report: r })
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests;

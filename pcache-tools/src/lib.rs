@@ -8,7 +8,9 @@
 //! - [`mkfs`] and [`probe`]: writing a fresh cache, crash-safely, after checking that the
 //!   device holds nothing recognisable;
 //! - [`dump`] and [`fsck`]: rendering a scan for people and for machines (`--json`), and
-//!   the fsck verdict, exit code and repairs.
+//!   the fsck verdict, exit code and repairs;
+//! - [`testimg`]: a typed builder of cache images in memory, for tests here and in other
+//!   crates.
 //!
 //! Nothing here prints or exits; the binaries do. The on-media format is described in
 //! `docs/format.md` and implemented by [`pcache_format`].
@@ -16,6 +18,7 @@
 #![deny(unsafe_code)]
 
 pub mod chain;
+pub mod cli;
 pub mod device;
 pub mod dump;
 pub mod finding;
@@ -24,6 +27,7 @@ pub mod log;
 pub mod mkfs;
 pub mod probe;
 pub mod scan;
+pub mod testimg;
 
 pub use device::{Access, Device, DeviceKind, Media, MediaMut};
 pub use finding::{Finding, Findings, Repair, Severity};

@@ -160,6 +160,34 @@ pub struct LogView {
     pub not_listed: u64,
 }
 
+/// The segments a log walk has entered at offset 0.
+struct Entered(Vec<bool>);
+
+impl Entered {
+    /// A walk starting at `start`, which counts as entering its segment only at offset 0.
+    fn new(n_segs: u32, start: CachePos) -> Self {
+        let mut v = vec![false; n_segs as usize];
+        if start.off == 0 {
+            if let Some(e) = v.get_mut(start.seg as usize) {
+                *e = true;
+            }
+        }
+        Self(v)
+    }
+
+    /// Records entering `seg` at offset 0; false when that already happened (or `seg` is
+    /// out of range), i.e. the walk loops.
+    fn enter(&mut self, seg: u32) -> bool {
+        match self.0.get_mut(seg as usize) {
+            Some(e) if !*e => {
+                *e = true;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 struct Walker<'a, 'f, M: Media + ?Sized> {
     m: &'a M,
     input: &'a LogInput<'a>,
@@ -258,6 +286,10 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
         let mut pos = self.input.key_tail;
         let mut dirty = false;
         self.mark_log(pos.seg);
+        // Replay is deterministic: entering a segment at offset 0 a second time repeats the
+        // same walk forever, until the kernel's hop limit (n_segs) fails the load. Only
+        // key_tail's own segment may be entered at 0 once after starting mid-segment.
+        let mut entered = Entered::new(n_segs, pos);
         loop {
             if pos == self.input.dirty_tail {
                 dirty = true;
@@ -300,19 +332,30 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
                     self.view.ksets += 1;
                     self.view.last_hops += 1;
                     self.list(pos, abs, KsetKind::Last { next }, dirty, Vec::new());
-                    let revisit = self.usage.get(next as usize).is_none_or(|u| u.log);
-                    if revisit || self.view.last_hops > n_segs {
+                    if !entered.enter(next) || self.view.last_hops > n_segs {
                         self.f.push(Finding::refusal(
                             "kset_cycle",
                             what,
                             Some(abs),
                             format!(
                                 "the LAST kset links back to log segment {next}: replay \
-                                 loops until it has made {n_segs} hops, then fails"
+                                 loops until it has made more than {n_segs} hops, then fails"
                             ),
                         ));
                         self.view.end = LogEndKind::Failed;
                         return Ok(());
+                    }
+                    if next == self.input.key_tail.seg {
+                        self.f.push(Finding::new(
+                            Severity::Error,
+                            "log_revisits_tail",
+                            what,
+                            Some(abs),
+                            format!(
+                                "the LAST kset links back to key_tail's segment {next}: \
+                                 replay re-reads ksets that GC has already consumed"
+                            ),
+                        ));
                     }
                     self.mark_log(next);
                     pos = CachePos::new(next, 0);
@@ -346,7 +389,11 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
     }
 
     fn list(&mut self, pos: CachePos, abs: u64, kind: KsetKind, dirty: bool, keys: Vec<KeyView>) {
-        let in_range = self.opts.segments.as_ref().is_none_or(|r| r.contains(&pos.seg));
+        let in_range = self
+            .opts
+            .segments
+            .as_ref()
+            .is_none_or(|r| r.contains(&pos.seg));
         let room = self
             .opts
             .max_ksets
@@ -398,13 +445,8 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
         };
         self.view.end = kind;
         if let Some((code, msg)) = note {
-            self.f.push(Finding::new(
-                Severity::Warning,
-                code,
-                what,
-                Some(abs),
-                msg,
-            ));
+            self.f
+                .push(Finding::new(Severity::Warning, code, what, Some(abs), msg));
         }
     }
 
@@ -544,8 +586,7 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
             odd.push(format!("undefined flags {:#x}", key.flags));
         }
         let sector = u64::from(SECTOR_SIZE);
-        if key.off % sector != 0 || key.len % SECTOR_SIZE != 0 || key.pos.off % SECTOR_SIZE != 0
-        {
+        if key.off % sector != 0 || key.len % SECTOR_SIZE != 0 || key.pos.off % SECTOR_SIZE != 0 {
             odd.push("it is not sector aligned".to_owned());
         }
         if raw.reserved.get() != 0 {
@@ -557,7 +598,10 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
                 "key_odd",
                 what,
                 Some(at),
-                format!("{} (the kernel accepts it but never writes it)", odd.join("; ")),
+                format!(
+                    "{} (the kernel accepts it but never writes it)",
+                    odd.join("; ")
+                ),
             ));
         }
     }
@@ -567,11 +611,8 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
     fn dirty_chain(&mut self) -> io::Result<()> {
         let n_segs = self.input.n_segs;
         let mut pos = self.input.dirty_tail;
-        let mut visited = vec![false; n_segs as usize];
+        let mut entered = Entered::new(n_segs, pos);
         let mut hops = 0u32;
-        if let Some(v) = visited.get_mut(pos.seg as usize) {
-            *v = true;
-        }
         loop {
             let Some((bytes, room, abs)) = self.read_at(pos)? else {
                 return Ok(());
@@ -590,8 +631,7 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
                 Ok(KsetRead::End(_)) => return Ok(()),
                 Ok(KsetRead::Last { next }) => {
                     hops += 1;
-                    let seen = visited.get_mut(next as usize);
-                    if hops > n_segs || seen.as_deref() != Some(&false) {
+                    if !entered.enter(next) || hops > n_segs {
                         self.f.push(Finding::refusal(
                             "dirty_chain",
                             what,
@@ -599,9 +639,6 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
                             format!("the LAST chain from dirty_tail loops (back to {next})"),
                         ));
                         return Ok(());
-                    }
-                    if let Some(v) = seen {
-                        *v = true;
                     }
                     pos = CachePos::new(next, 0);
                 }

@@ -347,33 +347,47 @@ pub(crate) fn read_dual<M: Media + ?Sized, R: MetaRecord, V>(
 
 /// Reports damaged copies of a dual record. A damaged copy whose twin is valid is a
 /// warning with a repair; with no valid copy at all the caller decides.
+///
+/// `repairable` says whether the valid twin is a sound replacement; when it is not (a
+/// seg_info copy without HAS_NEXT in the middle of the chain), no repair is offered, since
+/// copying it would only destroy the evidence a person could recover the chain from.
 pub(crate) fn check_copies<V: PartialEq>(
     view: &DualView<V>,
     what: &str,
     len: u32,
     findings: &mut Findings,
+    repairable: impl Fn(&V) -> bool,
 ) {
     for (i, slot) in view.slots.iter().enumerate() {
         let twin = &view.slots[1 - i];
         if slot.state == SlotState::Damaged && twin.state == SlotState::Valid {
-            findings.push(
-                Finding::new(
-                    Severity::Warning,
-                    "copy_damaged",
-                    format!("{what}[{i}]"),
-                    Some(slot.offset),
-                    format!(
-                        "damaged copy ({}); the kernel uses copy {}",
-                        slot.error.as_deref().unwrap_or("bad crc"),
-                        1 - i
-                    ),
+            let error = slot.error.as_deref().unwrap_or("bad crc");
+            let sound = twin.value.as_ref().is_some_and(&repairable);
+            let message = if sound {
+                format!("damaged copy ({error}); the kernel uses copy {}", 1 - i)
+            } else {
+                format!(
+                    "damaged copy ({error}); the kernel uses copy {}, which is not a sound \
+                     replacement, so --repair leaves it",
+                    1 - i
                 )
-                .with_repair(Repair {
+            };
+            let finding = Finding::new(
+                Severity::Warning,
+                "copy_damaged",
+                format!("{what}[{i}]"),
+                Some(slot.offset),
+                message,
+            );
+            findings.push(if sound {
+                finding.with_repair(Repair {
                     from: twin.offset,
                     to: slot.offset,
                     len,
-                }),
-            );
+                })
+            } else {
+                finding
+            });
         }
     }
     if let [SlotView {
@@ -431,22 +445,20 @@ pub fn scan<M: Media + ?Sized>(m: &M, opts: &ScanOptions) -> io::Result<Scan> {
         Structure::CacheInfo,
         CacheInfoView::from,
     )?;
-    check_copies(&ci_view, "cache_info", 24, f);
+    check_copies(&ci_view, "cache_info", 24, f, |_| true);
     let tail_at = |off: fn(usize) -> u64| [off(0), off(1)];
-    let (kt_dual, kt_view) = read_dual::<_, TailPos, _>(
-        m,
-        tail_at(layout::key_tail_off),
-        Structure::KeyTail,
-        |t| Pos::from(t.0),
-    )?;
+    let (kt_dual, kt_view) =
+        read_dual::<_, TailPos, _>(m, tail_at(layout::key_tail_off), Structure::KeyTail, |t| {
+            Pos::from(t.0)
+        })?;
     let (dt_dual, dt_view) = read_dual::<_, TailPos, _>(
         m,
         tail_at(layout::dirty_tail_off),
         Structure::DirtyTail,
         |t| Pos::from(t.0),
     )?;
-    check_copies(&kt_view, "key_tail", 16, f);
-    check_copies(&dt_view, "dirty_tail", 16, f);
+    check_copies(&kt_view, "key_tail", 16, f, |_| true);
+    check_copies(&dt_view, "dirty_tail", 16, f, |_| true);
     let tails_empty = kt_view.is_empty() && dt_view.is_empty();
     let ci_empty = ci_view.is_empty();
     out.cache_info = Some(ci_view);

@@ -1,0 +1,119 @@
+//! Small helpers the three binaries share: argument parsers and one-line error messages.
+
+use crate::device::{Access, Device, Media};
+use std::error::Error;
+use std::ops::Range;
+use std::path::Path;
+
+/// Parses a byte count: a decimal number with an optional binary suffix `K`, `M`, `G`,
+/// `T` (also `KiB`, … and lower case).
+///
+/// # Errors
+/// Not a number, or too large.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size in bytes"))?;
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown size suffix {suffix:?} (K, M, G or T)"
+            ))
+        }
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Parses a range of cache segment ids: `N`, `A..B` (B excluded), `A..=B`, `A..`, `..B`.
+///
+/// # Errors
+/// Not of that form.
+pub fn parse_range(s: &str) -> Result<Range<u32>, String> {
+    let bad = || format!("{s:?} is not a segment range (N, A..B, A..=B, A.. or ..B)");
+    let num = |x: &str| x.trim().parse::<u32>().map_err(|_| bad());
+    let Some((a, b)) = s.split_once("..") else {
+        let n = num(s)?;
+        return Ok(n..n.saturating_add(1));
+    };
+    let start = if a.trim().is_empty() { 0 } else { num(a)? };
+    let end = if let Some(b) = b.strip_prefix('=') {
+        num(b)?.saturating_add(1)
+    } else if b.trim().is_empty() {
+        u32::MAX
+    } else {
+        num(b)?
+    };
+    Ok(start..end)
+}
+
+/// An error and its sources on one line, separated by `": "`.
+#[must_use]
+pub fn one_line(e: &(dyn Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let next = c.to_string();
+        if !s.ends_with(&next) {
+            s.push_str(": ");
+            s.push_str(&next);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// The size of a backing device or file, opened read-only.
+///
+/// # Errors
+/// It cannot be opened.
+pub fn backing_size(path: &Path) -> Result<u64, String> {
+    Device::open(path, Access::ReadOnly)
+        .map(|d| d.size())
+        .map_err(|e| format!("{}: {}", path.display(), one_line(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("2MiB"), Ok(2 << 20));
+        assert_eq!(parse_size("3t"), Ok(3 << 40));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("1Q").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("3"), Ok(3..4));
+        assert_eq!(parse_range("2..5"), Ok(2..5));
+        assert_eq!(parse_range("2..=5"), Ok(2..6));
+        assert_eq!(parse_range("7.."), Ok(7..u32::MAX));
+        assert_eq!(parse_range("..4"), Ok(0..4));
+        assert!(parse_range("a..b").is_err());
+        assert!(parse_range("-1").is_err());
+    }
+
+    #[test]
+    fn error_chain() {
+        let e = crate::device::DeviceError::Open(std::io::Error::from_raw_os_error(2));
+        assert_eq!(
+            one_line(&e),
+            "cannot open: No such file or directory (os error 2)"
+        );
+    }
+}
