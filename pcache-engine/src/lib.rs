@@ -1,6 +1,36 @@
 //! The pcache engine: a persistent-memory write-back cache in front of a block device,
-//! byte-compatible with Linux dm-pcache. See `docs/design.md`.
+//! byte-compatible with Linux dm-pcache. See `docs/design.md` for the persistence
+//! protocol, whose steps the code names at every flush and fence.
 //!
-//! This crate knows nothing about ublk: a frontend hands it block requests.
+//! This crate knows nothing about ublk: a frontend hands [`Cache`] block requests.
+//!
+//! - [`media`]: the cache device (DAX, mapped file, memory, a crash simulator);
+//! - [`backing`]: the backing device (file or block device, memory);
+//! - [`Cache`]: open (validate, format, replay), read, write, flush, discard, status,
+//!   close; background writeback, GC and kset flushing.
 
 pub use pcache_format as format;
+
+pub mod backing;
+mod cache;
+pub mod error;
+mod gc;
+mod index;
+mod io;
+mod load;
+mod log;
+pub mod media;
+mod meta;
+mod replay;
+mod segments;
+mod status;
+mod workers;
+mod writeback;
+
+pub use cache::{Cache, CacheConfig};
+pub use error::{EngineError, ErrorKind, Result};
+pub use replay::ReplayStats;
+pub use status::Status;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,441 @@
+//! The cache: its shared state ([`Inner`]), the public handle ([`Cache`]) and the
+//! background workers.
+//!
+//! Locks, all short and never global on the I/O path (each names what it guards):
+//! - a data head per queue (`heads`): where the queue's next write data goes;
+//! - an open kset per queue (`ksets`): keys of the 4 MiB regions routed to it;
+//! - a subtree per 4 MiB region (`index`);
+//! - a generation lock per segment, held by readers while they copy;
+//! - the allocation map, taken once per 16 MiB segment;
+//! - `key_head`, taken to close a kset (every 128 keys, on FUA/FLUSH, or after 1 s).
+//!
+//! Lock order: data head → kset → key_head → (allocation map); kset → subtree;
+//! segment generation locks are leaves. Writeback and GC take none of the I/O locks
+//! except `durable_head` and the tails.
+
+use crate::backing::Backing;
+use crate::error::{EngineError, Result};
+use crate::index::Index;
+use crate::load::{self, LoadOptions};
+use crate::log::{DataHead, OpenKset};
+use crate::media::CacheMedia;
+use crate::meta::DualState;
+use crate::segments::Segments;
+use crate::status::{Counters, Status};
+use parking_lot::{Condvar, Mutex};
+use pcache_format::layout::CachePos;
+use pcache_format::record::{CacheInfo, Superblock, GC_PERCENT_MAX};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How to open a cache.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// The data_crc setting the cache must have (it is refused otherwise); also what a
+    /// cache formatted by this open gets.
+    pub data_crc: bool,
+    /// Queues that submit in parallel: one open kset and one data head each (the
+    /// kernel uses one per CPU). At least 1.
+    pub queues: u32,
+    /// Change gc_percent (0..=90) and persist it; `None` keeps the cache's.
+    pub gc_percent: Option<u8>,
+    /// Run the writeback, GC and kset-flush workers in background threads. Without
+    /// them, nothing is written back unless [`Cache::writeback_all`] is called, and a
+    /// full cache reclaims space in the writing thread.
+    pub background: bool,
+    /// Open without writing anything to the cache (reads only; misses are not cached).
+    pub read_only: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            data_crc: false,
+            queues: 1,
+            gc_percent: None,
+            background: true,
+            read_only: false,
+        }
+    }
+}
+
+/// A tail (key_tail or dirty_tail) and where its latest record lives.
+#[derive(Debug)]
+pub(crate) struct Tail {
+    pub pos: CachePos,
+    pub state: DualState,
+}
+
+/// A wake-up flag for a background worker.
+#[derive(Debug, Default)]
+pub(crate) struct Kick {
+    flag: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Kick {
+    pub(crate) fn kick(&self) {
+        *self.flag.lock() = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits for a kick or the timeout; clears the flag.
+    pub(crate) fn wait(&self, timeout: Duration) {
+        let mut f = self.flag.lock();
+        if !*f {
+            self.cv.wait_for(&mut f, timeout);
+        }
+        *f = false;
+    }
+}
+
+/// Everything the I/O paths and the workers share.
+pub(crate) struct Inner {
+    pub media: Arc<dyn CacheMedia>,
+    pub backing: Arc<dyn Backing>,
+    pub sb: Superblock,
+    pub data_crc: bool,
+    pub read_only: bool,
+    pub background: bool,
+    /// Bytes of the logical device (the backing device's size).
+    pub size: u64,
+    pub segs: Segments,
+    pub index: Index,
+    pub heads: Box<[Mutex<Option<DataHead>>]>,
+    pub ksets: Box<[Mutex<OpenKset>]>,
+    /// Where the next kset goes (held while a kset is closed).
+    pub key_head: Mutex<CachePos>,
+    /// The end of the durable log: writeback never reads past it.
+    pub durable_head: Mutex<CachePos>,
+    pub key_tail: Mutex<Tail>,
+    pub dirty_tail: Mutex<Tail>,
+    pub info: Mutex<(CacheInfo, DualState)>,
+    /// Serialises writeback rounds.
+    pub wb_lock: Mutex<()>,
+    /// Serialises GC rounds.
+    pub gc_lock: Mutex<()>,
+    pub counters: Counters,
+    pub replay_stats: Mutex<crate::replay::ReplayStats>,
+    pub stop: AtomicBool,
+    /// Set when a persistence step failed: the cache then refuses writes.
+    pub failed: Mutex<Option<String>>,
+    pub kick_writeback: Kick,
+    pub kick_gc: Kick,
+    pub kick_flush: Kick,
+    /// Asks the flusher to close every kset now (a writer waits for space).
+    pub close_all_wanted: AtomicBool,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("media", &self.media.describe())
+            .field("backing", &self.backing.describe())
+            .field("n_segs", &self.segs.count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    /// Latches a failure of a persistence step; later writes are refused.
+    pub(crate) fn fail(&self, e: &EngineError) {
+        let mut f = self.failed.lock();
+        if f.is_none() {
+            tracing::error!("cache failed: {e}");
+            *f = Some(e.to_string());
+        }
+        self.counters.error();
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err(EngineError::Closed);
+        }
+        if self.read_only {
+            return Err(EngineError::ReadOnly);
+        }
+        if let Some(f) = self.failed.lock().as_ref() {
+            return Err(EngineError::Failed(f.clone()));
+        }
+        Ok(())
+    }
+
+    /// Checks a request: sector-aligned and inside the device.
+    pub(crate) fn check_request(&self, off: u64, len: u64) -> Result<()> {
+        let bad = |what| EngineError::BadRequest { what, off, len };
+        if off % 512 != 0 || len % 512 != 0 {
+            return Err(bad("not a multiple of 512 bytes"));
+        }
+        match off.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(bad("beyond the end of the device")),
+        }
+    }
+
+    /// Absolute media offset of a cache position.
+    pub(crate) fn abs(&self, pos: CachePos) -> Result<u64> {
+        self.segs
+            .chain()
+            .abs(pos)
+            .ok_or_else(|| EngineError::Inconsistent(format!("position {pos} outside the cache")))
+    }
+
+    pub(crate) fn queue(&self, q: u32) -> usize {
+        q as usize % self.heads.len()
+    }
+}
+
+/// An open cache: a persistent-memory write-back cache in front of a backing device,
+/// byte-compatible with Linux dm-pcache.
+///
+/// All methods take `&self` and may be called from many threads at once. Offsets and
+/// lengths are in bytes and must be multiples of 512.
+#[derive(Debug)]
+pub struct Cache {
+    inner: Arc<Inner>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Cache {
+    /// Opens the cache on `media` in front of `backing`: validates the metadata, formats
+    /// the cache if the superblock has none behind it (as the kernel does), replays the
+    /// log, and persists cache_info with INIT_DONE.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFormatted`] (no superblock: run `pcache-mkfs`),
+    /// [`EngineError::TooSmall`], [`EngineError::DataCrcMismatch`],
+    /// [`EngineError::Corrupt`] and friends for damaged metadata, media errors.
+    pub fn open(
+        media: Arc<dyn CacheMedia>,
+        backing: Arc<dyn Backing>,
+        cfg: CacheConfig,
+    ) -> Result<Self> {
+        if let Some(pct) = cfg.gc_percent {
+            if pct > GC_PERCENT_MAX {
+                return Err(EngineError::InvalidArgument(format!(
+                    "gc_percent {pct} is over {GC_PERCENT_MAX}"
+                )));
+            }
+        }
+        let read_only = cfg.read_only || media.is_read_only();
+        let loaded = load::load(
+            &*media,
+            LoadOptions {
+                data_crc: cfg.data_crc,
+                gc_percent: cfg.gc_percent,
+                read_only,
+            },
+        )?;
+        let queues = cfg.queues.max(1) as usize;
+        let size = backing.size();
+        let mut info = loaded.info;
+        let inner = Inner {
+            sb: loaded.sb,
+            data_crc: info.data_crc,
+            read_only,
+            background: cfg.background && !read_only,
+            size,
+            segs: Segments::new(loaded.chain, loaded.gens),
+            index: Index::new(size),
+            heads: (0..queues).map(|_| Mutex::new(None)).collect(),
+            ksets: (0..queues).map(|_| Mutex::new(OpenKset::default())).collect(),
+            key_head: Mutex::new(CachePos::default()),
+            durable_head: Mutex::new(CachePos::default()),
+            key_tail: Mutex::new(Tail {
+                pos: loaded.key_tail.0,
+                state: loaded.key_tail.1,
+            }),
+            dirty_tail: Mutex::new(Tail {
+                pos: loaded.dirty_tail.0,
+                state: loaded.dirty_tail.1,
+            }),
+            info: Mutex::new((info, loaded.info_state)),
+            wb_lock: Mutex::new(()),
+            gc_lock: Mutex::new(()),
+            counters: Counters::default(),
+            replay_stats: Mutex::default(),
+            stop: AtomicBool::new(false),
+            failed: Mutex::new(None),
+            kick_writeback: Kick::default(),
+            kick_gc: Kick::default(),
+            kick_flush: Kick::default(),
+            close_all_wanted: AtomicBool::new(false),
+            media,
+            backing,
+        };
+        let head = inner.replay()?;
+        *inner.key_head.lock() = head;
+        *inner.durable_head.lock() = head;
+        if !read_only {
+            // A1: the activation ends by persisting cache_info with INIT_DONE (and a new
+            // gc_percent), in the slot that does not hold the latest copy.
+            info.init_done = true;
+            if let Some(pct) = cfg.gc_percent {
+                info.gc_percent = pct;
+            }
+            let mut guard = inner.info.lock();
+            guard.0 = info;
+            let (ref i, ref mut st) = *guard;
+            load::persist_info(&*inner.media, st, i)?;
+        }
+        let inner = Arc::new(inner);
+        let workers = if inner.background {
+            crate::workers::spawn(&inner)
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            inner,
+            workers: Mutex::new(workers),
+        })
+    }
+
+    /// The latest initialised cache_info on `media`, if any: a tool's way to learn a
+    /// cache's data_crc setting before opening it.
+    ///
+    /// # Errors
+    /// No or a damaged superblock; media errors.
+    pub fn peek_info(media: &dyn CacheMedia) -> Result<Option<CacheInfo>> {
+        load::cache_info(media)
+    }
+
+    /// Size of the logical device in bytes (the backing device's size).
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.inner.size
+    }
+
+    /// Reads `buf.len()` bytes at `off`: hits from the cache, misses from the backing
+    /// device (and cached as clean data where space allows).
+    ///
+    /// # Errors
+    /// A bad request, media or backing errors, a data CRC mismatch on a hit.
+    pub fn read(&self, queue: u32, off: u64, buf: &mut [u8]) -> Result<()> {
+        if self.inner.stop.load(Ordering::Acquire) {
+            return Err(EngineError::Closed);
+        }
+        self.inner.read(queue, off, buf)
+    }
+
+    /// Writes `data` at `off`. Returns once the data is durable in the cache; its key is
+    /// durable after the next FLUSH — or before returning, with `fua`. Waits (does not
+    /// fail) while the cache is full.
+    ///
+    /// # Errors
+    /// A bad request, a read-only or failed cache, media errors.
+    pub fn write(&self, queue: u32, off: u64, data: &[u8], fua: bool) -> Result<()> {
+        self.inner.check_writable()?;
+        self.inner.write(queue, off, data, fua)
+    }
+
+    /// Makes every completed write durable: closes every open kset.
+    ///
+    /// # Errors
+    /// Media errors.
+    pub fn flush(&self) -> Result<()> {
+        if self.inner.read_only {
+            return Ok(());
+        }
+        self.inner.check_writable()?;
+        self.inner.close_all()
+    }
+
+    /// Discards `[off, off + len)`: later reads return zeros, and no earlier data of the
+    /// range can come back, even after a crash. The discard is passed to the backing
+    /// device too.
+    ///
+    /// # Errors
+    /// As [`Cache::write`], and backing errors.
+    pub fn discard(&self, off: u64, len: u64) -> Result<()> {
+        self.inner.check_writable()?;
+        self.inner.zero_range(off, len)?;
+        self.inner
+            .backing
+            .discard(off, len)
+            .map_err(EngineError::backing("discard", off, len))
+    }
+
+    /// Makes `[off, off + len)` read as zeros.
+    ///
+    /// # Errors
+    /// As [`Cache::write`].
+    pub fn write_zeroes(&self, off: u64, len: u64) -> Result<()> {
+        self.inner.check_writable()?;
+        self.inner.zero_range(off, len)
+    }
+
+    /// What `dmsetup status` shows for the kernel target, and the counters.
+    #[must_use]
+    pub fn status(&self) -> Status {
+        self.inner.status()
+    }
+
+    /// Changes gc_percent (0..=90) and persists it in cache_info, like the kernel's
+    /// `gc_percent` message.
+    ///
+    /// # Errors
+    /// A value over 90; media errors.
+    pub fn set_gc_percent(&self, pct: u8) -> Result<()> {
+        if pct > GC_PERCENT_MAX {
+            return Err(EngineError::InvalidArgument(format!(
+                "gc_percent {pct} is over {GC_PERCENT_MAX}"
+            )));
+        }
+        self.inner.check_writable()?;
+        let mut guard = self.inner.info.lock();
+        let mut info = guard.0;
+        info.gc_percent = pct;
+        load::persist_info(&*self.inner.media, &mut guard.1, &info)?;
+        guard.0 = info;
+        drop(guard);
+        self.inner.kick_gc.kick();
+        Ok(())
+    }
+
+    /// Writes back every dirty kset now, in log order, and runs GC where it is due;
+    /// returns when the log is clean up to the last closed kset.
+    ///
+    /// # Errors
+    /// Backing errors, data CRC mismatches, media errors.
+    pub fn writeback_all(&self) -> Result<()> {
+        self.inner.check_writable()?;
+        self.inner.close_all()?;
+        while self.inner.writeback_once()? {}
+        while self.inner.gc_once()? {}
+        Ok(())
+    }
+
+    /// Closes the cache: stops the workers and closes every kset. Idempotent; later
+    /// requests fail with [`EngineError::Closed`].
+    ///
+    /// # Errors
+    /// Media errors while closing ksets.
+    pub fn close(&self) -> Result<()> {
+        let first = !self.inner.stop.swap(true, Ordering::AcqRel);
+        for k in [&self.inner.kick_writeback, &self.inner.kick_gc, &self.inner.kick_flush] {
+            k.kick();
+        }
+        for w in self.workers.lock().drain(..) {
+            let _ = w.join();
+        }
+        if first && !self.inner.read_only {
+            self.inner.close_all()?;
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::error!("closing the cache: {e}");
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! GC: FIFO reclamation behind dirty_tail (upstream-format.md F.7).
+//!
+//! Our order differs from the kernel's in one place, on purpose: key_tail is persisted
+//! *before* the generations of the segments it frees are bumped (G1 before G2 in
+//! `docs/design.md`). A crash in between leaves no stale key in front of replay, so a
+//! data_crc cache never fails to load (the kernel's order can, upstream-format.md G.13).
+
+use crate::cache::Inner;
+use crate::error::Result;
+use pcache_format::kset::KsetRead;
+use pcache_format::layout::CachePos;
+
+impl Inner {
+    /// One GC step if it is due (segments used ≥ gc_percent). False when there is
+    /// nothing to do.
+    pub(crate) fn gc_once(&self) -> Result<bool> {
+        self.gc_step(false)
+    }
+
+    /// One GC step regardless of gc_percent (a writer is waiting for space).
+    pub(crate) fn gc_once_forced(&self) -> Result<bool> {
+        self.gc_step(true)
+    }
+
+    fn gc_step(&self, force: bool) -> Result<bool> {
+        let _round = self.gc_lock.lock();
+        let kt = self.key_tail.lock().pos;
+        let dt = self.dirty_tail.lock().pos;
+        if kt == dt {
+            return Ok(false);
+        }
+        let n = self.segs.count();
+        let pct = u64::from(self.info.lock().0.gc_percent);
+        if !force && u64::from(self.segs.used()) < u64::from(n) * pct / 100 {
+            return Ok(false);
+        }
+        let mut buf = Vec::new();
+        let at = self.abs(kt)?;
+        match self.load_kset(kt, &mut buf)? {
+            KsetRead::End(_) => Ok(false),
+            KsetRead::Last { next } => {
+                if dt.seg == kt.seg {
+                    return Ok(false);
+                }
+                // G1: key_tail leaves the log segment, which is then free.
+                self.set_key_tail(CachePos::new(next, 0))?;
+                self.segs.free_log(kt.seg);
+                Ok(true)
+            }
+            KsetRead::Keys { keys, size } => {
+                let keys = self.decode_keys(keys, at)?;
+                let mut dead = Vec::new();
+                for key in &keys {
+                    // Replay took no reference for a stale key; neither do we drop one.
+                    if self.is_stale(key) {
+                        continue;
+                    }
+                    if self.segs.put(key.pos.seg) {
+                        dead.push(key.pos.seg);
+                    }
+                }
+                // G1: key_tail moves past the kset ...
+                self.set_key_tail(CachePos::new(kt.seg, kt.off + size))?;
+                // G2: ... then each segment whose last key it was is invalidated (its
+                // generation persisted) and freed.
+                for seg in dead {
+                    self.segs.invalidate(&*self.media, seg)?;
+                }
+                self.counters.gc_run();
+                Ok(true)
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The in-memory index: which logical ranges are cached, and where their data lives.
+//!
+//! The logical device is cut into 4 MiB subtrees (the kernel's `PCACHE_CACHE_SUBTREE_SIZE`);
+//! each has its own lock, so requests to unrelated regions never share one. A subtree maps
+//! the offset of an extent inside the region to an [`Extent`]; extents never overlap,
+//! because [`Subtree::insert`] resolves overlaps so the newest key wins
+//! (upstream-format.md F.6). Replay inserts the logged keys in log order with the same
+//! rule, which rebuilds the same index.
+
+use parking_lot::RwLock;
+use pcache_format::layout::{SUBTREE_SHIFT, SUBTREE_SIZE};
+use std::collections::BTreeMap;
+
+/// Bit of [`Extent::key_len_clean`] marking data from a read-miss fill (the key's CLEAN flag).
+const CLEAN_BIT: u32 = 1 << 31;
+
+/// One cached extent: the part of a logged key that no newer key has overwritten.
+///
+/// 32 bytes; with the 4-byte offset and the B-tree's own overhead an extent costs about
+/// 45 bytes of memory (the kernel spends about 120 per key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Extent {
+    /// The data segment's generation when the data was written: the extent is stale once
+    /// the segment's generation moves past it.
+    pub gen: u64,
+    /// Cache segment holding the data.
+    pub seg: u32,
+    /// Offset of this extent's first byte in the segment's data area.
+    pub seg_off: u32,
+    /// Length in bytes.
+    pub len: u32,
+    /// Offset of the original key's first byte in the data area (for its data CRC).
+    pub key_seg_off: u32,
+    /// Length of the original key, and [`CLEAN_BIT`].
+    key_len_clean: u32,
+    /// The original key's data CRC (0 when the cache has none).
+    pub crc: u32,
+}
+
+impl Extent {
+    /// A whole key's extent.
+    pub(crate) const fn new(seg: u32, seg_off: u32, len: u32, gen: u64, crc: u32, clean: bool) -> Self {
+        Self {
+            gen,
+            seg,
+            seg_off,
+            len,
+            key_seg_off: seg_off,
+            key_len_clean: len | if clean { CLEAN_BIT } else { 0 },
+            crc,
+        }
+    }
+
+    /// Whether the data came from the backing device (nothing to write back).
+    pub(crate) const fn is_clean(&self) -> bool {
+        self.key_len_clean & CLEAN_BIT != 0
+    }
+
+    /// Length of the original key.
+    pub(crate) const fn key_len(&self) -> u32 {
+        self.key_len_clean & !CLEAN_BIT
+    }
+
+    /// Drops the first `n` bytes.
+    fn advance(&mut self, n: u32) {
+        self.seg_off += n;
+        self.len -= n;
+    }
+}
+
+/// The extents of one 4 MiB region, by offset inside the region.
+#[derive(Debug, Default)]
+pub(crate) struct Subtree {
+    map: BTreeMap<u32, Extent>,
+    /// Bumped by every write into the region: a read-miss fill that started under an older
+    /// epoch may have read data a newer write replaced, so it is not inserted.
+    pub epoch: u64,
+}
+
+impl Subtree {
+    /// Inserts `ext` at `start`; whatever it overlaps is cut, split or removed.
+    pub(crate) fn insert(&mut self, start: u32, ext: Extent) {
+        let end = start + ext.len;
+        if let Some((&ps, pe)) = self.map.range_mut(..start).next_back() {
+            let pend = ps + pe.len;
+            if pend > start {
+                let whole = *pe;
+                pe.len = start - ps;
+                if pend > end {
+                    let mut tail = whole;
+                    tail.advance(end - ps);
+                    self.map.insert(end, tail);
+                }
+            }
+        }
+        while let Some((&k, _)) = self.map.range(start..end).next() {
+            let Some(mut e) = self.map.remove(&k) else { break };
+            if k + e.len > end {
+                e.advance(end - k);
+                self.map.insert(end, e);
+            }
+        }
+        self.map.insert(start, ext);
+    }
+
+    /// Appends to `out` every extent overlapping `[start, end)`, in order, unclipped.
+    pub(crate) fn overlapping(&self, start: u32, end: u32, out: &mut Vec<(u32, Extent)>) {
+        if let Some((&ps, pe)) = self.map.range(..start).next_back() {
+            if ps + pe.len > start {
+                out.push((ps, *pe));
+            }
+        }
+        out.extend(self.map.range(start..end).map(|(&k, &e)| (k, e)));
+    }
+
+    /// Removes the extent at `start` if it is still exactly `ext` (a stale extent found by
+    /// a reader, unless something replaced it meanwhile).
+    pub(crate) fn remove_if_same(&mut self, start: u32, ext: &Extent) {
+        if self.map.get(&start) == Some(ext) {
+            self.map.remove(&start);
+        }
+    }
+
+    /// Number of extents.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// All extents, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Extent)> {
+        self.map.iter().map(|(&k, e)| (k, e))
+    }
+}
+
+/// The whole index: one locked [`Subtree`] per 4 MiB of the backing device.
+#[derive(Debug)]
+pub(crate) struct Index {
+    subtrees: Box<[RwLock<Subtree>]>,
+}
+
+impl Index {
+    /// An empty index for a backing device of `size` bytes.
+    pub(crate) fn new(size: u64) -> Self {
+        let n = size.div_ceil(SUBTREE_SIZE);
+        Self {
+            subtrees: (0..n).map(|_| RwLock::default()).collect(),
+        }
+    }
+
+    /// The subtree holding logical offset `off` (which the caller has checked is inside
+    /// the device), and the offset inside it.
+    pub(crate) fn subtree(&self, off: u64) -> Option<(&RwLock<Subtree>, u32)> {
+        let i = usize::try_from(off >> SUBTREE_SHIFT).ok()?;
+        // The remainder is below 4 MiB.
+        #[allow(clippy::cast_possible_truncation)]
+        let rel = (off & (SUBTREE_SIZE - 1)) as u32;
+        self.subtrees.get(i).map(|s| (s, rel))
+    }
+
+    /// Every subtree with its region's start offset.
+    pub(crate) fn all(&self) -> impl Iterator<Item = (u64, &RwLock<Subtree>)> {
+        self.subtrees
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ((i as u64) << SUBTREE_SHIFT, s))
+    }
+}
+
+#[cfg(test)]
+mod tests;

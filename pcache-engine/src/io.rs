@@ -1,0 +1,248 @@
+//! The request paths: write, read (hits, misses and miss fills) and zeroing.
+
+use crate::cache::Inner;
+use crate::error::{EngineError, Result};
+use crate::index::Extent;
+use crate::log::Space;
+use pcache_format::kset::KEY_FLAG_CLEAN;
+use pcache_format::layout::{self, CachePos, SUBTREE_SIZE};
+use pcache_format::{pcache_crc, Key};
+
+/// Zeros for discard and write-zeroes, written through the cache in pieces this large.
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+/// Length of the piece of `[off, off + left)` that stays inside one 4 MiB region.
+fn piece_len(off: u64, left: usize) -> usize {
+    // At most 4 MiB.
+    #[allow(clippy::cast_possible_truncation)]
+    let to_end = layout::bytes_to_subtree_end(off) as usize;
+    left.min(to_end)
+}
+
+impl Inner {
+    /// Copies data into fresh cache space and returns its keys (not yet logged). The data
+    /// is flushed; the caller fences (D1) before logging the keys.
+    fn stage(&self, q: usize, off: u64, data: &[u8], flags: u32, wait: bool) -> Result<Vec<(Key, Space)>> {
+        let mut staged = Vec::with_capacity(1);
+        let mut done = 0usize;
+        let r = (|| {
+            while done < data.len() {
+                let cur = off + done as u64;
+                // Pieces are at most 4 MiB.
+                #[allow(clippy::cast_possible_truncation)]
+                let want = piece_len(cur, data.len() - done) as u32;
+                let Some(space) = self.alloc_data(q, want, wait)? else {
+                    break;
+                };
+                let piece = &data[done..done + space.len as usize];
+                let abs = self.abs(space.pos)?;
+                staged.push((
+                    Key {
+                        off: cur,
+                        len: space.len,
+                        flags,
+                        pos: space.pos,
+                        seg_gen: space.gen,
+                        data_crc: if self.data_crc { pcache_crc(piece) } else { 0 },
+                    },
+                    space,
+                ));
+                self.media
+                    .write(abs, piece)
+                    .map_err(EngineError::media("write data"))?;
+                self.media.flush(abs, u64::from(space.len));
+                done += space.len as usize;
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            for (_, s) in &staged {
+                let _ = self.release_space(s);
+            }
+            return Err(e);
+        }
+        Ok(staged)
+    }
+
+    pub(crate) fn write(&self, q: u32, off: u64, data: &[u8], fua: bool) -> Result<()> {
+        self.check_request(off, data.len() as u64)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let q = self.queue(q);
+        let staged = self.stage(q, off, data, 0, true)?;
+        // D1: the data is durable before any key that points at it can be.
+        self.media.fence();
+        if let Err(e) = self.media.check() {
+            for (_, s) in &staged {
+                let _ = self.release_space(s);
+            }
+            return Err(EngineError::media("flush data")(e));
+        }
+        let mut touched: Vec<usize> = Vec::with_capacity(2);
+        for (i, (key, _)) in staged.iter().enumerate() {
+            if let Err(e) = self.commit(key, None) {
+                for (_, s) in &staged[i + 1..] {
+                    let _ = self.release_space(s);
+                }
+                return Err(e);
+            }
+            let ki = layout::kset_index(key.off, self.ksets.len() as u32) as usize;
+            if !touched.contains(&ki) {
+                touched.push(ki);
+            }
+        }
+        self.counters.write(data.len() as u64);
+        if fua {
+            for ki in touched {
+                let mut ks = self.ksets[ki].lock();
+                self.close_kset(&mut ks)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes zeros over a range, through the cache, so no older data of it survives in
+    /// the cache or in replay, and writeback zeroes the backing in log order.
+    pub(crate) fn zero_range(&self, off: u64, len: u64) -> Result<()> {
+        self.check_request(off, len)?;
+        let mut done = 0;
+        while done < len {
+            // At most 1 MiB.
+            #[allow(clippy::cast_possible_truncation)]
+            let n = (len - done).min(ZEROS.len() as u64) as usize;
+            self.write(0, off + done, &ZEROS[..n], false)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn read(&self, q: u32, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_request(off, buf.len() as u64)?;
+        let q = self.queue(q);
+        let mut done = 0;
+        let mut exts = Vec::new();
+        while done < buf.len() {
+            let cur = off + done as u64;
+            let n = piece_len(cur, buf.len() - done);
+            self.read_region(q, cur, &mut buf[done..done + n], &mut exts)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Reads inside one 4 MiB region.
+    fn read_region(&self, q: usize, off: u64, buf: &mut [u8], exts: &mut Vec<(u32, Extent)>) -> Result<()> {
+        let (tree, rel) = self
+            .index
+            .subtree(off)
+            .ok_or_else(|| EngineError::Inconsistent(format!("{off:#x} outside the index")))?;
+        let base = off - u64::from(rel);
+        // Inside one region: fits.
+        #[allow(clippy::cast_possible_truncation)]
+        let end = rel + buf.len() as u32;
+        exts.clear();
+        let epoch = {
+            let t = tree.read();
+            t.overlapping(rel, end, exts);
+            t.epoch
+        };
+        let mut misses: Vec<(u32, u32)> = Vec::new();
+        let mut stale: Vec<(u32, Extent)> = Vec::new();
+        let mut cursor = rel;
+        let mut hit_bytes = 0u64;
+        for &(s, e) in exts.iter() {
+            let es = s.max(rel);
+            let ee = (s + e.len).min(end);
+            if es > cursor {
+                misses.push((cursor, es));
+            }
+            let dst = &mut buf[(es - rel) as usize..(ee - rel) as usize];
+            if self.read_hit(&e, e.seg_off + (es - s), dst)? {
+                hit_bytes += u64::from(ee - es);
+            } else {
+                stale.push((s, e));
+                misses.push((es, ee));
+            }
+            cursor = ee;
+        }
+        if cursor < end {
+            misses.push((cursor, end));
+        }
+        if !stale.is_empty() {
+            let mut t = tree.write();
+            for (s, e) in &stale {
+                t.remove_if_same(*s, e);
+            }
+        }
+        self.counters.hit(hit_bytes);
+        let mut miss_bytes = 0;
+        for &(s, e) in &misses {
+            let dst = &mut buf[(s - rel) as usize..(e - rel) as usize];
+            let at = base + u64::from(s);
+            self.backing
+                .read_at(at, dst)
+                .map_err(EngineError::backing("read", at, dst.len() as u64))?;
+            miss_bytes += u64::from(e - s);
+        }
+        self.counters.miss(miss_bytes);
+        if !misses.is_empty() && !self.read_only && self.failed.lock().is_none() {
+            for &(s, e) in &misses {
+                let data = &buf[(s - rel) as usize..(e - rel) as usize];
+                self.fill(q, base + u64::from(s), data, epoch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies a hit out of the cache. False if the extent turned out stale (its segment
+    /// was invalidated): the caller reads the backing device instead.
+    fn read_hit(&self, e: &Extent, from: u32, dst: &mut [u8]) -> Result<bool> {
+        let Some(gen) = self.segs.read_gen(e.seg) else {
+            return Ok(false);
+        };
+        if *gen != e.gen {
+            return Ok(false);
+        }
+        let abs = self.abs(CachePos::new(e.seg, from))?;
+        self.media
+            .read(abs, dst)
+            .map_err(EngineError::media("read data"))?;
+        if self.data_crc {
+            // The kernel never checks data CRCs on reads; we check the whole key.
+            let mut whole = vec![0; e.key_len() as usize];
+            self.media
+                .read(self.abs(CachePos::new(e.seg, e.key_seg_off))?, &mut whole)
+                .map_err(EngineError::media("read data"))?;
+            if pcache_crc(&whole) != e.crc {
+                self.counters.error();
+                return Err(EngineError::DataCrc {
+                    off: 0,
+                    len: e.key_len(),
+                    pos: CachePos::new(e.seg, e.key_seg_off),
+                });
+            }
+        }
+        Ok(true)
+    }
+
+    /// Caches data just read from the backing device, as CLEAN keys, unless a write
+    /// reached the region since the read looked at the index (`epoch`). Never waits for
+    /// space.
+    fn fill(&self, q: usize, off: u64, data: &[u8], epoch: u64) -> Result<()> {
+        debug_assert!(off % SUBTREE_SIZE + data.len() as u64 <= SUBTREE_SIZE);
+        let staged = self.stage(q, off, data, KEY_FLAG_CLEAN, false)?;
+        if staged.is_empty() {
+            return Ok(());
+        }
+        // D1: the copy is durable before its key can be.
+        self.media.fence();
+        let ok = self.media.check().is_ok();
+        for (key, space) in &staged {
+            if !ok || !self.commit(key, Some(epoch))? {
+                self.release_space(space)?;
+            }
+        }
+        Ok(())
+    }
+}

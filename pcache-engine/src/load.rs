@@ -1,0 +1,210 @@
+//! Opening a cache device: validating what is on it, and formatting the cache when the
+//! superblock has no initialised cache behind it, as the kernel's activation does
+//! (upstream-format.md F.0 and F.1).
+
+use crate::error::{EngineError, Result};
+use crate::media::CacheMedia;
+use crate::meta::DualState;
+use pcache_format::layout::{
+    self, cache_info_off, data_area_off, dirty_tail_off, key_tail_off, seg_gen_off, seg_info_off,
+    CachePos, SegmentChain, CACHE_CTRL_OFF, CACHE_DEV_SIZE_MIN, KSET_HEADER_SIZE, SB_OFF,
+};
+use pcache_format::record::{CacheInfo, Dual, MetaRecord, SegGen, SegInfo, TailPos, GC_PERCENT_DEFAULT};
+use pcache_format::{fresh, FormatError, Reason, Structure, Superblock};
+
+/// What the engine needs to know about the media before replay.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub sb: Superblock,
+    pub info: CacheInfo,
+    pub info_state: DualState,
+    pub chain: SegmentChain,
+    /// Generation of each cache segment, and where its record lives.
+    pub gens: Vec<(u64, DualState)>,
+    pub key_tail: (CachePos, DualState),
+    pub dirty_tail: (CachePos, DualState),
+    /// Whether this open formatted the cache.
+    pub formatted: bool,
+}
+
+/// How the cache is to be opened.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoadOptions {
+    pub data_crc: bool,
+    pub gc_percent: Option<u8>,
+    pub read_only: bool,
+}
+
+fn read_vec(media: &dyn CacheMedia, off: u64, len: usize) -> Result<Vec<u8>> {
+    let mut v = vec![0; len];
+    media
+        .read(off, &mut v)
+        .map_err(EngineError::media("read metadata"))?;
+    Ok(v)
+}
+
+fn read_dual<R: MetaRecord>(media: &dyn CacheMedia, offs: [u64; 2]) -> Result<Dual<R>> {
+    let size = core::mem::size_of::<R::Raw>();
+    let a = read_vec(media, offs[0], size)?;
+    let b = read_vec(media, offs[1], size)?;
+    Ok(Dual::decode([&a, &b], offs))
+}
+
+/// Reads the superblock.
+pub(crate) fn superblock(media: &dyn CacheMedia) -> Result<Superblock> {
+    let len = media.len();
+    if len < CACHE_DEV_SIZE_MIN {
+        return Err(EngineError::TooSmall {
+            size: len,
+            min: CACHE_DEV_SIZE_MIN,
+        });
+    }
+    let bytes = read_vec(media, SB_OFF, 24)?;
+    if Superblock::is_unformatted(&bytes) {
+        return Err(EngineError::NotFormatted);
+    }
+    let sb = Superblock::parse(&bytes).map_err(EngineError::corrupt("superblock"))?;
+    sb.check_device(len)
+        .map_err(EngineError::corrupt("superblock"))?;
+    Ok(sb)
+}
+
+/// The latest valid cache_info with INIT_DONE, if any (for tools that must learn the
+/// cache's settings before opening it).
+pub(crate) fn cache_info(media: &dyn CacheMedia) -> Result<Option<CacheInfo>> {
+    superblock(media)?;
+    let dual = read_dual::<CacheInfo>(media, [cache_info_off(0), cache_info_off(1)])?;
+    Ok(dual.latest().map(|v| v.value).filter(|i| i.init_done))
+}
+
+/// Loads (or, for a superblock with no initialised cache, formats) the cache metadata.
+pub(crate) fn load(media: &dyn CacheMedia, opts: LoadOptions) -> Result<Loaded> {
+    let sb = superblock(media)?;
+    let dual = read_dual::<CacheInfo>(media, [cache_info_off(0), cache_info_off(1)])?;
+    let info_state = DualState::from_dual(&dual);
+    let latest = dual.latest().map(|v| v.value);
+    match latest {
+        Some(info) if info.init_done => {
+            info.validate(sb.seg_num, cache_info_off(info_state_slot(&dual)))
+                .map_err(EngineError::corrupt("cache_info"))?;
+            if info.data_crc != opts.data_crc {
+                return Err(EngineError::DataCrcMismatch {
+                    on_media: info.data_crc,
+                    asked: opts.data_crc,
+                });
+            }
+            load_existing(media, sb, info, info_state)
+        }
+        _ if opts.read_only => Err(EngineError::NotFormatted),
+        _ => format(media, sb, opts, info_state),
+    }
+}
+
+fn info_state_slot(dual: &Dual<CacheInfo>) -> usize {
+    dual.latest_slot().unwrap_or(0)
+}
+
+fn load_existing(
+    media: &dyn CacheMedia,
+    sb: Superblock,
+    info: CacheInfo,
+    info_state: DualState,
+) -> Result<Loaded> {
+    let chain = SegmentChain::walk(info.seg_id, info.n_segs, sb.seg_num, |phys| {
+        let offs = [seg_info_off(phys, 0), seg_info_off(phys, 1)];
+        let dual = read_dual::<SegInfo>(media, offs).map_err(|_| {
+            FormatError::new(Structure::SegmentInfo, offs[0], Reason::Invalid("unreadable"))
+        })?;
+        match dual.latest() {
+            Some(v) => Ok(v.value.next()),
+            None => Err(FormatError::new(
+                Structure::SegmentInfo,
+                offs[0],
+                Reason::NoValidCopy,
+            )),
+        }
+    })
+    .map_err(EngineError::corrupt("segment chain"))?;
+    let mut gens = Vec::with_capacity(chain.len() as usize);
+    for &phys in chain.as_slice() {
+        let dual = read_dual::<SegGen>(media, [seg_gen_off(phys, 0), seg_gen_off(phys, 1)])?;
+        let gen = dual.latest().map_or(0, |v| v.value.0);
+        gens.push((gen, DualState::from_dual(&dual)));
+    }
+    let tail = |off: fn(usize) -> u64, structure: Structure| -> Result<(CachePos, DualState)> {
+        let dual = read_dual::<TailPos>(media, [off(0), off(1)])?.relabel(structure);
+        let Some(latest) = dual.latest() else {
+            return Err(EngineError::corrupt("tails")(FormatError::new(
+                structure,
+                off(0),
+                Reason::NoValidCopy,
+            )));
+        };
+        latest
+            .value
+            .validate(info.n_segs, structure, off(dual.latest_slot().unwrap_or(0)))
+            .map_err(EngineError::corrupt("tails"))?;
+        Ok((latest.value.0, DualState::from_dual(&dual)))
+    };
+    Ok(Loaded {
+        sb,
+        info,
+        info_state,
+        gens,
+        key_tail: tail(key_tail_off, Structure::KeyTail)?,
+        dirty_tail: tail(dirty_tail_off, Structure::DirtyTail)?,
+        chain,
+        formatted: false,
+    })
+}
+
+fn write_durable(media: &dyn CacheMedia, off: u64, bytes: &[u8]) -> Result<()> {
+    media
+        .write(off, bytes)
+        .map_err(EngineError::media("format"))?;
+    media.flush(off, bytes.len() as u64);
+    Ok(())
+}
+
+/// Formats the cache behind an existing superblock (F.1 step 2 onwards), leaving the same
+/// metadata bytes as the kernel's first activation. Steps F1–F3 of `docs/design.md`.
+fn format(
+    media: &dyn CacheMedia,
+    sb: Superblock,
+    opts: LoadOptions,
+    info_state: DualState,
+) -> Result<Loaded> {
+    let n = sb.seg_num;
+    // F1: both tails in slot 0 (seq 1, position 0:0), slot 1 zero — written whole, so no
+    // tail of an older cache can outrank them.
+    write_durable(media, CACHE_CTRL_OFF, &fresh::ctrl_block())?;
+    // F1: every segment's metadata block and its empty kset (the end-of-log terminator).
+    for phys in 0..n {
+        write_durable(media, layout::segment_base(phys), &*fresh::segment_meta(phys, n))?;
+        write_durable(media, data_area_off(phys), &[0; KSET_HEADER_SIZE as usize])?;
+    }
+    media.fence();
+    media.check().map_err(EngineError::media("format"))?;
+    let gc = opts.gc_percent.unwrap_or(GC_PERCENT_DEFAULT);
+    let info = CacheInfo::fresh(n, opts.data_crc, gc);
+    Ok(Loaded {
+        sb,
+        info,
+        // cache_info (INIT_DONE) is written by the activation, last (F3).
+        info_state,
+        chain: SegmentChain::identity(n),
+        gens: (0..n).map(|_| (0, DualState::at(1, 1))).collect(),
+        key_tail: (CachePos::default(), DualState::at(0, 1)),
+        dirty_tail: (CachePos::default(), DualState::at(0, 1)),
+        formatted: true,
+    })
+}
+
+/// Persists cache_info (step A1 at the end of an activation, or a gc_percent change).
+pub(crate) fn persist_info(
+    media: &dyn CacheMedia,
+    state: &mut DualState,
+    info: &CacheInfo,
+) -> Result<()> {
+    state.persist(media, cache_info_off, info)
+}

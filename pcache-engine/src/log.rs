@@ -1,0 +1,340 @@
+//! The key log: open ksets, closing them onto the media, data heads, and reading ksets
+//! back. The persistence steps named here (D1, K1, K2, L1, L2, T1) are described in
+//! `docs/design.md`.
+
+use crate::cache::Inner;
+use crate::error::{EngineError, Result};
+use crate::index::Extent;
+use crate::segments::Purpose;
+use pcache_format::kset::{encode_last_kset, read_kset, KsetBuf, KsetRead};
+use pcache_format::layout::{
+    self, dirty_tail_off, key_tail_off, CachePos, KSET_HEADER_SIZE, KSET_SIZE_MAX, SEG_DATA_SIZE,
+};
+use pcache_format::record::TailPos;
+use pcache_format::{Key, KeyBounds};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// A kset being filled in memory.
+#[derive(Debug, Default)]
+pub(crate) struct OpenKset {
+    pub buf: KsetBuf,
+    /// When the first key went in: the flusher closes the kset a second later.
+    pub since: Option<Instant>,
+}
+
+/// A queue's cursor into its current data segment. It holds one reference on the segment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DataHead {
+    pub seg: u32,
+    pub off: u32,
+    pub gen: u64,
+}
+
+/// Space taken for one key's data.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Space {
+    pub pos: CachePos,
+    pub gen: u64,
+    pub len: u32,
+}
+
+/// How long a kset stays open after its first key (the kernel's 1 s flush delay).
+pub(crate) const KSET_FLUSH_DELAY: Duration = Duration::from_secs(1);
+
+impl Inner {
+    pub(crate) fn key_bounds(&self) -> KeyBounds {
+        KeyBounds {
+            backing_size: self.size,
+            n_segs: self.segs.count(),
+        }
+    }
+
+    /// Reads the kset at `pos` into `buf` and parses it.
+    pub(crate) fn load_kset<'b>(&self, pos: CachePos, buf: &'b mut Vec<u8>) -> Result<KsetRead<'b>> {
+        let room = SEG_DATA_SIZE.saturating_sub(pos.off);
+        let n = room.min(KSET_SIZE_MAX) as usize;
+        buf.resize(n, 0);
+        let at = self.abs(pos)?;
+        self.media
+            .read(at, &mut buf[..n])
+            .map_err(EngineError::media("read kset"))?;
+        read_kset(&buf[..n], room, self.segs.count(), at).map_err(EngineError::corrupt("kset"))
+    }
+
+    /// Decodes the keys of a kset at absolute offset `at`, with the 7.x bounds.
+    pub(crate) fn decode_keys(&self, raw: &[pcache_format::raw::RawKey], at: u64) -> Result<Vec<Key>> {
+        let bounds = self.key_bounds();
+        raw.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let key_at = at + u64::from(KSET_HEADER_SIZE) + 40 * i as u64;
+                Key::decode(r, &bounds, key_at).map_err(EngineError::corrupt("key"))
+            })
+            .collect()
+    }
+
+    /// Whether a key's segment has moved past its generation.
+    pub(crate) fn is_stale(&self, key: &Key) -> bool {
+        key.seg_gen < self.segs.gen(key.pos.seg)
+    }
+
+    /// Verifies a key's data CRC (when the cache has them).
+    pub(crate) fn verify_data(&self, key: &Key) -> Result<()> {
+        if !self.data_crc {
+            return Ok(());
+        }
+        let mut data = vec![0; key.len as usize];
+        self.media
+            .read(self.abs(key.pos)?, &mut data)
+            .map_err(EngineError::media("read key data"))?;
+        if pcache_format::pcache_crc(&data) == key.data_crc {
+            Ok(())
+        } else {
+            Err(EngineError::DataCrc {
+                off: key.off,
+                len: key.len,
+                pos: key.pos,
+            })
+        }
+    }
+
+    /// Persists a new key_tail (step T1).
+    pub(crate) fn set_key_tail(&self, pos: CachePos) -> Result<()> {
+        let mut t = self.key_tail.lock();
+        t.state
+            .persist(&*self.media, key_tail_off, &TailPos(pos))?;
+        t.pos = pos;
+        Ok(())
+    }
+
+    /// Persists a new dirty_tail (step T1).
+    pub(crate) fn set_dirty_tail(&self, pos: CachePos) -> Result<()> {
+        let mut t = self.dirty_tail.lock();
+        t.state
+            .persist(&*self.media, dirty_tail_off, &TailPos(pos))?;
+        t.pos = pos;
+        Ok(())
+    }
+
+    /// Waits for space to be freed. With background workers it asks them to hurry; without,
+    /// it reclaims in this thread (closing ksets first only when `close_ksets`, i.e. when
+    /// the caller holds no kset lock).
+    pub(crate) fn wait_for_space(&self, close_ksets: bool) -> Result<()> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err(EngineError::Closed);
+        }
+        if let Some(f) = self.failed.lock().as_ref() {
+            return Err(EngineError::Failed(f.clone()));
+        }
+        if self.background {
+            if close_ksets {
+                self.close_all_wanted.store(true, Ordering::Release);
+                self.kick_flush.kick();
+            }
+            self.kick_gc.kick();
+            self.kick_writeback.kick();
+            self.segs.wait_freed(Duration::from_millis(50));
+            return Ok(());
+        }
+        let mut progress = false;
+        if close_ksets {
+            self.close_all()?;
+        }
+        while self.writeback_once()? {
+            progress = true;
+        }
+        while self.gc_once_forced()? {
+            progress = true;
+        }
+        if progress || self.segs.used() < self.segs.count() {
+            Ok(())
+        } else {
+            Err(EngineError::Full)
+        }
+    }
+
+    /// Takes up to `want` bytes of data space from queue `q`'s data head, with a segment
+    /// reference for the key. With `wait`, waits for space; otherwise `None` when full.
+    pub(crate) fn alloc_data(&self, q: usize, want: u32, wait: bool) -> Result<Option<Space>> {
+        let mut head = self.heads[q].lock();
+        loop {
+            let Some(h) = head.as_mut() else {
+                match self.segs.alloc(Purpose::Data) {
+                    Some(seg) => {
+                        self.segs.get(seg);
+                        *head = Some(DataHead {
+                            seg,
+                            off: 0,
+                            gen: self.segs.gen(seg),
+                        });
+                    }
+                    None if wait => self.wait_for_space(true)?,
+                    None => return Ok(None),
+                }
+                continue;
+            };
+            let room = SEG_DATA_SIZE - h.off;
+            let pos = CachePos::new(h.seg, h.off);
+            let gen = h.gen;
+            self.segs.get(h.seg);
+            if room > want {
+                h.off += want;
+                return Ok(Some(Space { pos, gen, len: want }));
+            }
+            // The key takes the rest of the segment; the head lets go of it. The key's own
+            // reference keeps it alive.
+            let seg = h.seg;
+            *head = None;
+            let _ = self.segs.put(seg);
+            return Ok(Some(Space { pos, gen, len: room }));
+        }
+    }
+
+    /// Gives back the reference of a key that will not be logged (an aborted fill, a
+    /// failed write), invalidating the segment if it was the last one.
+    pub(crate) fn release_space(&self, s: &Space) -> Result<()> {
+        if self.segs.put(s.pos.seg) {
+            self.segs.invalidate(&*self.media, s.pos.seg)?;
+        }
+        Ok(())
+    }
+
+    /// Logs a key whose data is durable (D1 done): inserts it into the index and appends
+    /// it to its region's kset, closing the kset when it is full. With `epoch`, the key is
+    /// a miss fill, dropped (false) if a write reached its region since the epoch.
+    pub(crate) fn commit(&self, key: &Key, epoch: Option<u64>) -> Result<bool> {
+        let ki = layout::kset_index(key.off, self.ksets.len() as u32) as usize;
+        let mut ks = self.ksets[ki].lock();
+        if ks.buf.is_full() {
+            self.close_kset(&mut ks)?;
+        }
+        let (tree, rel) = self
+            .index
+            .subtree(key.off)
+            .ok_or_else(|| EngineError::Inconsistent(format!("key at {:#x} outside the index", key.off)))?;
+        {
+            let mut t = tree.write();
+            if let Some(e) = epoch {
+                if t.epoch != e {
+                    return Ok(false);
+                }
+            } else {
+                t.epoch += 1;
+            }
+            t.insert(
+                rel,
+                Extent::new(key.pos.seg, key.pos.off, key.len, key.seg_gen, key.data_crc, key.is_clean()),
+            );
+        }
+        ks.buf.push(&key.to_raw());
+        if ks.since.is_none() {
+            ks.since = Some(Instant::now());
+        }
+        if !key.is_clean() {
+            self.counters.dirty(u64::from(key.len));
+        }
+        if ks.buf.is_full() {
+            self.close_kset(&mut ks)?;
+        }
+        Ok(true)
+    }
+
+    /// Closes every open kset, in index order (FLUSH).
+    pub(crate) fn close_all(&self) -> Result<()> {
+        for k in self.ksets.iter() {
+            let mut ks = k.lock();
+            self.close_kset(&mut ks)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the kset of queue `i` if it has been open for a second.
+    pub(crate) fn close_if_old(&self, i: usize, now: Instant) -> Result<()> {
+        let mut ks = self.ksets[i].lock();
+        if ks.since.is_some_and(|t| now.duration_since(t) >= KSET_FLUSH_DELAY) {
+            self.close_kset(&mut ks)?;
+        }
+        Ok(())
+    }
+
+    /// Takes a segment for the log, waiting for GC if none is free. The caller holds a
+    /// kset lock and `key_head`, so it must not close ksets while it waits.
+    fn alloc_log_segment(&self) -> Result<u32> {
+        loop {
+            if let Some(s) = self.segs.alloc(Purpose::Log) {
+                return Ok(s);
+            }
+            self.wait_for_space(false)?;
+        }
+    }
+
+    /// Writes an open kset to the log and makes it durable; the kset is then empty.
+    /// On failure the keys stay in the kset (and the cache is marked failed).
+    pub(crate) fn close_kset(&self, ks: &mut OpenKset) -> Result<()> {
+        if ks.buf.is_empty() {
+            ks.since = None;
+            return Ok(());
+        }
+        let r = self.close_kset_inner(ks);
+        if let Err(e) = &r {
+            if !matches!(e, EngineError::Closed | EngineError::Full) {
+                self.fail(e);
+            }
+        }
+        r
+    }
+
+    fn close_kset_inner(&self, ks: &mut OpenKset) -> Result<()> {
+        let size = ks.buf.size();
+        let hdr = KSET_HEADER_SIZE;
+        let media = &*self.media;
+        let mut head = self.key_head.lock();
+        // Keep room for a LAST kset after this one; otherwise chain a new log segment.
+        while SEG_DATA_SIZE - head.off < size + hdr {
+            let next = self.alloc_log_segment()?;
+            let next_pos = CachePos::new(next, 0);
+            let next_abs = self.abs(next_pos)?;
+            media
+                .zero(next_abs, u64::from(hdr))
+                .map_err(EngineError::media("zero log segment"))?;
+            // L1: the new segment starts with an end-of-log terminator before anything
+            // links to it.
+            media.flush(next_abs, u64::from(hdr));
+            media.fence();
+            let here = self.abs(*head)?;
+            media
+                .write(here, &encode_last_kset(next))
+                .map_err(EngineError::media("write LAST kset"))?;
+            // L2: the LAST kset links the log into the new segment.
+            media.flush(here, u64::from(hdr));
+            media.fence();
+            media.check().map_err(EngineError::media("flush LAST kset"))?;
+            *head = next_pos;
+            *self.durable_head.lock() = next_pos;
+        }
+        let here = self.abs(*head)?;
+        let term = here + u64::from(size);
+        media
+            .zero(term, u64::from(hdr))
+            .map_err(EngineError::media("write terminator"))?;
+        // K1: the terminator after the kset is durable before the kset that ends at it.
+        media.flush(term, u64::from(hdr));
+        media.fence();
+        let bytes = ks.buf.seal();
+        media
+            .write(here, bytes)
+            .map_err(EngineError::media("write kset"))?;
+        // K2: the kset is durable: its keys (and FUA writes among them) now survive.
+        media.flush(here, u64::from(size));
+        media.fence();
+        media.check().map_err(EngineError::media("flush kset"))?;
+        head.off += size;
+        *self.durable_head.lock() = *head;
+        drop(head);
+        ks.buf.clear();
+        ks.since = None;
+        self.kick_writeback.kick();
+        Ok(())
+    }
+}

@@ -1,0 +1,108 @@
+//! Cache media on persistent memory: a device-DAX character device (`/dev/daxN.M`),
+//! mapped directly and persisted with cache-line flushes and a store fence; or a pmem
+//! block device (`/dev/pmemN`), whose mapping goes through the page cache and is
+//! persisted with `msync` (a block device cannot be mapped with DAX).
+
+use super::file::{FileMedia, Persist};
+use super::map::{MapKind, Mapping};
+use super::{CacheMedia, FlushInstr, MediaError};
+use std::fs::OpenOptions;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+/// Persistent memory mapped for the cache.
+#[derive(Debug)]
+pub struct DaxMedia {
+    inner: FileMedia,
+}
+
+fn devdax_size(rdev: u64) -> Result<u64, MediaError> {
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let path = format!("/sys/dev/char/{major}:{minor}/size");
+    let text = std::fs::read_to_string(&path).map_err(MediaError::io("read device-dax size"))?;
+    text.trim()
+        .parse()
+        .map_err(|_| MediaError::Unsupported(format!("{path} holds {text:?}")))
+}
+
+impl DaxMedia {
+    /// Maps `/dev/daxN.M` (device DAX) or `/dev/pmemN` (pmem block device).
+    ///
+    /// # Errors
+    /// The device cannot be opened or mapped; a device-DAX mapping on a CPU without a
+    /// cache-line flush instruction.
+    pub fn open(path: impl AsRef<Path>, read_only: bool) -> Result<Self, MediaError> {
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(MediaError::io("stat"))?;
+        if !meta.file_type().is_char_device() {
+            // A block device or a file: page cache and msync (MAP_SYNC is tried for a
+            // file on a DAX file system).
+            return Ok(Self {
+                inner: FileMedia::open(path, read_only)?,
+            });
+        }
+        let instr = FlushInstr::detect().ok_or_else(|| {
+            MediaError::Unsupported("no cache-line flush instruction on this CPU".into())
+        })?;
+        let size = devdax_size(meta.rdev())?;
+        let len = usize::try_from(size).map_err(|_| MediaError::Unsupported(format!("{size} bytes")))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)
+            .map_err(MediaError::io("open"))?;
+        // Device DAX maps the media directly whether or not MAP_SYNC is granted.
+        let (map, _kind): (Mapping, MapKind) =
+            Mapping::file(&file, len, !read_only, true).map_err(MediaError::io("mmap"))?;
+        Ok(Self {
+            inner: FileMedia::from_parts(map, Persist::Cpu(instr), path, file),
+        })
+    }
+
+    /// The flush instruction in use, if stores are persisted by cache-line flushes.
+    #[must_use]
+    pub fn flush_instr(&self) -> Option<FlushInstr> {
+        match self.inner.persist {
+            Persist::Cpu(i) => Some(i),
+            Persist::Msync => None,
+        }
+    }
+}
+
+impl CacheMedia for DaxMedia {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), MediaError> {
+        self.inner.read(off, buf)
+    }
+
+    fn write(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
+        self.inner.write(off, data)
+    }
+
+    fn flush(&self, off: u64, len: u64) {
+        self.inner.flush(off, len);
+    }
+
+    fn fence(&self) {
+        self.inner.fence();
+    }
+
+    fn zero(&self, off: u64, len: u64) -> Result<(), MediaError> {
+        self.inner.zero(off, len)
+    }
+
+    fn check(&self) -> Result<(), MediaError> {
+        self.inner.check()
+    }
+
+    fn is_read_only(&self) -> bool {
+        self.inner.is_read_only()
+    }
+
+    fn describe(&self) -> String {
+        format!("dax {}", self.inner.describe())
+    }
+}

@@ -1,0 +1,205 @@
+//! A memory mapping and bounds-checked copies in and out of it. All of the media's
+//! `unsafe` lives here and in `flush.rs`.
+
+use super::{check_range, MediaError};
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
+
+/// How a file was mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MapKind {
+    /// `MAP_SHARED_VALIDATE | MAP_SYNC`: stores reach the media through the CPU caches
+    /// alone (DAX), so cache-line flushes make them durable.
+    Sync,
+    /// `MAP_SHARED`: through the page cache (or DAX without the MAP_SYNC guarantee), made
+    /// durable by `msync`.
+    Shared,
+}
+
+/// A mapping of `len` bytes. Reads and writes copy through raw pointers: the memory may
+/// be shared with the kernel or another process, and the engine guarantees that no two
+/// of its own accesses to the same bytes race (`docs/design.md`, "Concurrency").
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+    writable: bool,
+}
+
+// SAFETY: the mapping is plain memory owned by this value until `Drop`; every access goes
+// through `read`/`write`, which copy with raw pointers inside the bounds, and the engine
+// never lets two accesses to the same bytes race.
+unsafe impl Send for Mapping {}
+// SAFETY: as for `Send`: shared references only perform bounds-checked raw copies.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Anonymous, private, zero-filled memory (pages are allocated on first touch).
+    pub(crate) fn anonymous(len: usize) -> io::Result<Self> {
+        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len.max(1),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        Self::from_raw(ptr, len, true)
+    }
+
+    /// Maps `len` bytes of `file` shared. With `try_sync`, asks for `MAP_SYNC` first and
+    /// reports which kind of mapping it got.
+    pub(crate) fn file(
+        file: &File,
+        len: usize,
+        writable: bool,
+        try_sync: bool,
+    ) -> io::Result<(Self, MapKind)> {
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        if try_sync && writable {
+            // SAFETY: maps a file we hold open; no existing memory is affected.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len.max(1),
+                    prot,
+                    libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            if ptr != libc::MAP_FAILED {
+                return Ok((Self::from_raw(ptr, len, writable)?, MapKind::Sync));
+            }
+        }
+        // SAFETY: as above.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len.max(1),
+                prot,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        Ok((Self::from_raw(ptr, len, writable)?, MapKind::Shared))
+    }
+
+    fn from_raw(ptr: *mut libc::c_void, len: usize, writable: bool) -> io::Result<Self> {
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("null mapping"))?;
+        Ok(Self { ptr, len, writable })
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.len as u64
+    }
+
+    pub(crate) fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Address of byte `off` (callers bounds-check before dereferencing).
+    fn at(&self, off: usize) -> *mut u8 {
+        self.ptr.as_ptr().wrapping_add(off)
+    }
+
+    pub(crate) fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), MediaError> {
+        let start = check_range(off, buf.len(), self.len())?;
+        // SAFETY: [start, start + buf.len()) is inside the mapping (checked above), `buf`
+        // is a distinct Rust allocation, and no write to these bytes runs concurrently.
+        unsafe { std::ptr::copy_nonoverlapping(self.at(start), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    pub(crate) fn write(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
+        if !self.writable {
+            return Err(MediaError::ReadOnly);
+        }
+        let start = check_range(off, data.len(), self.len())?;
+        // SAFETY: the range is inside a writable mapping (checked above), `data` does not
+        // alias it, and no other access to these bytes runs concurrently.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.at(start), data.len()) };
+        Ok(())
+    }
+
+    pub(crate) fn zero(&self, off: u64, len: u64) -> Result<(), MediaError> {
+        if !self.writable {
+            return Err(MediaError::ReadOnly);
+        }
+        let n = usize::try_from(len).map_err(|_| MediaError::OutOfRange {
+            off,
+            len,
+            size: self.len(),
+        })?;
+        let start = check_range(off, n, self.len())?;
+        // SAFETY: the range is inside a writable mapping and not accessed concurrently.
+        unsafe { std::ptr::write_bytes(self.at(start), 0, n) };
+        Ok(())
+    }
+
+    /// `msync(MS_SYNC)` over the pages covering `[off, off + len)`.
+    pub(crate) fn msync(&self, off: u64, len: u64) -> io::Result<()> {
+        if len == 0 || !self.writable {
+            return Ok(());
+        }
+        let end = off.saturating_add(len).min(self.len());
+        let page = page_size();
+        let start = off.min(end) & !(page - 1);
+        let (Ok(start), Ok(end)) = (usize::try_from(start), usize::try_from(end)) else {
+            return Ok(());
+        };
+        // SAFETY: [start, end) lies inside the mapping and `start` is page-aligned, as
+        // msync requires; msync does not touch the bytes.
+        let rc = unsafe { libc::msync(self.at(start).cast(), end - start, libc::MS_SYNC) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Flushes the cache lines of `[off, off + len)` with `instr` (no fence).
+    pub(crate) fn flush_lines(&self, instr: super::FlushInstr, off: u64, len: u64) {
+        let end = off.saturating_add(len).min(self.len());
+        let (Ok(start), Ok(end)) = (usize::try_from(off.min(end)), usize::try_from(end)) else {
+            return;
+        };
+        super::flush::flush_range(instr, self.at(start), end - start);
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping this value owns; nothing refers to it any more.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len.max(1));
+        }
+    }
+}
+
+impl std::fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapping")
+            .field("len", &self.len)
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+/// The system page size.
+pub(crate) fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).ok().filter(|n| n.is_power_of_two()).unwrap_or(4096)
+}

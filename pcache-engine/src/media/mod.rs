@@ -1,0 +1,157 @@
+//! The cache device: a byte-addressable mapping with explicit persistence.
+//!
+//! A [`CacheMedia`] is written with ordinary stores ([`CacheMedia::write`]); a store is
+//! durable only after [`CacheMedia::flush`] of its range **and** a following
+//! [`CacheMedia::fence`]. This is the persistent-memory model (CLWB + SFENCE); a file
+//! mapping meets it with `msync` in `flush`. The engine's persistence protocol
+//! (`docs/design.md`) is written against this model.
+//!
+//! Implementations:
+//! - [`MemMedia`]: anonymous memory, for tests and benchmarks; nothing is durable.
+//! - [`FileMedia`]: a mapped regular file or block device, persisted by `msync`.
+//! - [`DaxMedia`]: a device-DAX character device (`/dev/daxN.M`), persisted by cache-line
+//!   flushes and a store fence; or a pmem block device (`/dev/pmemN`), which is mapped
+//!   through the page cache and therefore persisted by `msync`.
+//! - [`CrashMedia`]: a test double that records every store, flush and fence, and builds
+//!   the image a power cut at any fence would leave.
+
+mod crash;
+mod dax;
+pub(crate) mod file;
+mod flush;
+mod map;
+mod mem;
+
+pub use crash::CrashMedia;
+pub use dax::DaxMedia;
+pub use file::FileMedia;
+pub use flush::FlushInstr;
+pub use mem::MemMedia;
+
+use std::io;
+
+/// Why a media operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediaError {
+    /// The range is not inside the media.
+    #[error("range {off:#x}+{len:#x} is outside the media ({size:#x} bytes)")]
+    OutOfRange {
+        /// Offset.
+        off: u64,
+        /// Length.
+        len: u64,
+        /// Size of the media.
+        size: u64,
+    },
+    /// A write to media opened read-only.
+    #[error("the media is read-only")]
+    ReadOnly,
+    /// An operating-system call failed.
+    #[error("{op} failed")]
+    Io {
+        /// The call.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The media is not usable as a cache device.
+    #[error("unsupported media: {0}")]
+    Unsupported(String),
+}
+
+impl MediaError {
+    pub(crate) fn io(op: &'static str) -> impl FnOnce(io::Error) -> Self {
+        move |source| Self::Io { op, source }
+    }
+}
+
+/// A mapped cache device with explicit persistence.
+///
+/// All methods may be called from several threads at once. The engine never issues a
+/// write that overlaps a concurrent read or write of the same bytes.
+pub trait CacheMedia: Send + Sync + 'static {
+    /// Size in bytes.
+    fn len(&self) -> u64;
+
+    /// Whether the media has no bytes at all.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies `buf.len()` bytes at `off` into `buf`.
+    ///
+    /// # Errors
+    /// [`MediaError::OutOfRange`]; an implementation that can catch a machine check may
+    /// also report [`MediaError::Io`].
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), MediaError>;
+
+    /// Stores `data` at `off`. Not durable until flushed and fenced.
+    ///
+    /// # Errors
+    /// [`MediaError::OutOfRange`], [`MediaError::ReadOnly`].
+    fn write(&self, off: u64, data: &[u8]) -> Result<(), MediaError>;
+
+    /// Starts making the stores to `[off, off + len)` durable (CLWB; `msync` for a file).
+    /// A failure is latched and reported by [`CacheMedia::check`].
+    fn flush(&self, off: u64, len: u64);
+
+    /// Orders: every range flushed before the fence is durable when it returns (SFENCE).
+    fn fence(&self);
+
+    /// Stores `len` zero bytes at `off`.
+    ///
+    /// # Errors
+    /// As [`CacheMedia::write`].
+    fn zero(&self, off: u64, len: u64) -> Result<(), MediaError> {
+        const ZEROS: [u8; 4096] = [0; 4096];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(ZEROS.len() as u64);
+            // n <= 4096.
+            #[allow(clippy::cast_possible_truncation)]
+            self.write(off + done, &ZEROS[..n as usize])?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Reports (and keeps) the first failure of an earlier [`CacheMedia::flush`].
+    ///
+    /// # Errors
+    /// The latched failure.
+    fn check(&self) -> Result<(), MediaError> {
+        Ok(())
+    }
+
+    /// Whether writes are refused.
+    fn is_read_only(&self) -> bool {
+        false
+    }
+
+    /// A one-line description (kind, path, persistence method), for logs and benchmarks.
+    fn describe(&self) -> String {
+        format!("media of {} bytes", self.len())
+    }
+}
+
+/// Checks that `[off, off + len)` lies inside a media of `size` bytes.
+pub(crate) fn check_range(off: u64, len: usize, size: u64) -> Result<usize, MediaError> {
+    let len64 = len as u64;
+    match off.checked_add(len64) {
+        Some(end) if end <= size => usize::try_from(off).map_err(|_| MediaError::OutOfRange {
+            off,
+            len: len64,
+            size,
+        }),
+        _ => Err(MediaError::OutOfRange {
+            off,
+            len: len64,
+            size,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+//! Replay at open: rebuild the index, segment references, allocation map and key_head
+//! from the log between key_tail and the first invalid kset (upstream-format.md F.2, with
+//! the 7.3.4 treatment of stale keys).
+
+use crate::cache::Inner;
+use crate::error::{EngineError, Result};
+use crate::index::Extent;
+use pcache_format::kset::KsetRead;
+use pcache_format::layout::CachePos;
+
+/// What a replay found, for `pcache-replay` and the status counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayStats {
+    /// Normal ksets replayed.
+    pub ksets: u64,
+    /// LAST ksets followed.
+    pub last_ksets: u64,
+    /// Keys replayed (stale ones included).
+    pub keys: u64,
+    /// Stale keys dropped (their segment was reused).
+    pub stale_keys: u64,
+    /// Bytes of dirty keys between dirty_tail and key_head.
+    pub dirty_bytes: u64,
+}
+
+impl Inner {
+    /// Replays the log; returns key_head.
+    pub(crate) fn replay(&self) -> Result<CachePos> {
+        let key_tail = self.key_tail.lock().pos;
+        let dirty_tail = self.dirty_tail.lock().pos;
+        let n_segs = self.segs.count();
+        let mut pos = key_tail;
+        let mut stats = ReplayStats::default();
+        let mut buf = Vec::new();
+        let mut hops = 0u32;
+        let mut dirty = pos == dirty_tail;
+        self.segs.mark_used(pos.seg);
+        loop {
+            let at = self.abs(pos)?;
+            match self.load_kset(pos, &mut buf)? {
+                KsetRead::End(_) => break,
+                KsetRead::Last { next } => {
+                    hops += 1;
+                    if hops > n_segs {
+                        return Err(EngineError::Inconsistent(format!(
+                            "the log has more than {n_segs} LAST ksets (a cycle) at {pos}"
+                        )));
+                    }
+                    stats.last_ksets += 1;
+                    pos = CachePos::new(next, 0);
+                    self.segs.mark_used(next);
+                }
+                KsetRead::Keys { keys, size } => {
+                    let keys = self.decode_keys(keys, at)?;
+                    for key in &keys {
+                        stats.keys += 1;
+                        // A key whose segment moved on is dropped before anything else
+                        // (checked before the data CRC, which reused space would fail).
+                        if self.is_stale(key) {
+                            stats.stale_keys += 1;
+                            continue;
+                        }
+                        self.verify_data(key)?;
+                        self.segs.mark_used(key.pos.seg);
+                        self.segs.get(key.pos.seg);
+                        if dirty && !key.is_clean() {
+                            stats.dirty_bytes += u64::from(key.len);
+                        }
+                        let (tree, rel) = self.index.subtree(key.off).ok_or_else(|| {
+                            EngineError::Inconsistent(format!("key at {:#x} outside the device", key.off))
+                        })?;
+                        tree.write().insert(
+                            rel,
+                            Extent::new(
+                                key.pos.seg,
+                                key.pos.off,
+                                key.len,
+                                key.seg_gen,
+                                key.data_crc,
+                                key.is_clean(),
+                            ),
+                        );
+                    }
+                    stats.ksets += 1;
+                    pos.off += size;
+                }
+            }
+            if pos == dirty_tail {
+                dirty = true;
+            }
+        }
+        if !dirty {
+            return Err(EngineError::Inconsistent(format!(
+                "dirty_tail {dirty_tail} is not on the log from key_tail {key_tail} to key_head {pos}"
+            )));
+        }
+        self.counters.set_dirty(stats.dirty_bytes);
+        *self.replay_stats.lock() = stats;
+        Ok(pos)
+    }
+}

@@ -1,0 +1,151 @@
+//! Status: what `dmsetup status` shows for the kernel target, plus counters.
+
+use crate::cache::Inner;
+use crate::replay::ReplayStats;
+use pcache_format::layout::CachePos;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters, updated with relaxed atomics (monotonic except `dirty_bytes`).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    written: AtomicU64,
+    dirty: AtomicU64,
+    written_back: AtomicU64,
+    gc_runs: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn hit(&self, bytes: u64) {
+        if bytes > 0 {
+            self.hits.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+    pub(crate) fn miss(&self, bytes: u64) {
+        if bytes > 0 {
+            self.misses.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+    pub(crate) fn write(&self, bytes: u64) {
+        self.written.fetch_add(bytes, Ordering::Relaxed);
+    }
+    pub(crate) fn dirty(&self, bytes: u64) {
+        self.dirty.fetch_add(bytes, Ordering::Relaxed);
+    }
+    pub(crate) fn set_dirty(&self, bytes: u64) {
+        self.dirty.store(bytes, Ordering::Relaxed);
+    }
+    pub(crate) fn written_back(&self, written: u64, was_dirty: u64) {
+        self.written_back.fetch_add(written, Ordering::Relaxed);
+        let _ = self
+            .dirty
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| Some(d.saturating_sub(was_dirty)));
+    }
+    pub(crate) fn gc_run(&self) {
+        self.gc_runs.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The state of a cache: the kernel's status fields and pcache's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// Superblock flags.
+    pub sb_flags: u32,
+    /// Segments on the device (superblock).
+    pub seg_num: u32,
+    /// Segments in the cache (cache_info).
+    pub n_segs: u32,
+    /// Segments in use, data and log.
+    pub segs_used: u32,
+    /// GC starts when `segs_used ≥ n_segs × gc_percent / 100`.
+    pub gc_percent: u8,
+    /// cache_info flags as persisted.
+    pub cache_info_flags: u32,
+    /// Whether keys carry data CRCs.
+    pub data_crc: bool,
+    /// Where the next kset goes.
+    pub key_head: CachePos,
+    /// The first kset not yet written back.
+    pub dirty_tail: CachePos,
+    /// The first kset not yet reclaimed.
+    pub key_tail: CachePos,
+    /// Bytes read from the cache.
+    pub hits: u64,
+    /// Bytes read from the backing device.
+    pub misses: u64,
+    /// Bytes written by requests.
+    pub written: u64,
+    /// Bytes of logged dirty keys not yet written back.
+    pub dirty_bytes: u64,
+    /// Bytes written back to the backing device.
+    pub written_back: u64,
+    /// GC steps that reclaimed a kset.
+    pub gc_runs: u64,
+    /// Errors (I/O, data CRC, failed persistence steps).
+    pub errors: u64,
+    /// Why the cache stopped accepting writes, if it did.
+    pub failed: Option<String>,
+    /// What the replay at open found.
+    pub replay: ReplayStats,
+}
+
+impl Status {
+    /// The kernel's `dmsetup status` INFO fields:
+    /// `sb_flags seg_num n_segs segs_used gc_percent cache_info_flags key_head dirty_tail key_tail`.
+    #[must_use]
+    pub fn dmsetup_line(&self) -> String {
+        format!(
+            "{:x} {} {} {} {} {:x} {} {} {}",
+            self.sb_flags,
+            self.seg_num,
+            self.n_segs,
+            self.segs_used,
+            self.gc_percent,
+            self.cache_info_flags,
+            self.key_head,
+            self.dirty_tail,
+            self.key_tail
+        )
+    }
+
+    /// Whether everything logged has been written back.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.dirty_tail == self.key_head
+    }
+}
+
+impl Inner {
+    pub(crate) fn status(&self) -> Status {
+        let info = self.info.lock().0;
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Status {
+            sb_flags: self.sb.flags,
+            seg_num: self.sb.seg_num,
+            n_segs: self.segs.count(),
+            segs_used: self.segs.used(),
+            gc_percent: info.gc_percent,
+            cache_info_flags: info.flags(),
+            data_crc: self.data_crc,
+            key_head: *self.durable_head.lock(),
+            dirty_tail: self.dirty_tail.lock().pos,
+            key_tail: self.key_tail.lock().pos,
+            hits: get(&c.hits),
+            misses: get(&c.misses),
+            written: get(&c.written),
+            dirty_bytes: get(&c.dirty),
+            written_back: get(&c.written_back),
+            gc_runs: get(&c.gc_runs),
+            errors: get(&c.errors),
+            failed: self.failed.lock().clone(),
+            replay: *self.replay_stats.lock(),
+        }
+    }
+}
