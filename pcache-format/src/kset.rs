@@ -277,6 +277,26 @@ impl Key {
     /// # Errors
     /// [`Structure::Key`] with the failed bound.
     pub fn decode(raw: &RawKey, bounds: &KeyBounds, at: u64) -> Result<Self> {
+        let key = Self::decode_kernel(raw, bounds, at)?;
+        if u64::from(key.len) > layout::bytes_to_subtree_end(key.off) {
+            return Err(FormatError::range(
+                Structure::Key,
+                at,
+                "len (to the 4 MiB boundary)",
+                u64::from(key.len),
+                layout::bytes_to_subtree_end(key.off),
+            ));
+        }
+        Ok(key)
+    }
+
+    /// Exactly the kernel's 7.x checks, no more: [`Key::decode`] without the 4 MiB rule.
+    /// A checker uses it to tell what the kernel would refuse (an error) from what it
+    /// would accept although no kernel writes it (a key crossing a 4 MiB boundary).
+    ///
+    /// # Errors
+    /// [`Structure::Key`] with the failed bound.
+    pub fn decode_kernel(raw: &RawKey, bounds: &KeyBounds, at: u64) -> Result<Self> {
         let key = Self {
             off: raw.off.get(),
             len: raw.len.get(),
@@ -294,13 +314,6 @@ impl Key {
         match key.off.checked_add(u64::from(key.len)) {
             Some(end) if end <= bounds.backing_size => {}
             _ => return bad("off + len", key.off, bounds.backing_size),
-        }
-        if u64::from(key.len) > layout::bytes_to_subtree_end(key.off) {
-            return bad(
-                "len (to the 4 MiB boundary)",
-                u64::from(key.len),
-                layout::bytes_to_subtree_end(key.off),
-            );
         }
         if key.pos.seg >= bounds.n_segs {
             return bad(

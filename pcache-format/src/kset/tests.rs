@@ -118,6 +118,21 @@ fn key_bounds() {
     );
 }
 
+/// `decode_kernel` applies the kernel's checks only: a key crossing a 4 MiB boundary passes
+/// it and fails `decode`; everything else fails both.
+#[test]
+fn decode_kernel_skips_only_the_4mib_rule() {
+    let crossing = key((4 << 20) - 512, 1024, 0, 0);
+    assert_eq!(
+        Key::decode_kernel(&crossing.to_raw(), &BOUNDS, 0),
+        Ok(crossing)
+    );
+    assert!(Key::decode(&crossing.to_raw(), &BOUNDS, 0).is_err());
+    for k in [key(0, 0, 0, 0), key(0, 512, 63, 0)] {
+        assert!(Key::decode_kernel(&k.to_raw(), &BOUNDS, 0).is_err(), "{k:?}");
+    }
+}
+
 fn any_key() -> impl Strategy<Value = Key> {
     (
         0u64..(1 << 28),
