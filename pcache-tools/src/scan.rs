@@ -459,8 +459,14 @@ pub fn scan<M: Media + ?Sized>(m: &M, opts: &ScanOptions) -> io::Result<Scan> {
     )?;
     check_copies(&kt_view, "key_tail", 16, f, |_| true);
     check_copies(&dt_view, "dirty_tail", 16, f, |_| true);
+    // An interrupted format leaves no cache_info, and tails that are either unwritten or
+    // the fresh (0:0, seq 1) ones, over a log that holds no kset.
+    let fresh_tails = [&kt_view, &dt_view].iter().all(|t| is_fresh_tail(t));
     let tails_empty = kt_view.is_empty() && dt_view.is_empty();
+    let log_start = read_opt(m, layout::data_area_off(0), 24)?.unwrap_or_default();
+    let no_kset = log_start.get(8..16) != Some(&pcache_format::kset::KSET_MAGIC.to_le_bytes());
     let ci_empty = ci_view.is_empty();
+    let tails_empty = tails_empty || (fresh_tails && no_kset);
     out.cache_info = Some(ci_view);
     out.key_tail = Some(kt_view);
     out.dirty_tail = Some(dt_view);
@@ -630,6 +636,22 @@ fn scan_superblock<M: Media + ?Sized>(
     Ok((view, Some(sb)))
 }
 
+/// Whether a tail is as a format leaves it: copy 0 at 0:0 with seq 1, copy 1 unwritten.
+fn is_fresh_tail(t: &DualView<Pos>) -> bool {
+    matches!(
+        &t.slots,
+        [SlotView {
+            state: SlotState::Valid,
+            seq: Some(1),
+            value: Some(Pos { seg: 0, off: 0 }),
+            ..
+        }, SlotView {
+            state: SlotState::Empty,
+            ..
+        }]
+    )
+}
+
 /// Picks the current cache_info and checks it; `None` when the kernel would not use it
 /// (and would instead initialise a new cache over the device).
 fn check_cache_info(
@@ -646,8 +668,8 @@ fn check_cache_info(
                 "cache_uninitialised",
                 "cache_info",
                 Some(layout::CACHE_INFO_OFF),
-                "the cache was never initialised (no cache_info, no tails): the kernel \
-                 will format it on first activation",
+                "the cache was never initialised, or its format was interrupted (no \
+                 cache_info, nothing logged): the kernel will format it on first activation",
             )
         } else {
             Finding::new(
