@@ -4,12 +4,15 @@
 use crate::device::Media;
 use crate::finding::{Finding, Findings, Severity};
 use crate::scan::{read_opt, Pos, ScanOptions};
-use pcache_format::kset::{KEY_FLAG_CLEAN, KEY_FLAG_EMPTY};
-use pcache_format::layout::{self, CachePos, KSET_SIZE_MAX, SECTOR_SIZE, SEG_DATA_SIZE};
-use pcache_format::raw::RawKey;
+use pcache_format::kset::{KEY_FLAG_CLEAN, KEY_FLAG_EMPTY, KSET_FLAG_LAST};
+use pcache_format::layout::{
+    self, CachePos, KSET_HEADER_SIZE, KSET_SIZE_MAX, SECTOR_SIZE, SEG_DATA_SIZE,
+};
+use pcache_format::raw::{RawKey, RawKsetHeader};
 use pcache_format::{pcache_crc, read_kset, Key, KeyBounds, KsetRead, LogEnd, Reason};
 use serde::Serialize;
 use std::io;
+use zerocopy::FromBytes;
 
 /// What replay needs to know about the cache.
 pub(crate) struct LogInput<'a> {
@@ -325,7 +328,7 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
                     return Ok(());
                 }
                 Ok(KsetRead::End(end)) => {
-                    self.end(end, &what, abs);
+                    self.end(end, &what, abs, pos, &bytes)?;
                     return Ok(());
                 }
                 Ok(KsetRead::Last { next }) => {
@@ -411,43 +414,103 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
         }
     }
 
-    fn end(&mut self, end: LogEnd, what: &str, abs: u64) {
+    /// Records why the log ends at `pos` (whose bytes are `bytes`), and whether that end
+    /// looks like damage: the normal end is the 24-byte zero terminator; anything else
+    /// there is a torn write (after a crash) or damage, and a valid kset right after it
+    /// means the log was cut and everything after it is lost.
+    fn end(
+        &mut self,
+        end: LogEnd,
+        what: &str,
+        abs: u64,
+        pos: CachePos,
+        bytes: &[u8],
+    ) -> io::Result<()> {
+        let header = bytes.get(..KSET_HEADER_SIZE as usize).unwrap_or(bytes);
+        let zero = header.iter().all(|&b| b == 0);
         let (kind, note) = match end {
-            LogEnd::BadMagic => (LogEndKind::Terminator, None),
+            LogEnd::BadMagic if zero => (LogEndKind::Terminator, None),
+            LogEnd::BadMagic => (
+                LogEndKind::Terminator,
+                Some(
+                    "the log ends at a kset header that is neither a kset nor the zero \
+                      terminator: a torn write or damage"
+                        .to_owned(),
+                ),
+            ),
             LogEnd::NoRoom => (
                 LogEndKind::NoRoom,
-                Some((
-                    "log_end_no_room",
+                Some(
                     "the log runs to the end of its segment without a LAST kset (a writer \
                      always keeps room for one)"
                         .to_owned(),
-                )),
+                ),
             ),
             LogEnd::TooManyKeys(n) => (
                 LogEndKind::TooManyKeys,
-                Some((
-                    "log_end_damaged",
-                    format!(
-                        "the log ends at a kset claiming {n} keys (more than 128): a torn \
-                         write or damage; any ksets after it are lost"
-                    ),
+                Some(format!(
+                    "the log ends at a kset claiming {n} keys (more than 128): a torn write \
+                     or damage"
                 )),
             ),
             LogEnd::BadCrc => (
                 LogEndKind::BadCrc,
-                Some((
-                    "log_end_damaged",
+                Some(
                     "the log ends at a kset with the kset magic but a bad crc: a torn write \
-                     or damage; any ksets after it are lost"
+                     or damage"
                         .to_owned(),
-                )),
+                ),
             ),
         };
         self.view.end = kind;
-        if let Some((code, msg)) = note {
+        let Some(note) = note else { return Ok(()) };
+        if let Some(next) = self.valid_after(pos, header)? {
+            self.f.push(Finding::new(
+                Severity::Error,
+                "log_cut",
+                what,
+                Some(abs),
+                format!(
+                    "{note}; a valid kset follows at {next}, so the log was cut here and \
+                     every kset after it is lost to replay"
+                ),
+            ));
+        } else {
+            let code = if end == LogEnd::NoRoom {
+                "log_end_no_room"
+            } else {
+                "log_end_damaged"
+            };
             self.f
-                .push(Finding::new(Severity::Warning, code, what, Some(abs), msg));
+                .push(Finding::new(Severity::Warning, code, what, Some(abs), note));
         }
+        Ok(())
+    }
+
+    /// The position after the (invalid) kset at `pos`, judged by its own key count and
+    /// LAST flag, if a valid kset sits there.
+    fn valid_after(&self, pos: CachePos, header: &[u8]) -> io::Result<Option<Pos>> {
+        let Ok((hdr, _)) = RawKsetHeader::read_from_prefix(header) else {
+            return Ok(None);
+        };
+        let size = if hdr.flags.get() & KSET_FLAG_LAST != 0 {
+            KSET_HEADER_SIZE
+        } else if hdr.key_num.get() <= layout::KSET_KEYS_MAX {
+            layout::kset_size(hdr.key_num.get())
+        } else {
+            return Ok(None);
+        };
+        let Some(off) = pos.off.checked_add(size) else {
+            return Ok(None);
+        };
+        let next = CachePos::new(pos.seg, off);
+        let Some((bytes, room, abs)) = self.read_at(next)? else {
+            return Ok(None);
+        };
+        Ok(match read_kset(&bytes, room, self.input.n_segs, abs) {
+            Ok(KsetRead::Keys { .. } | KsetRead::Last { .. }) => Some(next.into()),
+            _ => None,
+        })
     }
 
     /// Decodes and checks one key the way replay does (F.2, Errata 1), and more.

@@ -640,15 +640,18 @@ fn scan_superblock<M: Media + ?Sized>(
 fn is_fresh_tail(t: &DualView<Pos>) -> bool {
     matches!(
         &t.slots,
-        [SlotView {
-            state: SlotState::Valid,
-            seq: Some(1),
-            value: Some(Pos { seg: 0, off: 0 }),
-            ..
-        }, SlotView {
-            state: SlotState::Empty,
-            ..
-        }]
+        [
+            SlotView {
+                state: SlotState::Valid,
+                seq: Some(1),
+                value: Some(Pos { seg: 0, off: 0 }),
+                ..
+            },
+            SlotView {
+                state: SlotState::Empty,
+                ..
+            }
+        ]
     )
 }
 

@@ -23,7 +23,10 @@ fn repair_rewrites_only_the_damaged_copy() {
     img.media.flip(older + 9, 3);
     let before = img.media.clone();
     let r = check(&img.media, &FsckOptions::default()).unwrap();
-    assert_eq!((r.verdict, r.exit_code), (Verdict::Errors, exit::UNCORRECTED));
+    assert_eq!(
+        (r.verdict, r.exit_code),
+        (Verdict::Errors, exit::UNCORRECTED)
+    );
     let f = r.findings.find("copy_damaged").unwrap();
     assert_eq!(f.what, "dirty_tail[0]");
     // Read-only: nothing changed.
@@ -34,7 +37,10 @@ fn repair_rewrites_only_the_damaged_copy() {
         ..FsckOptions::default()
     };
     let r = check_and_repair(&mut img.media, &opts).unwrap();
-    assert_eq!((r.verdict, r.exit_code), (Verdict::Corrected, exit::CORRECTED));
+    assert_eq!(
+        (r.verdict, r.exit_code),
+        (Verdict::Corrected, exit::CORRECTED)
+    );
     assert_eq!(r.repaired.len(), 1);
     let d = &r.repaired[0];
     assert_eq!(

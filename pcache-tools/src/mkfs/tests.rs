@@ -36,7 +36,10 @@ fn expected(seg_num: u32, data_crc: bool, gc: u8) -> Vec<(u64, Vec<u8>)> {
         if k + 1 < seg_num {
             let mut si = pcache_format::fresh::segment_meta(k, seg_num)[..16].to_vec();
             // Independent check of the linked record: seq 2, flags 0x3, next k + 1.
-            assert_eq!(&si[4..], &[&[2, 0, 0, 0][..], &le32(3), &le32(k + 1)].concat());
+            assert_eq!(
+                &si[4..],
+                &[&[2, 0, 0, 0][..], &le32(3), &le32(k + 1)].concat()
+            );
             if k == 0 {
                 assert_eq!(si[..4], le32(0x3B66_8E31));
             }
@@ -74,7 +77,10 @@ fn assert_layout(img: &SparseImage, seg_num: u32, data_crc: bool, gc: u8) {
 fn fresh_512mib_is_the_appendix() {
     let mut img = SparseImage::new(512 * MIB);
     let g = mkfs(&mut img, &MkfsOptions::default(), &mut |_| {}).unwrap();
-    assert_eq!((g.seg_num, g.capped, g.cache_info_flags), (31, false, 0x1182));
+    assert_eq!(
+        (g.seg_num, g.capped, g.cache_info_flags),
+        (31, false, 0x1182)
+    );
     // The literal records of upstream-format.md D.5.
     assert_eq!(
         img.bytes(4096, 24),
@@ -216,12 +222,19 @@ fn crash_safe_order() {
         ]
     );
     let log = &r.log;
-    assert_eq!(log[0], Some((8192, 12288)), "cache_info and tails zeroed first");
+    assert_eq!(
+        log[0],
+        Some((8192, 12288)),
+        "cache_info and tails zeroed first"
+    );
     assert_eq!(log[1], None);
     assert_eq!(log[2], Some((4096, 24)), "then the superblock");
     assert_eq!(log[3], None);
     let n = log.len();
-    assert_eq!(&log[n - 4..], &[Some((16384, 4096)), None, Some((12288, 24)), None]);
+    assert_eq!(
+        &log[n - 4..],
+        &[Some((16384, 4096)), None, Some((12288, 24)), None]
+    );
     // Every segment write lies inside a segment's metadata or its first 24 data bytes.
     for w in log[4..n - 5].iter() {
         let (off, len) = w.unwrap();
@@ -268,7 +281,10 @@ fn refuses_content_without_force() {
     mkfs(&mut img, &MkfsOptions::default(), &mut |_| {}).unwrap();
     let before = img.clone();
     let e = mkfs(&mut img, &MkfsOptions::default(), &mut |_| {}).unwrap_err();
-    assert!(e.to_string().contains("a pcache cache (31 segments)"), "{e}");
+    assert!(
+        e.to_string().contains("a pcache cache (31 segments)"),
+        "{e}"
+    );
     assert_eq!(img, before);
     // Stray bytes.
     let mut img = SparseImage::new(512 * MIB);
@@ -295,7 +311,11 @@ fn files_of_several_sizes() {
         let mut dev = crate::Device::open(&path, crate::Access::ReadWrite).unwrap();
         let g = mkfs(&mut dev, &MkfsOptions::default(), &mut |_| {}).unwrap();
         drop(dev);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "not extended");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            size,
+            "not extended"
+        );
         let dev = crate::Device::open(&path, crate::Access::ReadOnly).unwrap();
         let mut img = SparseImage::new(size);
         for (off, bytes) in expected(g.seg_num, false, 70) {
@@ -305,7 +325,11 @@ fn files_of_several_sizes() {
             img.write_at(off, &buf).unwrap();
         }
         let s = scan(&dev, &ScanOptions::default()).unwrap();
-        assert!(s.findings.list.iter().all(|f| f.code == "device_larger" || f.severity == crate::Severity::Info));
+        assert!(s
+            .findings
+            .list
+            .iter()
+            .all(|f| f.code == "device_larger" || f.severity == crate::Severity::Info));
         assert!(s.status.is_some());
     }
 }
