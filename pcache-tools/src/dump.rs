@@ -217,20 +217,19 @@ fn end_name(e: LogEndKind) -> &'static str {
 
 fn kset(out: &mut String, k: &KsetView) -> fmt::Result {
     let dirty = if k.dirty { " dirty" } else { "" };
-    match k.kind {
-        KsetKind::Keys { key_num, size } => writeln!(
-            out,
+    let line = match k.kind {
+        KsetKind::Keys { key_num, size } => format!(
             "  kset {:<12} @{:<10} keys {key_num:<3} size {size:<5}{dirty}",
             k.pos.to_string(),
             k.offset
-        )?,
-        KsetKind::Last { next } => writeln!(
-            out,
+        ),
+        KsetKind::Last { next } => format!(
             "  kset {:<12} @{:<10} LAST -> segment {next}{dirty}",
             k.pos.to_string(),
             k.offset
-        )?,
-    }
+        ),
+    };
+    writeln!(out, "{}", line.trim_end())?;
     for key in &k.keys {
         self::key(out, key)?;
     }
@@ -248,22 +247,21 @@ fn key(out: &mut String, k: &KeyView) -> fmt::Result {
         Some(false) => format!(" crc {:#010x} BAD", k.data_crc),
         None => String::new(),
     };
-    writeln!(
-        out,
-        "    #{:<3} off {:<12} len {:<8} flags {:#x}{} data {:<12} gen {:<3} {state}{}{crc}",
+    let flags = if k.flags & pcache_format::kset::KEY_FLAG_CLEAN != 0 {
+        format!("{:#x} clean", k.flags)
+    } else {
+        format!("{:#x}", k.flags)
+    };
+    let line = format!(
+        "    #{:<3} off {:<12} len {:<8} flags {flags:<9} data {:<12} gen {:<3} {state}{}{crc}",
         k.index,
         k.off,
         k.len,
-        k.flags,
-        if k.flags & pcache_format::kset::KEY_FLAG_CLEAN != 0 {
-            " (clean)"
-        } else {
-            ""
-        },
         k.data.to_string(),
         k.seg_gen,
         if k.dirty { " dirty" } else { "" },
-    )
+    );
+    writeln!(out, "{}", line.trim_end())
 }
 
 fn write_text(out: &mut String, scan: &Scan, device: &str) -> fmt::Result {
