@@ -1,5 +1,131 @@
 //! `pcache-ublk`: serves a pcache (cache device + backing device) as `/dev/ublkbN`.
+//!
+//! See `docs/operations.md` for how to run it.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("pcache-ublk: not implemented yet (see issue: pcache-ublk)")
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use pcache_ublk::cli::{AddArgs, Backend, Cli, Command, DaemonArgs, RecoverArgs};
+use pcache_ublk::daemon::{self, Lifecycle, Mode, PipeReporter, Plan, PrintReporter, Reporter};
+use pcache_ublk::{client, error};
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Runs a daemon in this process (foreground, or the detached child of `add`).
+fn run_daemon(plan: Plan, opts: &DaemonArgs) -> anyhow::Result<()> {
+    let reporter: Box<dyn Reporter> = if opts.daemon_child {
+        Box::new(PipeReporter)
+    } else {
+        Box::new(PrintReporter)
+    };
+    let life = Lifecycle::new(reporter);
+    daemon::handle_signals(&life)?;
+    tracing::info!(
+        pid = std::process::id(),
+        ?plan,
+        "pcache-ublk daemon starting"
+    );
+    daemon::serve(plan, &life).map_err(|e| {
+        tracing::error!(error = %error::chain(&e), "daemon failed");
+        anyhow::Error::new(e)
+    })
+}
+
+/// Either runs the daemon here, or starts it detached and prints what it reports.
+fn start(plan: Plan, opts: &DaemonArgs) -> anyhow::Result<()> {
+    if opts.foreground || opts.daemon_child {
+        return run_daemon(plan, opts);
+    }
+    let log = opts
+        .log_file
+        .clone()
+        .unwrap_or_else(client::default_log_file);
+    let (id, path) = client::start_detached(&log)?;
+    println!("{id} {path}");
+    Ok(())
+}
+
+fn add(a: &AddArgs) -> anyhow::Result<()> {
+    let backend = a.validate()?;
+    let plan = Plan {
+        mode: Mode::Add { id: a.id },
+        backend,
+        queues: a.queues(),
+        depth: a.depth,
+    };
+    start(plan, &a.daemon)
+}
+
+fn recover(r: &RecoverArgs) -> anyhow::Result<()> {
+    let plan = Plan {
+        mode: Mode::Recover { id: r.id },
+        backend: Backend::Cache {
+            cache: r.devices.cache.clone(),
+            backing: r.devices.backing.clone(),
+            data_crc: false,
+        },
+        queues: 1,
+        depth: 1,
+    };
+    start(plan, &r.daemon)
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Add(a) => add(a),
+        Command::Recover(r) => recover(r),
+        Command::Del(d) => {
+            client::del(d.id).with_context(|| format!("del -n {}", d.id))?;
+            Ok(())
+        }
+        Command::List(l) => {
+            let rows = client::list_devices();
+            if l.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", client::format_list(&rows));
+            }
+            Ok(())
+        }
+        Command::Status(s) => {
+            let v = client::status(s.id)?;
+            if s.json {
+                println!("{}", serde_json::to_string(&v)?);
+            } else {
+                print!("{}", client::format_status(&v));
+            }
+            Ok(())
+        }
+        Command::Set(s) => {
+            client::set(s.id, &s.key, &s.value)?;
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let is_daemon = match &cli.command {
+        Command::Add(a) => a.daemon.foreground || a.daemon.daemon_child,
+        Command::Recover(r) => r.daemon.foreground || r.daemon.daemon_child,
+        _ => false,
+    };
+    init_logging(if is_daemon { "info" } else { "warn" });
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pcache-ublk: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,378 @@
+//! The command line of `pcache-ublk`, in the style of rublk: one subcommand per action.
+//!
+//! Parsing and validation live here (not in `main.rs`) so they are unit-tested. Whatever
+//! clap cannot express is checked by [`AddArgs::validate`] and friends, which run before
+//! anything is opened or created.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::Error;
+
+/// The ublk driver's limit on hardware queues per device (`UBLK_MAX_NR_QUEUES`).
+pub const MAX_QUEUES: u16 = 4096;
+/// The ublk driver's limit on the queue depth (`UBLK_MAX_QUEUE_DEPTH`).
+pub const MAX_DEPTH: u16 = 4096;
+/// The default queue depth.
+pub const DEFAULT_DEPTH: u16 = 128;
+/// The largest device id the ublk driver hands out (ids are `int`s; keep to a sane range).
+pub const MAX_DEV_ID: u32 = 1 << 20;
+
+/// Serves a pcache (cache device + backing device) as a ublk block device `/dev/ublkbN`.
+///
+/// Log verbosity follows `RUST_LOG` (e.g. `RUST_LOG=pcache_ublk=debug`).
+#[derive(Debug, Parser)]
+#[command(name = "pcache-ublk", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start serving a cache + backing device pair as a new /dev/ublkbN.
+    ///
+    /// Returns once the device is live and prints `ID PATH` (e.g. `0 /dev/ublkb0`), or
+    /// fails with the reason; nothing is created when the arguments are bad.
+    Add(AddArgs),
+    /// Stop a device gracefully and delete it (dirty data stays in the cache).
+    Del(DelArgs),
+    /// List the pcache-ublk devices with their cache, backing device and state.
+    List(ListArgs),
+    /// Show the engine's status and counters of a running device.
+    Status(StatusArgs),
+    /// Change a tunable of a running device (`set -n ID gc_percent N`).
+    Set(SetArgs),
+    /// Re-attach to a device whose daemon died (ublk user recovery), after replaying the
+    /// cache.
+    Recover(RecoverArgs),
+}
+
+/// The cache and backing devices, shared by `add` and `recover`.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArgs {
+    /// The cache device: /dev/daxN.M, /dev/pmemN, or a file (formatted by pcache-mkfs).
+    #[arg(long, value_name = "DEV")]
+    pub cache: PathBuf,
+    /// The backing block device (or file).
+    #[arg(long, value_name = "DEV")]
+    pub backing: PathBuf,
+}
+
+/// Options of the daemon process, shared by `add` and `recover`.
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// Stay in the foreground (for systemd): logs go to stderr, and the command returns
+    /// when the device is deleted.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Where a background daemon's log goes (default: <run dir>/daemon.log).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Internal: this process is the detached daemon started by `add`/`recover`; it
+    /// reports its outcome as one JSON line on stdout, then detaches stdout.
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
+}
+
+/// `add`.
+#[derive(Debug, Clone, Args)]
+pub struct AddArgs {
+    /// The devices (required unless --ram-target is given).
+    #[arg(long, value_name = "DEV", required_unless_present = "ram_target")]
+    pub cache: Option<PathBuf>,
+    /// The backing device (required unless --ram-target is given).
+    #[arg(long, value_name = "DEV", required_unless_present = "ram_target")]
+    pub backing: Option<PathBuf>,
+    /// Number of ublk queues (default: the number of CPUs).
+    #[arg(long, short = 'q', value_name = "N")]
+    pub queues: Option<u16>,
+    /// Queue depth: requests in flight per queue.
+    #[arg(long, short = 'd', value_name = "N", default_value_t = DEFAULT_DEPTH)]
+    pub depth: u16,
+    /// The cache was formatted with data CRCs (must match the format).
+    #[arg(long)]
+    pub data_crc: bool,
+    /// The device id to ask for (N in /dev/ublkbN; default: the driver picks).
+    #[arg(long, short = 'n', value_name = "N")]
+    pub id: Option<u32>,
+    /// Debug: serve a RAM disk of this many bytes instead of a cache (nothing survives).
+    #[arg(long, hide = true, value_name = "BYTES", conflicts_with_all = ["cache", "backing", "data_crc"])]
+    pub ram_target: Option<u64>,
+    /// Daemon options.
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+/// `del`.
+#[derive(Debug, Clone, Args)]
+pub struct DelArgs {
+    /// The device id (N in /dev/ublkbN).
+    #[arg(long, short = 'n', value_name = "ID")]
+    pub id: u32,
+}
+
+/// `list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The device id.
+    #[arg(long, short = 'n', value_name = "ID")]
+    pub id: u32,
+    /// Print the status as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `set`.
+#[derive(Debug, Clone, Args)]
+pub struct SetArgs {
+    /// The device id.
+    #[arg(long, short = 'n', value_name = "ID")]
+    pub id: u32,
+    /// The tunable: `gc_percent`.
+    #[arg(value_name = "KEY")]
+    pub key: String,
+    /// Its new value.
+    #[arg(value_name = "VALUE")]
+    pub value: String,
+}
+
+/// `recover`.
+#[derive(Debug, Clone, Args)]
+pub struct RecoverArgs {
+    /// The id of the device to re-attach to.
+    #[arg(long, short = 'n', value_name = "ID")]
+    pub id: u32,
+    /// The devices it served (checked against what the device was started with).
+    #[command(flatten)]
+    pub devices: DeviceArgs,
+    /// Daemon options.
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+/// The number of CPUs, the default queue count.
+pub fn default_queues() -> u16 {
+    std::thread::available_parallelism()
+        .map(|n| u16::try_from(n.get()).unwrap_or(MAX_QUEUES))
+        .unwrap_or(1)
+        .clamp(1, MAX_QUEUES)
+}
+
+fn check_range(what: &str, v: u16, max: u16) -> Result<(), Error> {
+    if v == 0 || v > max {
+        return Err(Error::Invalid(format!("{what} must be 1..={max}, not {v}")));
+    }
+    Ok(())
+}
+
+/// What `add` serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// A cache in front of a backing device.
+    Cache {
+        /// The cache device.
+        cache: PathBuf,
+        /// The backing device.
+        backing: PathBuf,
+        /// Data CRCs.
+        data_crc: bool,
+    },
+    /// The RAM debug target.
+    Ram {
+        /// Its size in bytes.
+        size: u64,
+    },
+}
+
+impl AddArgs {
+    /// The queue count in effect.
+    pub fn queues(&self) -> u16 {
+        self.queues.unwrap_or_else(default_queues)
+    }
+
+    /// Checks what clap cannot, and returns what to serve.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the bad argument.
+    pub fn validate(&self) -> Result<Backend, Error> {
+        check_range("--queues", self.queues(), MAX_QUEUES)?;
+        check_range("--depth", self.depth, MAX_DEPTH)?;
+        if let Some(id) = self.id {
+            if id > MAX_DEV_ID {
+                return Err(Error::Invalid(format!(
+                    "--id must be 0..={MAX_DEV_ID}, not {id}"
+                )));
+            }
+        }
+        match (&self.cache, &self.backing, self.ram_target) {
+            (_, _, Some(size)) => {
+                if size == 0 || size % 4096 != 0 {
+                    return Err(Error::Invalid(format!(
+                        "--ram-target must be a non-zero multiple of 4096, not {size}"
+                    )));
+                }
+                Ok(Backend::Ram { size })
+            }
+            (Some(cache), Some(backing), None) => Ok(Backend::Cache {
+                cache: cache.clone(),
+                backing: backing.clone(),
+                data_crc: self.data_crc,
+            }),
+            _ => Err(Error::Invalid(
+                "--cache and --backing are both required".into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("pcache-ublk").chain(args.iter().copied()))
+    }
+
+    fn add(args: &[&str]) -> AddArgs {
+        match parse(args).unwrap().command {
+            Command::Add(a) => a,
+            other => panic!("not add: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn add_takes_the_documented_options() {
+        let a = add(&[
+            "add",
+            "--cache",
+            "/dev/pmem0",
+            "--backing",
+            "/dev/sdb",
+            "--queues",
+            "4",
+            "--depth",
+            "64",
+            "--data-crc",
+            "--foreground",
+            "--id",
+            "3",
+        ]);
+        assert_eq!(a.queues(), 4);
+        assert_eq!(a.depth, 64);
+        assert_eq!(a.id, Some(3));
+        assert!(a.daemon.foreground && !a.daemon.daemon_child);
+        assert_eq!(
+            a.validate().unwrap(),
+            Backend::Cache {
+                cache: "/dev/pmem0".into(),
+                backing: "/dev/sdb".into(),
+                data_crc: true
+            }
+        );
+    }
+
+    #[test]
+    fn add_defaults_to_one_queue_per_cpu_and_depth_128() {
+        let a = add(&["add", "--cache", "c", "--backing", "b"]);
+        assert_eq!(a.queues(), default_queues());
+        assert!(a.queues() >= 1);
+        assert_eq!(a.depth, DEFAULT_DEPTH);
+        assert_eq!(a.id, None);
+        assert!(!a.data_crc && !a.daemon.foreground);
+    }
+
+    #[test]
+    fn add_requires_both_devices() {
+        assert!(parse(&["add", "--cache", "c"]).is_err());
+        assert!(parse(&["add", "--backing", "b"]).is_err());
+        assert!(parse(&["add"]).is_err());
+    }
+
+    #[test]
+    fn add_rejects_zero_and_oversized_queue_settings() {
+        for args in [
+            &["add", "--cache", "c", "--backing", "b", "--queues", "0"][..],
+            &["add", "--cache", "c", "--backing", "b", "--depth", "0"],
+            &["add", "--cache", "c", "--backing", "b", "--depth", "4097"],
+            &["add", "--cache", "c", "--backing", "b", "--queues", "5000"],
+        ] {
+            let err = add(args).validate().unwrap_err();
+            assert!(matches!(err, Error::Invalid(_)), "{args:?}: {err}");
+        }
+        // Not a number at all is clap's to refuse.
+        assert!(parse(&["add", "--cache", "c", "--backing", "b", "--depth", "x"]).is_err());
+        assert!(parse(&["add", "--cache", "c", "--backing", "b", "--queues", "-1"]).is_err());
+    }
+
+    #[test]
+    fn the_ram_target_replaces_the_devices() {
+        let a = add(&["add", "--ram-target", "1048576"]);
+        assert_eq!(a.validate().unwrap(), Backend::Ram { size: 1 << 20 });
+        assert!(parse(&["add", "--ram-target", "4096", "--cache", "c"]).is_err());
+        assert!(add(&["add", "--ram-target", "1000"]).validate().is_err());
+    }
+
+    #[test]
+    fn the_other_subcommands_parse() {
+        assert!(matches!(
+            parse(&["del", "-n", "2"]).unwrap().command,
+            Command::Del(DelArgs { id: 2 })
+        ));
+        assert!(parse(&["del"]).is_err());
+        assert!(matches!(
+            parse(&["list"]).unwrap().command,
+            Command::List(ListArgs { json: false })
+        ));
+        assert!(matches!(
+            parse(&["status", "-n", "1", "--json"]).unwrap().command,
+            Command::Status(StatusArgs { id: 1, json: true })
+        ));
+        match parse(&["set", "-n", "0", "gc_percent", "50"])
+            .unwrap()
+            .command
+        {
+            Command::Set(s) => assert_eq!((s.id, &*s.key, &*s.value), (0, "gc_percent", "50")),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["set", "-n", "0", "gc_percent"]).is_err());
+        match parse(&[
+            "recover",
+            "-n",
+            "5",
+            "--cache",
+            "/dev/dax0.0",
+            "--backing",
+            "/dev/vdb",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Recover(r) => {
+                assert_eq!(r.id, 5);
+                assert_eq!(r.devices.cache, PathBuf::from("/dev/dax0.0"));
+                assert!(!r.daemon.foreground);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["recover", "-n", "5", "--cache", "c"]).is_err());
+        assert!(parse(&["frobnicate"]).is_err());
+    }
+}

@@ -1,0 +1,748 @@
+//! The daemon: `add` and `recover`.
+//!
+//! Order of events (everything that can refuse the arguments comes before the ublk device
+//! exists):
+//! 1. claim the cache and backing devices ([`devices::claim_pair`]);
+//! 2. open the target: the engine validates and replays the cache;
+//! 3. check the ublk driver, create the ublk device (or, for `recover`, start user
+//!    recovery on the old one), set its parameters and start the queue threads;
+//! 4. once `/dev/ublkbN` is live: write the run record, open the control socket, report
+//!    to whoever waits ([`Reporter`]);
+//! 5. on SIGTERM/SIGINT or a `stop` request: stop the ublk device (the kernel drains the
+//!    in-flight requests and the queue threads return), close the target (the engine
+//!    closes its ksets and stops its workers: dirty data stays in the cache), delete the
+//!    ublk device, remove the run files.
+//!
+//! A daemon that dies without step 5 leaves the device quiesced (`UBLK_F_USER_RECOVERY`):
+//! I/O waits in the kernel until `recover` attaches a new daemon.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use libublk::ctrl::{UblkCtrl, UblkCtrlBuilder};
+use libublk::io::UblkDev;
+use libublk::{sys, UblkFlags};
+
+use crate::cli::Backend;
+use crate::devices::{self, Claim};
+use crate::engine::EngineTarget;
+use crate::error::{describe_ublk, ublk, Error};
+use crate::state::{self, CopyMode, RunRecord, TargetData};
+use crate::target::{MemTarget, Target};
+use crate::{queue, rpc};
+
+/// The ublk control device.
+pub const UBLK_CONTROL: &str = "/dev/ublk-control";
+
+/// Per-request buffer size, which is also the largest request the kernel sends.
+pub const IO_BUF_BYTES: u32 = 512 << 10;
+
+/// The largest discard / write-zeroes request we advertise, in sectors (1 GiB).
+pub const MAX_DISCARD_SECTORS: u32 = (1 << 30) >> 9;
+
+/// Whether this process should take on a new device or an old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A new device, with this id or one the driver picks.
+    Add {
+        /// The requested id.
+        id: Option<u32>,
+    },
+    /// Re-attach to device `id`, whose daemon died.
+    Recover {
+        /// The device id.
+        id: u32,
+    },
+}
+
+/// A validated request to serve a device.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Add or recover.
+    pub mode: Mode,
+    /// What to serve.
+    pub backend: Backend,
+    /// ublk queues (for `recover`: replaced by what the device has).
+    pub queues: u16,
+    /// Queue depth (for `recover`: replaced by what the device has).
+    pub depth: u16,
+}
+
+/// Where the outcome of starting goes: the terminal, or the parent that spawned us.
+pub trait Reporter: Send {
+    /// The device is live.
+    fn live(&mut self, dev_id: u32, path: &str);
+    /// Starting failed.
+    fn failed(&mut self, err: &Error);
+}
+
+/// Prints `ID PATH` on stdout (foreground mode).
+#[derive(Debug, Default)]
+pub struct PrintReporter;
+
+impl Reporter for PrintReporter {
+    fn live(&mut self, dev_id: u32, path: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{dev_id} {path}");
+        let _ = out.flush();
+    }
+    fn failed(&mut self, _err: &Error) {
+        // The caller prints the error.
+    }
+}
+
+/// What a detached daemon tells the `add` that spawned it: one JSON line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StartReport {
+    /// Whether the device is live.
+    pub ok: bool,
+    /// Its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_id: Option<u32>,
+    /// `/dev/ublkbN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Why starting failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Writes a [`StartReport`] on stdout, then points stdout at /dev/null so the parent's
+/// pipe reaches end-of-file (daemon-child mode).
+#[derive(Debug, Default)]
+pub struct PipeReporter;
+
+impl PipeReporter {
+    fn send(report: &StartReport) {
+        let line = serde_json::to_string(report).unwrap_or_default();
+        {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+        match std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            Ok(null) => {
+                if let Err(e) = nix::unistd::dup2_stdout(&null) {
+                    tracing::warn!(error = %e, "cannot detach stdout");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot open /dev/null"),
+        }
+    }
+}
+
+impl Reporter for PipeReporter {
+    fn live(&mut self, dev_id: u32, path: &str) {
+        Self::send(&StartReport {
+            ok: true,
+            dev_id: Some(dev_id),
+            path: Some(path.to_owned()),
+            error: None,
+        });
+    }
+    fn failed(&mut self, err: &Error) {
+        Self::send(&StartReport {
+            ok: false,
+            dev_id: None,
+            path: None,
+            error: Some(crate::error::chain(err)),
+        });
+    }
+}
+
+/// Where the daemon is in its life; decides what a stop request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Claiming devices, opening the target: no ublk device yet.
+    Preparing,
+    /// The ublk device exists but is not live yet.
+    Starting(u32),
+    /// Serving.
+    Live(u32),
+    /// Stopping (the stop command has been sent).
+    Stopping,
+}
+
+struct LifeInner {
+    phase: Phase,
+    stop_pending: bool,
+    reporter: Option<Box<dyn Reporter>>,
+    server: Option<rpc::Server>,
+}
+
+/// Shared between the main thread, the signal thread, the control socket and libublk's
+/// "device is live" callback.
+pub struct Lifecycle {
+    inner: Mutex<LifeInner>,
+}
+
+impl std::fmt::Debug for Lifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.lock();
+        f.debug_struct("Lifecycle")
+            .field("phase", &g.phase)
+            .field("stop_pending", &g.stop_pending)
+            .finish()
+    }
+}
+
+/// Sends STOP_DEV for `dev_id` from a thread of its own (libublk's control ring is per
+/// thread, and the stop may wait for in-flight requests).
+fn kill_device(dev_id: u32) {
+    let spawned = std::thread::Builder::new()
+        .name("pcache-stop".into())
+        .spawn(move || {
+            let Ok(id) = i32::try_from(dev_id) else {
+                return;
+            };
+            match UblkCtrl::new_simple(id).and_then(|c| c.kill_dev()) {
+                Ok(r) if r < 0 => {
+                    tracing::error!(dev_id, errno = -r, "stopping the ublk device failed");
+                }
+                Ok(_) => tracing::info!(dev_id, "ublk device stopped"),
+                Err(e) => {
+                    tracing::error!(dev_id, error = %describe_ublk(&e), "stopping the ublk device failed");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot spawn the stop thread");
+    }
+}
+
+impl Lifecycle {
+    /// A new lifecycle reporting to `reporter`.
+    pub fn new(reporter: Box<dyn Reporter>) -> Arc<Self> {
+        Arc::new(Lifecycle {
+            inner: Mutex::new(LifeInner {
+                phase: Phase::Preparing,
+                stop_pending: false,
+                reporter: Some(reporter),
+                server: None,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LifeInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Asks the daemon to stop: at once if the device is live, as soon as it is otherwise.
+    pub fn request_stop(&self) {
+        let mut g = self.lock();
+        match g.phase {
+            Phase::Preparing | Phase::Starting(_) => {
+                tracing::info!("stop requested while starting; stopping once started");
+                g.stop_pending = true;
+            }
+            Phase::Live(id) => {
+                tracing::info!(dev_id = id, "stopping");
+                g.phase = Phase::Stopping;
+                kill_device(id);
+            }
+            Phase::Stopping => {}
+        }
+    }
+
+    /// Whether a stop was requested before the device went live.
+    pub fn stop_pending(&self) -> bool {
+        self.lock().stop_pending
+    }
+
+    fn created(&self, dev_id: u32) {
+        self.lock().phase = Phase::Starting(dev_id);
+    }
+
+    /// Called once the device is live: reports it, or stops it if a stop is pending.
+    fn went_live(&self, dev_id: u32, server: Option<rpc::Server>) {
+        let mut g = self.lock();
+        g.server = server;
+        let reporter = g.reporter.take();
+        if g.stop_pending {
+            g.phase = Phase::Stopping;
+            drop(g);
+            if let Some(mut r) = reporter {
+                r.failed(&Error::Interrupted);
+            }
+            kill_device(dev_id);
+            return;
+        }
+        g.phase = Phase::Live(dev_id);
+        drop(g);
+        if let Some(mut r) = reporter {
+            r.live(dev_id, &bdev_path(dev_id));
+        }
+    }
+
+    /// Reports a failure to start, unless the outcome was reported already.
+    pub fn report_failure(&self, err: &Error) {
+        let reporter = self.lock().reporter.take();
+        if let Some(mut r) = reporter {
+            r.failed(err);
+        }
+    }
+
+    fn drop_server(&self) {
+        let server = self.lock().server.take();
+        drop(server);
+    }
+}
+
+/// `/dev/ublkbN`.
+pub fn bdev_path(dev_id: u32) -> String {
+    format!("/dev/ublkb{dev_id}")
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (and so in every thread it spawns later) and
+/// turns them into [`Lifecycle::request_stop`] on a dedicated thread.
+///
+/// # Errors
+/// [`Error::Daemon`] if the mask cannot be set or the thread cannot be spawned.
+pub fn handle_signals(life: &Arc<Lifecycle>) -> Result<(), Error> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block()
+        .map_err(|e| Error::Daemon(format!("cannot block signals: {e}")))?;
+    let life = Arc::clone(life);
+    std::thread::Builder::new()
+        .name("pcache-signals".into())
+        .spawn(move || loop {
+            match set.wait() {
+                Ok(sig) => {
+                    tracing::info!(signal = %sig, "shutdown signal");
+                    life.request_stop();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "sigwait failed");
+                    return;
+                }
+            }
+        })
+        .map_err(|e| Error::Daemon(format!("cannot spawn the signal thread: {e}")))?;
+    Ok(())
+}
+
+/// Whether the ublk driver is there.
+pub fn ublk_available() -> bool {
+    Path::new(UBLK_CONTROL).exists()
+}
+
+fn require_ublk() -> Result<(), Error> {
+    if ublk_available() {
+        Ok(())
+    } else {
+        Err(Error::NoUblkDriver)
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+/// The ublk feature flags we ask for, given what the driver supports.
+pub fn ctrl_flags(driver_features: u64) -> u64 {
+    let mut flags = 0;
+    for f in [
+        sys::UBLK_F_USER_RECOVERY,
+        sys::UBLK_F_USER_RECOVERY_REISSUE,
+        sys::UBLK_F_USER_COPY,
+    ] {
+        if driver_features & u64::from(f) != 0 {
+            flags |= u64::from(f);
+        }
+    }
+    flags
+}
+
+/// The device parameters: the backing device's size, 512-byte logical and 4 KiB physical
+/// blocks, a volatile write cache with FUA, discard and write-zeroes.
+pub fn device_params(dev_size: u64, max_io_bytes: u32) -> sys::ublk_params {
+    sys::ublk_params {
+        types: sys::UBLK_PARAM_TYPE_BASIC | sys::UBLK_PARAM_TYPE_DISCARD,
+        basic: sys::ublk_param_basic {
+            attrs: sys::UBLK_ATTR_VOLATILE_CACHE | sys::UBLK_ATTR_FUA,
+            logical_bs_shift: 9,
+            physical_bs_shift: 12,
+            io_opt_shift: 12,
+            io_min_shift: 12,
+            max_sectors: max_io_bytes >> 9,
+            dev_sectors: dev_size >> 9,
+            ..Default::default()
+        },
+        discard: sys::ublk_param_discard {
+            discard_alignment: 0,
+            discard_granularity: 4096,
+            max_discard_sectors: MAX_DISCARD_SECTORS,
+            max_write_zeroes_sectors: MAX_DISCARD_SECTORS,
+            max_discard_segments: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// An open target and the claims on its devices (held until the target is closed).
+pub struct Opened {
+    /// The target.
+    pub target: Arc<dyn Target>,
+    /// The cache and backing claims (none for the RAM target).
+    pub claims: Option<(Claim, Claim)>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("size", &self.target.size())
+            .field("claims", &self.claims)
+            .finish()
+    }
+}
+
+/// Opens what `backend` names, holding the device claims.
+///
+/// # Errors
+/// As [`devices::claim_pair`] and [`EngineTarget::open`].
+pub fn open_target(backend: &Backend, queues: u16) -> Result<Opened, Error> {
+    match backend {
+        Backend::Ram { size } => Ok(Opened {
+            target: Arc::new(MemTarget::new(*size)),
+            claims: None,
+        }),
+        Backend::Cache {
+            cache,
+            backing,
+            data_crc,
+        } => {
+            let claims = devices::claim_pair(cache, backing)?;
+            tracing::info!(cache = %cache.display(), backing = %backing.display(), data_crc, "opening the cache (replay)");
+            let target = EngineTarget::open(cache, backing, *data_crc, u32::from(queues))?;
+            Ok(Opened {
+                target: Arc::new(target),
+                claims: Some(claims),
+            })
+        }
+    }
+}
+
+fn target_data(plan: &Plan, copy_mode: CopyMode, size: u64) -> TargetData {
+    let (cache, backing, data_crc, ram) = match &plan.backend {
+        Backend::Cache {
+            cache,
+            backing,
+            data_crc,
+        } => (
+            Some(absolute(cache)),
+            Some(absolute(backing)),
+            *data_crc,
+            None,
+        ),
+        Backend::Ram { size } => (None, None, false, Some(*size)),
+    };
+    TargetData {
+        cache,
+        backing,
+        data_crc,
+        queues: plan.queues,
+        depth: plan.depth,
+        copy_mode,
+        size,
+        ram_target: ram,
+    }
+}
+
+/// What `recover` learns about the old device before touching anything.
+#[derive(Debug, Clone)]
+pub struct OldDevice {
+    /// Queues and depth of the device.
+    pub queues: u16,
+    /// Queue depth.
+    pub depth: u16,
+    /// What it served, from libublk's JSON or our run record.
+    pub served: Option<TargetData>,
+}
+
+/// Checks that device `id` exists, is one of ours, and waits for a new daemon.
+///
+/// # Errors
+/// [`Error::NotOurs`] otherwise.
+pub fn inspect_for_recovery(id: u32) -> Result<OldDevice, Error> {
+    let sid = i32::try_from(id).map_err(|_| Error::Invalid(format!("bad device id {id}")))?;
+    let ctrl = UblkCtrl::new_simple(sid).map_err(|e| Error::NotOurs {
+        id,
+        why: format!("cannot open it: {}", describe_ublk(&e)),
+    })?;
+    let info = ctrl.dev_info();
+    if info.flags & u64::from(sys::UBLK_F_USER_RECOVERY) == 0 {
+        return Err(Error::NotOurs {
+            id,
+            why: "it was created without user recovery".into(),
+        });
+    }
+    let state = u32::from(info.state);
+    if state != sys::UBLK_S_DEV_QUIESCED {
+        return Err(Error::NotOurs {
+            id,
+            why: format!(
+                "it is {}, not QUIESCED: only a device whose daemon died can be recovered",
+                state_name(state)
+            ),
+        });
+    }
+    let served = ctrl
+        .get_target_data_from_json()
+        .and_then(|v| TargetData::from_target_json(&v))
+        .or_else(|| {
+            state::read_record(&state::run_dir(), id)
+                .ok()
+                .flatten()
+                .map(|r| r.target)
+        });
+    Ok(OldDevice {
+        queues: info.nr_hw_queues,
+        depth: info.queue_depth,
+        served,
+    })
+}
+
+/// Refuses to attach `backend` to a device that served something else.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the mismatch.
+pub fn check_same_devices(old: Option<&TargetData>, backend: &Backend) -> Result<(), Error> {
+    let Some(old) = old else {
+        tracing::warn!("no record of what the device served; trusting the command line");
+        return Ok(());
+    };
+    let Backend::Cache { cache, backing, .. } = backend else {
+        return Err(Error::Invalid("recover needs --cache and --backing".into()));
+    };
+    let same = |recorded: Option<&PathBuf>, given: &Path| match recorded {
+        None => false,
+        Some(r) => {
+            r == &absolute(given)
+                || match (std::fs::canonicalize(r), std::fs::canonicalize(given)) {
+                    (Ok(a), Ok(b)) => a == b,
+                    _ => false,
+                }
+        }
+    };
+    for (role, recorded, given) in [
+        ("cache", old.cache.as_ref(), cache),
+        ("backing", old.backing.as_ref(), backing),
+    ] {
+        if !same(recorded, given) {
+            return Err(Error::Invalid(format!(
+                "the device served {role} {}, not {}",
+                recorded.map_or_else(|| "(none)".into(), |p| p.display().to_string()),
+                given.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A kernel device state's name.
+pub fn state_name(state: u32) -> &'static str {
+    match state {
+        sys::UBLK_S_DEV_DEAD => "DEAD",
+        sys::UBLK_S_DEV_LIVE => "LIVE",
+        sys::UBLK_S_DEV_QUIESCED => "QUIESCED",
+        sys::UBLK_S_DEV_FAIL_IO => "FAIL_IO",
+        _ => "UNKNOWN",
+    }
+}
+
+/// Serves `plan` until the device is stopped. Reports through `life` once live (or on
+/// failure). Returns an error only for failures; a clean shutdown is `Ok`.
+///
+/// # Errors
+/// Anything that stops the device from starting, or a failure to close the target.
+pub fn serve(mut plan: Plan, life: &Arc<Lifecycle>) -> Result<(), Error> {
+    let res = serve_inner(&mut plan, life);
+    if let Err(e) = &res {
+        life.report_failure(e);
+    }
+    res
+}
+
+fn serve_inner(plan: &mut Plan, life: &Arc<Lifecycle>) -> Result<(), Error> {
+    let old = match plan.mode {
+        Mode::Recover { id } => {
+            require_ublk()?;
+            let old = inspect_for_recovery(id)?;
+            check_same_devices(old.served.as_ref(), &plan.backend)?;
+            if let (Some(served), Backend::Cache { data_crc, .. }) =
+                (old.served.as_ref(), &mut plan.backend)
+            {
+                *data_crc = served.data_crc;
+            }
+            plan.queues = old.queues;
+            plan.depth = old.depth;
+            Some(old)
+        }
+        Mode::Add { .. } => None,
+    };
+    let Opened { target, claims } = open_target(&plan.backend, plan.queues)?;
+    let res = serve_target(plan, &target, life, old.is_some());
+    life.drop_server();
+    tracing::info!("closing the target");
+    let closed = target.close().map_err(Error::Engine);
+    drop(claims);
+    match (res, closed) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => Err(e),
+        (Ok(()), Ok(())) => {
+            tracing::info!("closed cleanly");
+            Ok(())
+        }
+    }
+}
+
+fn build_ctrl(plan: &Plan, flags: u64) -> Result<UblkCtrl, Error> {
+    let (id, dev_flags) = match plan.mode {
+        Mode::Add { id } => (
+            id.and_then(|i| i32::try_from(i).ok()).unwrap_or(-1),
+            UblkFlags::UBLK_DEV_F_ADD_DEV,
+        ),
+        Mode::Recover { id } => (
+            i32::try_from(id).map_err(|_| Error::Invalid(format!("bad device id {id}")))?,
+            UblkFlags::UBLK_DEV_F_RECOVER_DEV,
+        ),
+    };
+    UblkCtrlBuilder::default()
+        .name(state::TARGET_TYPE)
+        .id(id)
+        .nr_queues(plan.queues)
+        .depth(plan.depth)
+        .io_buf_bytes(IO_BUF_BYTES)
+        .ctrl_flags(flags)
+        .dev_flags(dev_flags)
+        .build()
+        .map_err(ublk(match plan.mode {
+            Mode::Add { .. } => "add device",
+            Mode::Recover { .. } => "open device for recovery",
+        }))
+}
+
+fn serve_target(
+    plan: &Plan,
+    target: &Arc<dyn Target>,
+    life: &Arc<Lifecycle>,
+    recovering: bool,
+) -> Result<(), Error> {
+    require_ublk()?;
+    if life.stop_pending() {
+        return Err(Error::Interrupted);
+    }
+    let size = target.size() & !511;
+    if size == 0 {
+        return Err(Error::Invalid(
+            "the backing device is smaller than 512 bytes".into(),
+        ));
+    }
+    let features = UblkCtrl::get_features().unwrap_or(0);
+    let flags = ctrl_flags(features);
+    if flags & u64::from(sys::UBLK_F_USER_RECOVERY) == 0 {
+        tracing::warn!(
+            "the ublk driver has no user recovery: a crashed daemon cannot be recovered"
+        );
+    }
+    if recovering {
+        let id = match plan.mode {
+            Mode::Recover { id } => id,
+            Mode::Add { .. } => 0,
+        };
+        let sid = i32::try_from(id).map_err(|_| Error::Invalid(format!("bad device id {id}")))?;
+        let old = UblkCtrl::new_simple(sid).map_err(ublk("open device"))?;
+        let r = old
+            .start_user_recover()
+            .map_err(ublk("start user recovery"))?;
+        if r < 0 {
+            return Err(ublk("start user recovery")(libublk::UblkError::OtherError(
+                r,
+            )));
+        }
+    }
+    let ctrl = build_ctrl(plan, flags)?;
+    let info = ctrl.dev_info();
+    let dev_id = info.dev_id;
+    life.created(dev_id);
+    let mode = queue::copy_mode_of(info.flags);
+    tracing::info!(dev_id, queues = info.nr_hw_queues, depth = info.queue_depth, copy_mode = %mode, size, "ublk device created");
+    let data = target_data(plan, mode, size);
+    let tgt_json = data.to_target_json();
+    let tgt_init = move |dev: &mut UblkDev| {
+        dev.set_default_params(size);
+        dev.tgt.params = device_params(size, dev.dev_info.max_io_buf_bytes);
+        dev.set_target_json(tgt_json);
+        Ok(())
+    };
+    let q_target = Arc::clone(target);
+    let q_fn = move |qid: u16, dev: &UblkDev| queue::serve(qid, dev, &q_target);
+    let live_target = Arc::clone(target);
+    let live_life = Arc::clone(life);
+    let run_dir = state::run_dir();
+    let live_dir = run_dir.clone();
+    let on_live = move |ctrl: &UblkCtrl| {
+        let dev_id = ctrl.dev_info().dev_id;
+        let server = publish(&live_dir, dev_id, &data, &live_target, &live_life);
+        tracing::info!(dev_id, path = %bdev_path(dev_id), "device is live");
+        live_life.went_live(dev_id, server);
+    };
+    let res = ctrl.run_target(tgt_init, q_fn, on_live);
+    tracing::info!(dev_id, "queues stopped");
+    state::remove_record(&run_dir, dev_id);
+    res.map_err(ublk("run device"))?;
+    // A graceful stop deletes the device (dropping an "add" control would do it too, but
+    // a "recover" one would not).
+    match ctrl.del_dev() {
+        Ok(r) if r < 0 && r != -libc::ENOENT => {
+            tracing::warn!(dev_id, errno = -r, "deleting the ublk device failed");
+        }
+        Ok(_) => tracing::info!(dev_id, "ublk device deleted"),
+        Err(e) => {
+            tracing::warn!(dev_id, error = %describe_ublk(&e), "deleting the ublk device failed")
+        }
+    }
+    Ok(())
+}
+
+/// Writes the run record and opens the control socket. Failures are logged: the device
+/// serves I/O regardless.
+fn publish(
+    dir: &Path,
+    dev_id: u32,
+    data: &TargetData,
+    target: &Arc<dyn Target>,
+    life: &Arc<Lifecycle>,
+) -> Option<rpc::Server> {
+    let socket = state::socket_path(dir, dev_id);
+    let rec = RunRecord {
+        dev_id,
+        pid: std::process::id(),
+        socket: socket.clone(),
+        target: data.clone(),
+    };
+    if let Err(e) = state::write_record(dir, &rec) {
+        tracing::error!(error = %crate::error::chain(&e), "cannot write the run record");
+    }
+    let stop_life = Arc::clone(life);
+    match rpc::Server::start(
+        &socket,
+        Arc::clone(target),
+        Arc::new(move || stop_life.request_stop()),
+    ) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %crate::error::chain(&e), "cannot open the control socket");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "daemon_tests.rs"]
+mod tests;

@@ -1,0 +1,1 @@
+//! Tests of the daemon's pieces that need no ublk driver.

@@ -1,0 +1,185 @@
+//! The production [`Target`]: `pcache_engine::Cache` behind the ublk queues.
+//!
+//! The engine is synchronous and thread-safe, so each queue thread calls it directly.
+//! Every engine error becomes the negative errno [`EngineError::errno`] chooses; the
+//! engine's [`Status`] becomes JSON here (the engine has no serde).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use pcache_engine::backing::{Backing, FileBacking};
+use pcache_engine::media::{CacheMedia, DaxMedia};
+use pcache_engine::{Cache, CacheConfig, EngineError, Status};
+
+use crate::error::Error;
+use crate::target::{Errno, Target};
+
+/// A [`Cache`] served as a ublk target.
+pub struct EngineTarget {
+    cache: Cache,
+    cache_path: String,
+    backing_path: String,
+}
+
+impl std::fmt::Debug for EngineTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineTarget")
+            .field("cache", &self.cache_path)
+            .field("backing", &self.backing_path)
+            .field("size", &self.cache.size())
+            .finish()
+    }
+}
+
+/// Logs an engine error on the I/O path and returns its errno.
+fn errno(op: &'static str, off: u64, len: u64, e: &EngineError) -> Errno {
+    let code = e.errno();
+    tracing::warn!(op, off, len, errno = code, error = %e, "request failed");
+    if code < 0 {
+        code
+    } else {
+        -libc::EIO
+    }
+}
+
+impl EngineTarget {
+    /// Wraps an open cache. The paths are only for status and logs.
+    pub fn new(cache: Cache, cache_path: &Path, backing_path: &Path) -> Self {
+        EngineTarget {
+            cache,
+            cache_path: cache_path.display().to_string(),
+            backing_path: backing_path.display().to_string(),
+        }
+    }
+
+    /// Opens the cache media and the backing device and opens (replays) the cache on
+    /// them, with the engine's background workers running.
+    ///
+    /// # Errors
+    /// [`Error::Device`] if a device cannot be opened, [`Error::Engine`] if the engine
+    /// refuses the cache (not formatted, data_crc mismatch, too small, corrupt, …).
+    pub fn open(cache: &Path, backing: &Path, data_crc: bool, queues: u32) -> Result<Self, Error> {
+        let media = DaxMedia::open(cache, false).map_err(|e| Error::Device {
+            role: "cache",
+            path: cache.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let file = FileBacking::open(backing, false).map_err(|source| Error::Device {
+            role: "backing",
+            path: backing.to_owned(),
+            source,
+        })?;
+        let media: Arc<dyn CacheMedia> = Arc::new(media);
+        let back: Arc<dyn Backing> = Arc::new(file);
+        let cfg = CacheConfig {
+            data_crc,
+            queues: queues.max(1),
+            gc_percent: None,
+            background: true,
+            ..CacheConfig::default()
+        };
+        let opened = Cache::open(media, back, cfg).map_err(|e| open_error(cache, &e))?;
+        Ok(Self::new(opened, cache, backing))
+    }
+
+    /// The wrapped cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+}
+
+/// Explains why the engine refused to open a cache, with what to do about it.
+fn open_error(cache: &Path, e: &EngineError) -> Error {
+    let hint = match e {
+        EngineError::NotFormatted => format!(" (format it first: pcache-mkfs {})", cache.display()),
+        EngineError::DataCrcMismatch { on_media, .. } => {
+            if *on_media {
+                " (pass --data-crc)".to_owned()
+            } else {
+                " (drop --data-crc)".to_owned()
+            }
+        }
+        _ => String::new(),
+    };
+    Error::Engine(format!("{}: {e}{hint}", cache.display()))
+}
+
+/// The engine's status as JSON: every field, positions as `"seg:off"` strings.
+pub fn status_json(s: &Status) -> serde_json::Value {
+    serde_json::json!({
+        "target": "pcache",
+        "sb_flags": s.sb_flags,
+        "seg_num": s.seg_num,
+        "n_segs": s.n_segs,
+        "segs_used": s.segs_used,
+        "gc_percent": s.gc_percent,
+        "cache_info_flags": s.cache_info_flags,
+        "key_head": s.key_head.to_string(),
+        "dirty_tail": s.dirty_tail.to_string(),
+        "key_tail": s.key_tail.to_string(),
+        "hits": s.hits,
+        "misses": s.misses,
+        "dirty_bytes": s.dirty_bytes,
+        "written_back": s.written_back,
+        "gc_runs": s.gc_runs,
+        "errors": s.errors,
+        "dmsetup": s.dmsetup_line(),
+    })
+}
+
+impl Target for EngineTarget {
+    fn size(&self) -> u64 {
+        self.cache.size()
+    }
+
+    fn read(&self, queue: u32, off: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        let len = buf.len() as u64;
+        self.cache
+            .read(queue, off, buf)
+            .map_err(|e| errno("read", off, len, &e))
+    }
+
+    fn write(&self, queue: u32, off: u64, data: &[u8], fua: bool) -> Result<(), Errno> {
+        self.cache
+            .write(queue, off, data, fua)
+            .map_err(|e| errno("write", off, data.len() as u64, &e))
+    }
+
+    fn flush(&self) -> Result<(), Errno> {
+        self.cache.flush().map_err(|e| errno("flush", 0, 0, &e))
+    }
+
+    fn discard(&self, off: u64, len: u64) -> Result<(), Errno> {
+        self.cache
+            .discard(off, len)
+            .map_err(|e| errno("discard", off, len, &e))
+    }
+
+    fn write_zeroes(&self, off: u64, len: u64) -> Result<(), Errno> {
+        self.cache
+            .write_zeroes(off, len)
+            .map_err(|e| errno("write_zeroes", off, len, &e))
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let mut v = status_json(&self.cache.status());
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("cache".into(), self.cache_path.clone().into());
+            obj.insert("backing".into(), self.backing_path.clone().into());
+            obj.insert("size".into(), self.cache.size().into());
+        }
+        v
+    }
+
+    fn set_gc_percent(&self, pct: u8) -> Result<(), String> {
+        self.cache.set_gc_percent(pct).map_err(|e| e.to_string())
+    }
+
+    fn close(&self) -> Result<(), String> {
+        self.cache.close().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

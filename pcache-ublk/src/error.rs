@@ -1,0 +1,154 @@
+//! The error type of the pcache-ublk commands.
+
+use std::io;
+use std::path::PathBuf;
+
+use libublk::UblkError;
+
+/// Why a pcache-ublk command failed. Messages name the object and never repeat the
+/// `#[source]` (the binary prints the whole chain).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A cache or backing device path could not be used.
+    #[error("{role} {path}")]
+    Device {
+        /// `cache` or `backing`.
+        role: &'static str,
+        /// The path as given.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+    /// A device is held by someone else.
+    #[error("{role} {path} is in use: {holder}")]
+    Busy {
+        /// `cache` or `backing`.
+        role: &'static str,
+        /// The path as given.
+        path: PathBuf,
+        /// Who holds it, as far as we can tell.
+        holder: &'static str,
+    },
+    /// The cache and the backing device are the same file or device.
+    #[error("cache {cache} and backing {backing} are the same device")]
+    SameDevice {
+        /// The cache path.
+        cache: PathBuf,
+        /// The backing path.
+        backing: PathBuf,
+    },
+    /// The engine refused to open the cache, or failed.
+    #[error("cache engine: {0}")]
+    Engine(String),
+    /// `/dev/ublk-control` is missing.
+    #[error(
+        "the ublk driver is not loaded: /dev/ublk-control is missing (run `modprobe ublk_drv`)"
+    )]
+    NoUblkDriver,
+    /// A ublk control or queue operation failed.
+    #[error("ublk {op} failed: {detail}")]
+    Ublk {
+        /// The operation.
+        op: &'static str,
+        /// The decoded libublk error.
+        detail: String,
+    },
+    /// No ublk device with this id exists, or it is not a pcache-ublk device.
+    #[error("ublk device {id}: {why}")]
+    NotOurs {
+        /// The device id.
+        id: u32,
+        /// Why it cannot be used.
+        why: String,
+    },
+    /// The daemon could not be started, or reported a failure.
+    #[error("{0}")]
+    Daemon(String),
+    /// Talking to a running daemon failed.
+    #[error("control socket {path}")]
+    Socket {
+        /// The socket path.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+    /// The daemon answered a request with an error.
+    #[error("daemon refused: {0}")]
+    Refused(String),
+    /// A run-directory file could not be read or written.
+    #[error("run directory file {path}")]
+    RunDir {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+    /// A bad argument that clap could not catch.
+    #[error("{0}")]
+    Invalid(String),
+    /// A shutdown signal arrived before the device was live.
+    #[error("interrupted before the device was live")]
+    Interrupted,
+}
+
+/// Describes a libublk error, with the errno spelled out where it carries one.
+pub fn describe_ublk(e: &UblkError) -> String {
+    match e {
+        UblkError::OtherError(code) | UblkError::UringIOError(code) => {
+            let errno = code.checked_abs().unwrap_or(libc::EIO);
+            format!("{} (errno {errno})", io::Error::from_raw_os_error(errno))
+        }
+        UblkError::IOError(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// An error and all its sources, joined by `": "` (for logs and the start report).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+/// Wraps a libublk error as [`Error::Ublk`].
+pub fn ublk(op: &'static str) -> impl FnOnce(UblkError) -> Error {
+    move |e| Error::Ublk {
+        op,
+        detail: describe_ublk(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ublk_errors_spell_out_the_errno() {
+        let e = ublk("add device")(UblkError::OtherError(-libc::EBUSY));
+        let msg = e.to_string();
+        assert!(msg.starts_with("ublk add device failed: "), "{msg}");
+        assert!(msg.contains("errno 16"), "{msg}");
+    }
+
+    #[test]
+    fn chain_names_every_cause_once() {
+        let e = Error::Device {
+            role: "cache",
+            path: "/dev/pmem9".into(),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        let msg = chain(&e);
+        assert!(msg.starts_with("cache /dev/pmem9: "), "{msg}");
+        assert_eq!(msg.matches("/dev/pmem9").count(), 1, "{msg}");
+        assert!(msg.contains("No such file"), "{msg}");
+    }
+}

@@ -1,0 +1,28 @@
+//! pcache-ublk: serves a pcache (a persistent-memory cache device in front of a backing
+//! block device) to the host as `/dev/ublkbN`, through the kernel's ublk driver.
+//!
+//! The crate is a library plus the `pcache-ublk` binary. The library holds everything the
+//! binary does, split along seams that can be tested without a ublk-capable kernel:
+//! - [`target`]: the [`target::Target`] trait the queue threads call, and an in-memory
+//!   model; [`engine`] adapts `pcache_engine::Cache` to it;
+//! - [`request`]: ublk I/O descriptor → target call → request result (errno mapping);
+//! - [`queue`]: one ublk queue thread (copy or user-copy data path);
+//! - [`devices`]: exclusive claims on the cache and backing devices;
+//! - [`state`], [`rpc`]: what a running daemon leaves in the run directory and its
+//!   control socket;
+//! - [`cli`]: the command line; [`daemon`]: `add`/`recover`; [`client`]: `del`, `list`,
+//!   `status`, `set`.
+
+pub mod cli;
+pub mod client;
+pub mod daemon;
+pub mod devices;
+pub mod engine;
+pub mod error;
+pub mod queue;
+pub mod request;
+pub mod rpc;
+pub mod state;
+pub mod target;
+
+pub use error::Error;

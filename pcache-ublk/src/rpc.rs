@@ -1,0 +1,333 @@
+//! The daemon's control socket: `status`, `set gc_percent N` and `stop` for a running device.
+//!
+//! Protocol: the client connects to `/run/pcache-ublk/<id>.sock`, writes one JSON request
+//! on one line, and reads one JSON response line:
+//!
+//! ```text
+//! → {"cmd":"status"}
+//! ← {"ok":true,"result":{...engine status...}}
+//! → {"cmd":"set","key":"gc_percent","value":"50"}
+//! ← {"ok":true,"result":null}
+//! → {"cmd":"stop"}
+//! ← {"ok":true,"result":null}          (the daemon then shuts down)
+//! ← {"ok":false,"error":"unknown key \"foo\""}
+//! ```
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::target::Target;
+
+/// How long either side waits for the other's line.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// The target's status and counters.
+    Status,
+    /// Set a tunable.
+    Set {
+        /// The tunable (`gc_percent`).
+        key: String,
+        /// Its new value.
+        value: String,
+    },
+    /// Shut the daemon down gracefully (what `del` asks for).
+    Stop,
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// The result (status object, or null).
+    #[serde(default)]
+    pub result: serde_json::Value,
+    /// The reason for a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    fn ok(result: serde_json::Value) -> Self {
+        Response {
+            ok: true,
+            result,
+            error: None,
+        }
+    }
+
+    fn err(msg: String) -> Self {
+        Response {
+            ok: false,
+            result: serde_json::Value::Null,
+            error: Some(msg),
+        }
+    }
+}
+
+/// Parses a `gc_percent` value (0..=100; the target may narrow the range further).
+///
+/// # Errors
+/// A message naming the bad value.
+pub fn parse_gc_percent(value: &str) -> Result<u8, String> {
+    value
+        .trim()
+        .parse::<u8>()
+        .ok()
+        .filter(|v| *v <= 100)
+        .ok_or_else(|| format!("gc_percent must be an integer 0..=100, not {value:?}"))
+}
+
+/// Answers one request. `stop` is called for [`Request::Stop`].
+pub fn dispatch(req: &Request, target: &dyn Target, stop: &dyn Fn()) -> Response {
+    match req {
+        Request::Status => Response::ok(target.status()),
+        Request::Set { key, value } => match key.as_str() {
+            "gc_percent" => match parse_gc_percent(value).and_then(|v| target.set_gc_percent(v)) {
+                Ok(()) => Response::ok(serde_json::Value::Null),
+                Err(e) => Response::err(e),
+            },
+            other => Response::err(format!("unknown key {other:?} (known: gc_percent)")),
+        },
+        Request::Stop => {
+            stop();
+            Response::ok(serde_json::Value::Null)
+        }
+    }
+}
+
+fn answer(stream: &UnixStream, target: &dyn Target, stop: &dyn Fn()) -> io::Result<()> {
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    let resp = match serde_json::from_str::<Request>(line.trim()) {
+        Ok(req) => {
+            tracing::info!(request = ?req, "control request");
+            dispatch(&req, target, stop)
+        }
+        Err(e) => Response::err(format!("bad request: {e}")),
+    };
+    let mut out = serde_json::to_string(&resp).map_err(io::Error::from)?;
+    out.push('\n');
+    let mut w = stream;
+    w.write_all(out.as_bytes())
+}
+
+/// A bound control socket; the socket file is removed on drop.
+#[derive(Debug)]
+pub struct Server {
+    path: PathBuf,
+}
+
+impl Server {
+    /// Binds `path` (replacing a stale socket), restricts it to the owner, and answers
+    /// requests on a background thread for the rest of the process's life.
+    ///
+    /// # Errors
+    /// [`Error::Socket`] if the socket cannot be bound.
+    pub fn start(
+        path: &Path,
+        target: Arc<dyn Target>,
+        stop: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<Self, Error> {
+        let err = |source| Error::Socket {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(err(e)),
+            _ => {}
+        }
+        let listener = UnixListener::bind(path).map_err(err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        std::thread::Builder::new()
+            .name("pcache-ctl".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    match conn {
+                        Ok(stream) => {
+                            if let Err(e) = answer(&stream, &*target, &*stop) {
+                                tracing::warn!(error = %e, "control connection failed");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
+                    }
+                }
+            })
+            .map_err(err)?;
+        Ok(Server {
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Sends one request to the daemon at `path` and returns its result.
+///
+/// # Errors
+/// [`Error::Socket`] if the daemon cannot be reached, [`Error::Refused`] if it answered
+/// with an error.
+pub fn call(path: &Path, req: &Request) -> Result<serde_json::Value, Error> {
+    let err = |source| Error::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    let stream = UnixStream::connect(path).map_err(err)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(err)?;
+    stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(err)?;
+    let mut line = serde_json::to_string(req).map_err(|e| err(e.into()))?;
+    line.push('\n');
+    (&stream).write_all(line.as_bytes()).map_err(err)?;
+    let mut reply = String::new();
+    BufReader::new(&stream).read_line(&mut reply).map_err(err)?;
+    if reply.is_empty() {
+        return Err(err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the daemon closed the connection without answering",
+        )));
+    }
+    let resp: Response = serde_json::from_str(reply.trim()).map_err(|e| err(e.into()))?;
+    if resp.ok {
+        Ok(resp.result)
+    } else {
+        Err(Error::Refused(
+            resp.error.unwrap_or_else(|| "no reason given".into()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::target::MemTarget;
+
+    #[test]
+    fn requests_have_a_stable_wire_format() {
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"cmd":"status"}"#
+        );
+        let set: Request =
+            serde_json::from_str(r#"{"cmd":"set","key":"gc_percent","value":"50"}"#).unwrap();
+        assert_eq!(
+            set,
+            Request::Set {
+                key: "gc_percent".into(),
+                value: "50".into()
+            }
+        );
+    }
+
+    #[test]
+    fn gc_percent_is_validated_before_reaching_the_target() {
+        assert_eq!(parse_gc_percent(" 50 "), Ok(50));
+        assert!(parse_gc_percent("101").is_err());
+        assert!(parse_gc_percent("-1").is_err());
+        assert!(parse_gc_percent("lots").is_err());
+    }
+
+    #[test]
+    fn dispatch_sets_gc_percent_and_reports_target_refusals() {
+        let t = MemTarget::new(4096);
+        let set = |v: &str| Request::Set {
+            key: "gc_percent".into(),
+            value: v.into(),
+        };
+        assert!(dispatch(&set("40"), &t, &|| {}).ok);
+        assert_eq!(t.counters().gc_percent, 40);
+        // MemTarget accepts at most 90, like dm-pcache.
+        let r = dispatch(&set("95"), &t, &|| {});
+        assert!(!r.ok && r.error.unwrap().contains("95"));
+        let r = dispatch(
+            &Request::Set {
+                key: "cache_mode".into(),
+                value: "x".into(),
+            },
+            &t,
+            &|| {},
+        );
+        assert!(!r.ok && r.error.unwrap().contains("unknown key"));
+    }
+
+    #[test]
+    fn server_answers_status_set_and_stop_over_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("7.sock");
+        let t = Arc::new(MemTarget::new(1 << 20));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let s2 = stopped.clone();
+        let server = Server::start(
+            &path,
+            t.clone(),
+            Arc::new(move || s2.store(true, Ordering::SeqCst)),
+        )
+        .unwrap();
+
+        let status = call(&path, &Request::Status).unwrap();
+        assert_eq!(status["size"], 1 << 20);
+        call(
+            &path,
+            &Request::Set {
+                key: "gc_percent".into(),
+                value: "30".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(t.counters().gc_percent, 30);
+        let refused = call(
+            &path,
+            &Request::Set {
+                key: "gc_percent".into(),
+                value: "x".into(),
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(refused, Error::Refused(_)), "{refused}");
+        assert!(!stopped.load(Ordering::SeqCst));
+        call(&path, &Request::Stop).unwrap();
+        assert!(stopped.load(Ordering::SeqCst));
+
+        drop(server);
+        assert!(!path.exists());
+        assert!(matches!(
+            call(&path, &Request::Status),
+            Err(Error::Socket { .. })
+        ));
+    }
+
+    #[test]
+    fn a_garbled_request_gets_an_error_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.sock");
+        let _server =
+            Server::start(&path, Arc::new(MemTarget::new(4096)), Arc::new(|| {})).unwrap();
+        let stream = UnixStream::connect(&path).unwrap();
+        (&stream).write_all(b"hello\n").unwrap();
+        let mut reply = String::new();
+        BufReader::new(&stream).read_line(&mut reply).unwrap();
+        let r: Response = serde_json::from_str(&reply).unwrap();
+        assert!(!r.ok && r.error.unwrap().starts_with("bad request"));
+    }
+}
