@@ -31,7 +31,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How to open a cache.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct CacheConfig {
     /// The data_crc setting the cache must have (it is refused otherwise); also what a
     /// cache formatted by this open gets.
@@ -240,7 +240,9 @@ impl Cache {
             segs: Segments::new(loaded.chain, loaded.gens),
             index: Index::new(size),
             heads: (0..queues).map(|_| Mutex::new(None)).collect(),
-            ksets: (0..queues).map(|_| Mutex::new(OpenKset::default())).collect(),
+            ksets: (0..queues)
+                .map(|_| Mutex::new(OpenKset::default()))
+                .collect(),
             key_head: Mutex::new(CachePos::default()),
             durable_head: Mutex::new(CachePos::default()),
             key_tail: Mutex::new(Tail {
@@ -265,6 +267,9 @@ impl Cache {
             media,
             backing,
         };
+        if loaded.formatted {
+            tracing::info!("formatted a new cache of {} segments", loaded.sb.seg_num);
+        }
         let head = inner.replay()?;
         *inner.key_head.lock() = head;
         *inner.durable_head.lock() = head;
@@ -350,7 +355,7 @@ impl Cache {
     /// As [`Cache::write`], and backing errors.
     pub fn discard(&self, off: u64, len: u64) -> Result<()> {
         self.inner.check_writable()?;
-        self.inner.zero_range(off, len)?;
+        self.inner.zero_range(off, len, true)?;
         self.inner
             .backing
             .discard(off, len)
@@ -363,7 +368,7 @@ impl Cache {
     /// As [`Cache::write`].
     pub fn write_zeroes(&self, off: u64, len: u64) -> Result<()> {
         self.inner.check_writable()?;
-        self.inner.zero_range(off, len)
+        self.inner.zero_range(off, len, false)
     }
 
     /// What `dmsetup status` shows for the kernel target, and the counters.
@@ -414,7 +419,11 @@ impl Cache {
     /// Media errors while closing ksets.
     pub fn close(&self) -> Result<()> {
         let first = !self.inner.stop.swap(true, Ordering::AcqRel);
-        for k in [&self.inner.kick_writeback, &self.inner.kick_gc, &self.inner.kick_flush] {
+        for k in [
+            &self.inner.kick_writeback,
+            &self.inner.kick_gc,
+            &self.inner.kick_flush,
+        ] {
             k.kick();
         }
         for w in self.workers.lock().drain(..) {
@@ -424,6 +433,25 @@ impl Cache {
             self.inner.close_all()?;
         }
         Ok(())
+    }
+
+    /// Simulates a crash of the process: stops the workers and abandons every open
+    /// kset, persisting nothing more. What the media holds is what a power cut would
+    /// leave if every store had reached it (tests use `CrashMedia` for the rest).
+    #[doc(hidden)]
+    pub fn crash(self) {
+        self.inner.stop.store(true, Ordering::Release);
+        for k in [
+            &self.inner.kick_writeback,
+            &self.inner.kick_gc,
+            &self.inner.kick_flush,
+        ] {
+            k.kick();
+        }
+        for w in self.workers.lock().drain(..) {
+            let _ = w.join();
+        }
+        // Drop sees `stop` set and closes nothing.
     }
 
     #[cfg(test)]

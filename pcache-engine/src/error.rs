@@ -132,9 +132,7 @@ impl EngineError {
             }
             Self::TooSmall { .. } => ErrorKind::NoSpace,
             Self::Full => ErrorKind::Busy,
-            Self::Corrupt { .. } | Self::Inconsistent(_) | Self::NotFormatted => {
-                ErrorKind::Corrupt
-            }
+            Self::Corrupt { .. } | Self::Inconsistent(_) | Self::NotFormatted => ErrorKind::Corrupt,
             Self::DataCrc { .. } | Self::Media { .. } | Self::Backing { .. } => ErrorKind::Io,
             Self::ReadOnly => ErrorKind::ReadOnly,
             Self::Failed(_) => ErrorKind::Failed,
@@ -159,11 +157,7 @@ impl EngineError {
         move |source| Self::Media { op, source }
     }
 
-    pub(crate) fn backing(
-        op: &'static str,
-        off: u64,
-        len: u64,
-    ) -> impl FnOnce(io::Error) -> Self {
+    pub(crate) fn backing(op: &'static str, off: u64, len: u64) -> impl FnOnce(io::Error) -> Self {
         move |source| Self::Backing {
             op,
             off,

@@ -22,7 +22,14 @@ fn piece_len(off: u64, left: usize) -> usize {
 impl Inner {
     /// Copies data into fresh cache space and returns its keys (not yet logged). The data
     /// is flushed; the caller fences (D1) before logging the keys.
-    fn stage(&self, q: usize, off: u64, data: &[u8], flags: u32, wait: bool) -> Result<Vec<(Key, Space)>> {
+    fn stage(
+        &self,
+        q: usize,
+        off: u64,
+        data: &[u8],
+        flags: u32,
+        wait: bool,
+    ) -> Result<Vec<(Key, Space)>> {
         let mut staged = Vec::with_capacity(1);
         let mut done = 0usize;
         let r = (|| {
@@ -103,15 +110,18 @@ impl Inner {
     }
 
     /// Writes zeros over a range, through the cache, so no older data of it survives in
-    /// the cache or in replay, and writeback zeroes the backing in log order.
-    pub(crate) fn zero_range(&self, off: u64, len: u64) -> Result<()> {
+    /// the cache or in replay, and writeback zeroes the backing in log order. With
+    /// `durable`, the zero keys are durable before this returns (a discard passed on to the
+    /// backing device must never be followed, after a crash, by older cached data that
+    /// GC later drops, uncovering the discarded backing).
+    pub(crate) fn zero_range(&self, off: u64, len: u64, durable: bool) -> Result<()> {
         self.check_request(off, len)?;
         let mut done = 0;
         while done < len {
             // At most 1 MiB.
             #[allow(clippy::cast_possible_truncation)]
             let n = (len - done).min(ZEROS.len() as u64) as usize;
-            self.write(0, off + done, &ZEROS[..n], false)?;
+            self.write(0, off + done, &ZEROS[..n], durable)?;
             done += n as u64;
         }
         Ok(())
@@ -132,7 +142,13 @@ impl Inner {
     }
 
     /// Reads inside one 4 MiB region.
-    fn read_region(&self, q: usize, off: u64, buf: &mut [u8], exts: &mut Vec<(u32, Extent)>) -> Result<()> {
+    fn read_region(
+        &self,
+        q: usize,
+        off: u64,
+        buf: &mut [u8],
+        exts: &mut Vec<(u32, Extent)>,
+    ) -> Result<()> {
         let (tree, rel) = self
             .index
             .subtree(off)
@@ -180,9 +196,11 @@ impl Inner {
         for &(s, e) in &misses {
             let dst = &mut buf[(s - rel) as usize..(e - rel) as usize];
             let at = base + u64::from(s);
-            self.backing
-                .read_at(at, dst)
-                .map_err(EngineError::backing("read", at, dst.len() as u64))?;
+            self.backing.read_at(at, dst).map_err(EngineError::backing(
+                "read",
+                at,
+                dst.len() as u64,
+            ))?;
             miss_bytes += u64::from(e - s);
         }
         self.counters.miss(miss_bytes);

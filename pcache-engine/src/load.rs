@@ -9,7 +9,9 @@ use pcache_format::layout::{
     self, cache_info_off, data_area_off, dirty_tail_off, key_tail_off, seg_gen_off, seg_info_off,
     CachePos, SegmentChain, CACHE_CTRL_OFF, CACHE_DEV_SIZE_MIN, KSET_HEADER_SIZE, SB_OFF,
 };
-use pcache_format::record::{CacheInfo, Dual, MetaRecord, SegGen, SegInfo, TailPos, GC_PERCENT_DEFAULT};
+use pcache_format::record::{
+    CacheInfo, Dual, MetaRecord, SegGen, SegInfo, TailPos, GC_PERCENT_DEFAULT,
+};
 use pcache_format::{fresh, FormatError, Reason, Structure, Superblock};
 
 /// What the engine needs to know about the media before replay.
@@ -113,7 +115,11 @@ fn load_existing(
     let chain = SegmentChain::walk(info.seg_id, info.n_segs, sb.seg_num, |phys| {
         let offs = [seg_info_off(phys, 0), seg_info_off(phys, 1)];
         let dual = read_dual::<SegInfo>(media, offs).map_err(|_| {
-            FormatError::new(Structure::SegmentInfo, offs[0], Reason::Invalid("unreadable"))
+            FormatError::new(
+                Structure::SegmentInfo,
+                offs[0],
+                Reason::Invalid("unreadable"),
+            )
         })?;
         match dual.latest() {
             Some(v) => Ok(v.value.next()),
@@ -180,7 +186,11 @@ fn format(
     write_durable(media, CACHE_CTRL_OFF, &fresh::ctrl_block())?;
     // F1: every segment's metadata block and its empty kset (the end-of-log terminator).
     for phys in 0..n {
-        write_durable(media, layout::segment_base(phys), &*fresh::segment_meta(phys, n))?;
+        write_durable(
+            media,
+            layout::segment_base(phys),
+            &*fresh::segment_meta(phys, n),
+        )?;
         write_durable(media, data_area_off(phys), &[0; KSET_HEADER_SIZE as usize])?;
     }
     media.fence();

@@ -51,7 +51,11 @@ impl Inner {
     }
 
     /// Reads the kset at `pos` into `buf` and parses it.
-    pub(crate) fn load_kset<'b>(&self, pos: CachePos, buf: &'b mut Vec<u8>) -> Result<KsetRead<'b>> {
+    pub(crate) fn load_kset<'b>(
+        &self,
+        pos: CachePos,
+        buf: &'b mut Vec<u8>,
+    ) -> Result<KsetRead<'b>> {
         let room = SEG_DATA_SIZE.saturating_sub(pos.off);
         let n = room.min(KSET_SIZE_MAX) as usize;
         buf.resize(n, 0);
@@ -63,7 +67,11 @@ impl Inner {
     }
 
     /// Decodes the keys of a kset at absolute offset `at`, with the 7.x bounds.
-    pub(crate) fn decode_keys(&self, raw: &[pcache_format::raw::RawKey], at: u64) -> Result<Vec<Key>> {
+    pub(crate) fn decode_keys(
+        &self,
+        raw: &[pcache_format::raw::RawKey],
+        at: u64,
+    ) -> Result<Vec<Key>> {
         let bounds = self.key_bounds();
         raw.iter()
             .enumerate()
@@ -102,8 +110,7 @@ impl Inner {
     /// Persists a new key_tail (step T1).
     pub(crate) fn set_key_tail(&self, pos: CachePos) -> Result<()> {
         let mut t = self.key_tail.lock();
-        t.state
-            .persist(&*self.media, key_tail_off, &TailPos(pos))?;
+        t.state.persist(&*self.media, key_tail_off, &TailPos(pos))?;
         t.pos = pos;
         Ok(())
     }
@@ -180,14 +187,22 @@ impl Inner {
             self.segs.get(h.seg);
             if room > want {
                 h.off += want;
-                return Ok(Some(Space { pos, gen, len: want }));
+                return Ok(Some(Space {
+                    pos,
+                    gen,
+                    len: want,
+                }));
             }
             // The key takes the rest of the segment; the head lets go of it. The key's own
             // reference keeps it alive.
             let seg = h.seg;
             *head = None;
             let _ = self.segs.put(seg);
-            return Ok(Some(Space { pos, gen, len: room }));
+            return Ok(Some(Space {
+                pos,
+                gen,
+                len: room,
+            }));
         }
     }
 
@@ -209,10 +224,9 @@ impl Inner {
         if ks.buf.is_full() {
             self.close_kset(&mut ks)?;
         }
-        let (tree, rel) = self
-            .index
-            .subtree(key.off)
-            .ok_or_else(|| EngineError::Inconsistent(format!("key at {:#x} outside the index", key.off)))?;
+        let (tree, rel) = self.index.subtree(key.off).ok_or_else(|| {
+            EngineError::Inconsistent(format!("key at {:#x} outside the index", key.off))
+        })?;
         {
             let mut t = tree.write();
             if let Some(e) = epoch {
@@ -224,7 +238,14 @@ impl Inner {
             }
             t.insert(
                 rel,
-                Extent::new(key.pos.seg, key.pos.off, key.len, key.seg_gen, key.data_crc, key.is_clean()),
+                Extent::new(
+                    key.pos.seg,
+                    key.pos.off,
+                    key.len,
+                    key.seg_gen,
+                    key.data_crc,
+                    key.is_clean(),
+                ),
             );
         }
         ks.buf.push(&key.to_raw());
@@ -252,7 +273,10 @@ impl Inner {
     /// Closes the kset of queue `i` if it has been open for a second.
     pub(crate) fn close_if_old(&self, i: usize, now: Instant) -> Result<()> {
         let mut ks = self.ksets[i].lock();
-        if ks.since.is_some_and(|t| now.duration_since(t) >= KSET_FLUSH_DELAY) {
+        if ks
+            .since
+            .is_some_and(|t| now.duration_since(t) >= KSET_FLUSH_DELAY)
+        {
             self.close_kset(&mut ks)?;
         }
         Ok(())
@@ -309,7 +333,9 @@ impl Inner {
             // L2: the LAST kset links the log into the new segment.
             media.flush(here, u64::from(hdr));
             media.fence();
-            media.check().map_err(EngineError::media("flush LAST kset"))?;
+            media
+                .check()
+                .map_err(EngineError::media("flush LAST kset"))?;
             *head = next_pos;
             *self.durable_head.lock() = next_pos;
         }

@@ -67,7 +67,10 @@ impl Inner {
                             stats.dirty_bytes += u64::from(key.len);
                         }
                         let (tree, rel) = self.index.subtree(key.off).ok_or_else(|| {
-                            EngineError::Inconsistent(format!("key at {:#x} outside the device", key.off))
+                            EngineError::Inconsistent(format!(
+                                "key at {:#x} outside the device",
+                                key.off
+                            ))
                         })?;
                         tree.write().insert(
                             rel,

@@ -10,7 +10,7 @@
 //! The allocation map is the only state shared by all queues here, and it is locked only
 //! to take or free a whole 16 MiB segment.
 
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::media::CacheMedia;
 use crate::meta::DualState;
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
@@ -129,11 +129,6 @@ impl Segments {
         })
     }
 
-    /// References held on `id`.
-    pub(crate) fn refs(&self, id: u32) -> u32 {
-        self.seg(id).map_or(0, |s| s.refs.load(Ordering::Acquire))
-    }
-
     /// Marks `id` used (replay).
     pub(crate) fn mark_used(&self, id: u32) {
         let mut map = self.map.lock();
@@ -221,6 +216,7 @@ impl Segments {
     }
 
     /// The allocation map, for checks: `(used, refs)` per segment.
+    #[cfg(test)]
     pub(crate) fn snapshot(&self) -> Vec<(bool, u32)> {
         let map = self.map.lock();
         map.used
@@ -229,9 +225,4 @@ impl Segments {
             .map(|(&u, s)| (u, s.refs.load(Ordering::Acquire)))
             .collect()
     }
-}
-
-/// An error for a segment id out of range where the caller has validated it.
-pub(crate) fn bad_seg(id: u32) -> EngineError {
-    EngineError::Inconsistent(format!("cache segment {id} out of range"))
 }

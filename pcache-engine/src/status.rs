@@ -41,7 +41,9 @@ impl Counters {
         self.written_back.fetch_add(written, Ordering::Relaxed);
         let _ = self
             .dirty
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| Some(d.saturating_sub(was_dirty)));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                Some(d.saturating_sub(was_dirty))
+            });
     }
     pub(crate) fn gc_run(&self) {
         self.gc_runs.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,309 @@
+//! Engine tests that look inside: the fresh format against the kernel's bytes, replay
+//! rebuilding the same index, reference counts, a full cache, and concurrent queues.
+
+use crate::backing::MemBacking;
+use crate::media::{CacheMedia, MemMedia};
+use crate::{Cache, CacheConfig};
+use pcache_format::fresh;
+use pcache_format::layout::{self, CachePos, SB_OFF};
+use std::sync::Arc;
+
+const CACHE: u64 = 512 << 20;
+
+fn formatted(len: u64) -> Arc<MemMedia> {
+    let m = MemMedia::new(len);
+    let n = layout::seg_num_for_device(len).unwrap();
+    m.write(SB_OFF, &fresh::superblock(n)).unwrap();
+    Arc::new(m)
+}
+
+fn inline(queues: u32) -> CacheConfig {
+    CacheConfig {
+        queues,
+        background: false,
+        ..CacheConfig::default()
+    }
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The engine's first activation leaves exactly the kernel's fresh metadata (the
+/// appendix of upstream-format.md, as `pcache_format::fresh` encodes it).
+#[test]
+fn first_activation_matches_the_kernel_format() {
+    for data_crc in [false, true] {
+        let media = formatted(CACHE);
+        let backing = Arc::new(MemBacking::new(64 << 20));
+        let cfg = CacheConfig {
+            data_crc,
+            ..inline(1)
+        };
+        Cache::open(media.clone(), backing, cfg)
+            .unwrap()
+            .close()
+            .unwrap();
+        let n = layout::seg_num_for_device(CACHE).unwrap();
+        assert_eq!(n, 31);
+        assert_eq!(media.to_vec(SB_OFF, 24).unwrap(), fresh::superblock(n));
+        assert_eq!(
+            media.to_vec(layout::cache_info_off(0), 24).unwrap(),
+            [0; 24]
+        );
+        assert_eq!(
+            media.to_vec(layout::cache_info_off(1), 24).unwrap(),
+            fresh::cache_info(n, data_crc, 70)
+        );
+        assert_eq!(
+            media.to_vec(layout::CACHE_CTRL_OFF, 4096).unwrap(),
+            fresh::ctrl_block()
+        );
+        for phys in 0..n {
+            let meta = media
+                .to_vec(layout::segment_base(phys), fresh::SEG_META_SIZE)
+                .unwrap();
+            assert_eq!(
+                &meta[..],
+                &fresh::segment_meta(phys, n)[..],
+                "segment {phys}"
+            );
+            assert_eq!(
+                media.to_vec(layout::data_area_off(phys), 24).unwrap(),
+                [0; 24]
+            );
+        }
+    }
+}
+
+/// A device with no superblock is refused (the kernel would format it; pcache-mkfs is
+/// the explicit way), and so is a data_crc mismatch, with nothing written.
+#[test]
+fn refuses_unformatted_and_mismatched() {
+    let media = Arc::new(MemMedia::new(CACHE));
+    let backing = Arc::new(MemBacking::new(1 << 20));
+    let e = Cache::open(media.clone(), backing.clone(), inline(1)).unwrap_err();
+    assert!(matches!(e, crate::EngineError::NotFormatted), "{e}");
+    let media = formatted(CACHE);
+    Cache::open(media.clone(), backing.clone(), inline(1))
+        .unwrap()
+        .close()
+        .unwrap();
+    let before = media.to_vec(0, 1 << 20).unwrap();
+    let cfg = CacheConfig {
+        data_crc: true,
+        ..inline(1)
+    };
+    let e = Cache::open(media.clone(), backing, cfg).unwrap_err();
+    assert!(
+        matches!(e, crate::EngineError::DataCrcMismatch { .. }),
+        "{e}"
+    );
+    assert_eq!(media.to_vec(0, 1 << 20).unwrap(), before);
+    let small = Arc::new(MemMedia::new(CACHE - 4096));
+    let e = Cache::open(small, Arc::new(MemBacking::new(1 << 20)), inline(1)).unwrap_err();
+    assert!(matches!(e, crate::EngineError::TooSmall { .. }), "{e}");
+}
+
+type Snapshot = Vec<(u64, crate::index::Extent)>;
+
+fn index_snapshot(c: &Cache) -> Snapshot {
+    let inner = c.inner();
+    let mut out = Vec::new();
+    for (base, t) in inner.index.all() {
+        for (rel, e) in t.read().iter() {
+            if inner.segs.gen(e.seg) == e.gen {
+                out.push((base + u64::from(rel), *e));
+            }
+        }
+    }
+    out
+}
+
+/// Replay rebuilds exactly the index (and the reference counts and key_head) the cache
+/// had before it was closed.
+#[test]
+fn replay_rebuilds_the_same_index() {
+    let media = formatted(CACHE);
+    let backing = Arc::new(MemBacking::new(64 << 20));
+    let c = Cache::open(media.clone(), backing.clone(), inline(3)).unwrap();
+    for i in 0..600u64 {
+        let off = (i * 7919 * 512) % ((64 << 20) - (256 << 10));
+        let len = 512 * (1 + (i as usize * 13) % 300);
+        c.write((i % 3) as u32, off, &pattern(i, len), i % 17 == 0)
+            .unwrap();
+        if i % 5 == 0 {
+            let mut buf = vec![0; 8192];
+            c.read(0, (i * 4096) % (60 << 20), &mut buf).unwrap();
+        }
+    }
+    c.flush().unwrap();
+    let before = index_snapshot(&c);
+    let refs_before: Vec<u32> = c.inner().segs.snapshot().iter().map(|s| s.1).collect();
+    let status = c.status();
+    c.close().unwrap();
+    drop(c);
+    let c = Cache::open(media, backing, inline(3)).unwrap();
+    assert_eq!(index_snapshot(&c), before);
+    assert_eq!(c.status().key_head, status.key_head);
+    // Data heads held one reference each before; replay rebuilds only the keys' ones.
+    let refs_after: Vec<u32> = c.inner().segs.snapshot().iter().map(|s| s.1).collect();
+    for (i, (b, a)) in refs_before.iter().zip(&refs_after).enumerate() {
+        assert!(
+            *b == *a || *b == *a + 1,
+            "segment {i}: {b} before, {a} after"
+        );
+    }
+    assert!(before.len() > 100);
+}
+
+/// Writing several times the cache size waits for writeback and GC, never fails, and
+/// every byte reads back; the log wraps (key_tail moves on).
+#[test]
+fn full_cache_reclaims_and_keeps_data() {
+    let media = formatted(CACHE);
+    let dev: u64 = 192 << 20;
+    let backing = Arc::new(MemBacking::new(dev));
+    let cfg = CacheConfig {
+        gc_percent: Some(10),
+        ..inline(2)
+    };
+    let c = Cache::open(media, backing.clone(), cfg).unwrap();
+    let chunk = 1 << 20;
+    let rounds = 5u64; // 5 × 192 MiB ≈ 2 × the cache
+    for r in 0..rounds {
+        for i in 0..dev / chunk {
+            c.write(
+                (i % 2) as u32,
+                i * chunk,
+                &pattern(r * 1000 + i, chunk as usize),
+                false,
+            )
+            .unwrap();
+        }
+    }
+    let st = c.status();
+    assert!(st.gc_runs > 0, "{st:?}");
+    assert_ne!(st.key_tail, CachePos::new(0, 0), "{st:?}");
+    let mut buf = vec![0; chunk as usize];
+    for i in 0..dev / chunk {
+        c.read(0, i * chunk, &mut buf).unwrap();
+        assert!(
+            buf == pattern((rounds - 1) * 1000 + i, chunk as usize),
+            "chunk {i}"
+        );
+    }
+    c.writeback_all().unwrap();
+    assert!(c.status().is_clean());
+    for i in (0..dev / chunk).step_by(7) {
+        assert!(
+            backing.to_vec(i * chunk, chunk as usize)
+                == pattern((rounds - 1) * 1000 + i, chunk as usize),
+            "backing chunk {i}"
+        );
+    }
+}
+
+/// Several queues writing and reading disjoint ranges from several threads, with the
+/// workers running: every thread reads back its own latest data; then a reopen does too.
+#[test]
+fn concurrent_queues() {
+    let media = formatted(CACHE);
+    let backing = Arc::new(MemBacking::new(64 << 20));
+    let cfg = CacheConfig {
+        queues: 4,
+        gc_percent: Some(20),
+        ..CacheConfig::default()
+    };
+    let c = Arc::new(Cache::open(media.clone(), backing.clone(), cfg).unwrap());
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let c = Arc::clone(&c);
+            std::thread::spawn(move || {
+                // Thread t owns every 4th 64 KiB block: neighbours share 4 MiB regions.
+                let blocks: Vec<u64> = (0..256u64).map(|b| b * 4 + t).collect();
+                let mut latest = vec![0u64; blocks.len()];
+                for round in 1..=6u64 {
+                    for (i, &b) in blocks.iter().enumerate() {
+                        let seed = round * 100_000 + b;
+                        c.write(
+                            t as u32,
+                            b << 16,
+                            &pattern(seed, 1 << 16),
+                            round % 3 == 0 && i % 50 == 0,
+                        )
+                        .unwrap();
+                        latest[i] = seed;
+                    }
+                    let mut buf = vec![0; 1 << 16];
+                    for (i, &b) in blocks.iter().enumerate().step_by(5) {
+                        c.read(t as u32, b << 16, &mut buf).unwrap();
+                        assert!(buf == pattern(latest[i], 1 << 16), "thread {t} block {b}");
+                    }
+                }
+                (blocks, latest)
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|h| h.join().unwrap()).collect();
+    Arc::try_unwrap(c).unwrap().close().unwrap();
+    let c = Cache::open(media, backing, cfg).unwrap();
+    let mut buf = vec![0; 1 << 16];
+    for (blocks, latest) in &results {
+        for (i, &b) in blocks.iter().enumerate() {
+            c.read(0, b << 16, &mut buf).unwrap();
+            assert!(
+                buf == pattern(latest[i], 1 << 16),
+                "after reopen, block {b}"
+            );
+        }
+    }
+}
+
+/// gc_percent changes are persisted in cache_info like the kernel's message.
+#[test]
+fn gc_percent_is_persisted() {
+    let media = formatted(CACHE);
+    let backing = Arc::new(MemBacking::new(1 << 20));
+    let c = Cache::open(media.clone(), backing.clone(), inline(1)).unwrap();
+    c.set_gc_percent(33).unwrap();
+    assert!(c.set_gc_percent(91).is_err());
+    c.close().unwrap();
+    let info = Cache::peek_info(&*media).unwrap().unwrap();
+    assert_eq!(info.gc_percent, 33);
+    let c = Cache::open(media, backing, inline(1)).unwrap();
+    assert_eq!(c.status().gc_percent, 33);
+    assert_eq!(c.status().cache_info_flags, 0x2 | (33 << 6));
+}
+
+/// Requests that are not sector-aligned or run past the device fail without effect.
+#[test]
+fn bad_requests() {
+    let media = formatted(CACHE);
+    let c = Cache::open(media, Arc::new(MemBacking::new(1 << 20)), inline(1)).unwrap();
+    let mut buf = vec![0; 1024];
+    for (off, len) in [
+        (1u64, 512usize),
+        (0, 100),
+        ((1 << 20) - 512, 1024),
+        (u64::MAX - 511, 512),
+    ] {
+        assert!(
+            c.write(0, off, &buf[..len.min(1024)], false).is_err(),
+            "{off} {len}"
+        );
+        assert!(
+            c.read(0, off, &mut buf[..len.min(1024)]).is_err(),
+            "{off} {len}"
+        );
+    }
+    assert_eq!(c.status().written, 0);
+}

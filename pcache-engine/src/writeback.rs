@@ -50,7 +50,14 @@ impl Inner {
                     let rel = (key.off - base) as u32;
                     regions.entry(base).or_default().insert(
                         rel,
-                        crate::index::Extent::new(key.pos.seg, key.pos.off, key.len, key.seg_gen, 0, key.is_clean()),
+                        crate::index::Extent::new(
+                            key.pos.seg,
+                            key.pos.off,
+                            key.len,
+                            key.seg_gen,
+                            0,
+                            key.is_clean(),
+                        ),
                     );
                 }
                 let jobs: Vec<Job> = regions
@@ -58,7 +65,13 @@ impl Inner {
                     .flat_map(|(&base, t)| {
                         t.iter()
                             .filter(|(_, e)| !e.is_clean())
-                            .map(move |(rel, e)| (base + u64::from(rel), CachePos::new(e.seg, e.seg_off), e.len))
+                            .map(move |(rel, e)| {
+                                (
+                                    base + u64::from(rel),
+                                    CachePos::new(e.seg, e.seg_off),
+                                    e.len,
+                                )
+                            })
                     })
                     .collect();
                 let written: u64 = jobs.iter().map(|j| u64::from(j.2)).sum();
@@ -112,7 +125,13 @@ impl Inner {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(EngineError::Inconsistent("writeback worker panicked".into()))))
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(EngineError::Inconsistent(
+                            "writeback worker panicked".into(),
+                        ))
+                    })
+                })
                 .collect::<Result<Vec<()>>>()
                 .map(|_| ())
         })

@@ -127,7 +127,8 @@ impl FileBacking {
             let n = (len - done).min(zeros.len() as u64);
             // n <= 1 MiB.
             #[allow(clippy::cast_possible_truncation)]
-            self.buffered.write_all_at(&zeros[..n as usize], off + done)?;
+            self.buffered
+                .write_all_at(&zeros[..n as usize], off + done)?;
             done += n;
         }
         Ok(())
@@ -141,7 +142,8 @@ impl Backing for FileBacking {
 
     fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
         check(off, buf.len() as u64, self.size)?;
-        self.pick(off, buf.as_ptr(), buf.len()).read_exact_at(buf, off)
+        self.pick(off, buf.as_ptr(), buf.len())
+            .read_exact_at(buf, off)
     }
 
     fn write_at(&self, off: u64, data: &[u8]) -> io::Result<()> {
@@ -183,7 +185,11 @@ impl Backing for FileBacking {
         let fast = if self.is_block {
             self.range_ioctl(BLKZEROOUT, off, len)
         } else {
-            self.fallocate(libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE, off, len)
+            self.fallocate(
+                libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+                off,
+                len,
+            )
         };
         match fast {
             Ok(()) => Ok(()),
@@ -202,7 +208,11 @@ impl Backing for FileBacking {
     fn describe(&self) -> String {
         format!(
             "{} {} ({} bytes{})",
-            if self.is_block { "block device" } else { "file" },
+            if self.is_block {
+                "block device"
+            } else {
+                "file"
+            },
             self.path.display(),
             self.size,
             if self.is_direct() { ", O_DIRECT" } else { "" }

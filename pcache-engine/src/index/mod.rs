@@ -39,7 +39,14 @@ pub(crate) struct Extent {
 
 impl Extent {
     /// A whole key's extent.
-    pub(crate) const fn new(seg: u32, seg_off: u32, len: u32, gen: u64, crc: u32, clean: bool) -> Self {
+    pub(crate) const fn new(
+        seg: u32,
+        seg_off: u32,
+        len: u32,
+        gen: u64,
+        crc: u32,
+        clean: bool,
+    ) -> Self {
         Self {
             gen,
             seg,
@@ -94,7 +101,9 @@ impl Subtree {
             }
         }
         while let Some((&k, _)) = self.map.range(start..end).next() {
-            let Some(mut e) = self.map.remove(&k) else { break };
+            let Some(mut e) = self.map.remove(&k) else {
+                break;
+            };
             if k + e.len > end {
                 e.advance(end - k);
                 self.map.insert(end, e);
@@ -119,11 +128,6 @@ impl Subtree {
         if self.map.get(&start) == Some(ext) {
             self.map.remove(&start);
         }
-    }
-
-    /// Number of extents.
-    pub(crate) fn len(&self) -> usize {
-        self.map.len()
     }
 
     /// All extents, in order.
@@ -158,6 +162,7 @@ impl Index {
     }
 
     /// Every subtree with its region's start offset.
+    #[cfg(test)]
     pub(crate) fn all(&self) -> impl Iterator<Item = (u64, &RwLock<Subtree>)> {
         self.subtrees
             .iter()

@@ -60,10 +60,13 @@ fn split_inside() {
     let mut t = Subtree::default();
     t.insert(0, Extent::new(1, 0, 8 * 512, 0, 0, false));
     t.insert(2 * 512, Extent::new(2, 0, 2 * 512, 0, 0, false));
-    let v: Vec<_> = t.iter().map(|(s, e)| (s, e.seg, e.seg_off, e.len)).collect();
+    let v: Vec<_> = t
+        .iter()
+        .map(|(s, e)| (s, e.seg, e.seg_off, e.len))
+        .collect();
     assert_eq!(
         v,
-        vec![(0, 1, 0, 1024), (1024, 2, 0, 1024), (2048, 1, 2048, 4096)]
+        vec![(0, 1, 0, 1024), (1024, 2, 0, 1024), (2048, 1, 2048, 2048)]
     );
     // The tail piece remembers the original key for its CRC.
     let tail = t.iter().nth(2).unwrap().1;

@@ -45,7 +45,8 @@ impl DaxMedia {
             MediaError::Unsupported("no cache-line flush instruction on this CPU".into())
         })?;
         let size = devdax_size(meta.rdev())?;
-        let len = usize::try_from(size).map_err(|_| MediaError::Unsupported(format!("{size} bytes")))?;
+        let len =
+            usize::try_from(size).map_err(|_| MediaError::Unsupported(format!("{size} bytes")))?;
         let file = OpenOptions::new()
             .read(true)
             .write(!read_only)

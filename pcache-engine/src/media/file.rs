@@ -54,7 +54,10 @@ pub(crate) fn file_size(file: &File) -> io::Result<u64> {
 /// Drops a block device's page cache, so a mapping does not see pages from before the
 /// kernel's dm-pcache (which writes through DAX, around the page cache) last used it.
 pub(crate) fn drop_block_cache(file: &File) {
-    if file.metadata().is_ok_and(|m| m.file_type().is_block_device()) {
+    if file
+        .metadata()
+        .is_ok_and(|m| m.file_type().is_block_device())
+    {
         // SAFETY: BLKFLSBUF takes no argument; failure (no CAP_SYS_ADMIN) is harmless.
         unsafe { libc::ioctl(file.as_raw_fd(), BLKFLSBUF as _, 0) };
         // SAFETY: posix_fadvise only drops clean page-cache pages of this file.
@@ -76,8 +79,10 @@ impl FileMedia {
             .map_err(MediaError::io("open"))?;
         drop_block_cache(&file);
         let size = file_size(&file).map_err(MediaError::io("size"))?;
-        let len = usize::try_from(size).map_err(|_| MediaError::Unsupported(format!("{size} bytes")))?;
-        let (map, kind) = Mapping::file(&file, len, !read_only, true).map_err(MediaError::io("mmap"))?;
+        let len =
+            usize::try_from(size).map_err(|_| MediaError::Unsupported(format!("{size} bytes")))?;
+        let (map, kind) =
+            Mapping::file(&file, len, !read_only, true).map_err(MediaError::io("mmap"))?;
         let persist = match (kind, FlushInstr::detect()) {
             (MapKind::Sync, Some(instr)) => Persist::Cpu(instr),
             _ => Persist::Msync,

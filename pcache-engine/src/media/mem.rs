@@ -27,7 +27,8 @@ impl MemMedia {
     /// # Errors
     /// The mapping failed (address space exhausted).
     pub fn try_new(len: u64) -> Result<Self, MediaError> {
-        let n = usize::try_from(len).map_err(|_| MediaError::Unsupported(format!("{len} bytes")))?;
+        let n =
+            usize::try_from(len).map_err(|_| MediaError::Unsupported(format!("{len} bytes")))?;
         Ok(Self {
             map: Mapping::anonymous(n).map_err(MediaError::io("mmap"))?,
             fences: AtomicU64::new(0),
