@@ -343,7 +343,7 @@ impl TestImage {
             };
             assert!(buf.push(&key.to_raw()), "more than 128 keys in a kset");
         }
-        self.raw_kset(buf.seal().to_vec())
+        self.raw_kset(buf.seal())
     }
 
     /// Writes `bytes` as a kset at key_head (the caller built it), with the terminator
@@ -351,7 +351,7 @@ impl TestImage {
     ///
     /// # Panics
     /// When it leaves no room for a LAST kset.
-    pub fn raw_kset(&mut self, bytes: Vec<u8>) -> CachePos {
+    pub fn raw_kset(&mut self, bytes: &[u8]) -> CachePos {
         let pos = self.key_head;
         let size = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         let end = pos.off + size;
@@ -361,7 +361,7 @@ impl TestImage {
         );
         let at = self.abs(pos);
         self.write(at + u64::from(size), &[0; KSET_HEADER_SIZE as usize]);
-        self.write(at, &bytes);
+        self.write(at, bytes);
         self.ksets.push((pos, size));
         self.key_head = CachePos::new(pos.seg, end);
         pos

@@ -140,19 +140,19 @@ fn whole_image_faults() {
     // Big-endian flag.
     let mut img = base.clone();
     with_sb(&mut img, |sb| {
-        sb[4..8].copy_from_slice(&SB_F_BIGENDIAN.to_le_bytes())
+        sb[4..8].copy_from_slice(&SB_F_BIGENDIAN.to_le_bytes());
     });
     refused(&img, "sb_big_endian");
     assert!(Superblock::parse(&img.bytes(4096, 24)).is_err());
     // seg_num larger than the device.
     let mut img = base.clone();
     with_sb(&mut img, |sb| {
-        sb[16..20].copy_from_slice(&32u32.to_le_bytes())
+        sb[16..20].copy_from_slice(&32u32.to_le_bytes());
     });
     refused(&img, "sb_seg_num");
     let mut img = base.clone();
     with_sb(&mut img, |sb| {
-        sb[16..20].copy_from_slice(&0u32.to_le_bytes())
+        sb[16..20].copy_from_slice(&0u32.to_le_bytes());
     });
     refused(&img, "sb_seg_num");
     // Unformatted: an error, not a refusal (the kernel formats it).
