@@ -113,8 +113,8 @@ pub(crate) fn scan_chain<M: Media + ?Sized>(
 ) -> io::Result<ChainScan> {
     let n = ci.n_segs;
     let mut seen: Vec<Option<u32>> = vec![None; seg_limit as usize];
-    let mut phys = Vec::with_capacity(n as usize);
-    let mut gens = Vec::with_capacity(n as usize);
+    let mut phys = Vec::with_capacity(n.min(seg_limit) as usize);
+    let mut gens = Vec::with_capacity(n.min(seg_limit) as usize);
     let mut segments = Vec::new();
     let mut complete = false;
     let mut cur = ci.seg_id;

@@ -172,8 +172,8 @@ impl Device {
 /// The size of a device-DAX character device, from `/sys/dev/char/MAJ:MIN/size`.
 fn dax_size(rdev: u64) -> io::Result<u64> {
     // glibc's dev_t encoding (gnu_dev_major / gnu_dev_minor).
-    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
-    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & 0xffff_f000);
+    let minor = (rdev & 0xff) | ((rdev >> 12) & 0xffff_ff00);
     let attr = format!("/sys/dev/char/{major}:{minor}/size");
     let text = std::fs::read_to_string(&attr).map_err(|e| {
         io::Error::new(

@@ -1,6 +1,6 @@
-//! `pcache-fsck`: the verdict on a [`Scan`], its fsck(8) exit code, and the one kind of
-//! repair that needs no guessing — rewriting a damaged copy of a dual record from its good
-//! twin.
+//! `pcache-fsck`: the verdict on a [`Scan`](crate::Scan), its fsck(8) exit code, and the
+//! one kind of repair that needs no guessing — rewriting a damaged copy of a dual record
+//! from its good twin.
 
 use crate::device::{Media, MediaMut};
 use crate::finding::{Findings, Repair, Severity};

@@ -3,7 +3,7 @@
 //!
 //! - [`device`]: opening a cache device (regular file, block device, DAX character device)
 //!   behind the [`Media`]/[`MediaMut`] traits;
-//! - [`scan`]: one read-only pass that decodes an image the way the kernel's activation
+//! - [`mod@scan`]: one read-only pass that decodes an image the way the kernel's activation
 //!   does and records [`Finding`]s — the model both dump and fsck print;
 //! - [`mkfs`] and [`probe`]: writing a fresh cache, crash-safely, after checking that the
 //!   device holds nothing recognisable;

@@ -64,7 +64,7 @@ pub struct Geometry {
     pub cache_info_flags: u32,
 }
 
-/// Why a device was not formatted. Except for [`MkfsError::Io`] during a write, the device
+/// Why a device was not formatted. Except for [`MkfsError::Write`], the device
 /// is unchanged.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

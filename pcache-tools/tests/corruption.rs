@@ -155,6 +155,42 @@ fn whole_image_faults() {
         sb[16..20].copy_from_slice(&0u32.to_le_bytes());
     });
     refused(&img, "sb_seg_num");
+    // Absurd counts everywhere (CRCs fixed up): refused, without allocating for them.
+    let mut img = base.clone();
+    with_sb(&mut img, |sb| {
+        sb[16..20].copy_from_slice(&u32::MAX.to_le_bytes())
+    });
+    let ci = pcache_format::record::CacheInfo {
+        n_segs: u32::MAX,
+        seg_id: u32::MAX - 1,
+        ..pcache_format::record::CacheInfo::fresh(31, false, 70)
+    };
+    let rec = pcache_format::record::encode_meta(&ci, 9);
+    img.write_at(
+        layout::cache_info_off(0),
+        zerocopy::IntoBytes::as_bytes(&rec),
+    )
+    .unwrap();
+    refused(&img, "sb_seg_num");
+    let s = scan(&img, &opts()).unwrap();
+    assert!(
+        s.findings.find("chain_truncated").is_some(),
+        "{:?}",
+        s.findings.list
+    );
+    let ci = pcache_format::record::CacheInfo { seg_id: 0, ..ci };
+    let rec = pcache_format::record::encode_meta(&ci, 10);
+    img.write_at(
+        layout::cache_info_off(1),
+        zerocopy::IntoBytes::as_bytes(&rec),
+    )
+    .unwrap();
+    let s = scan(&img, &opts()).unwrap();
+    assert!(
+        s.findings.find("chain_short").is_some(),
+        "{:?}",
+        s.findings.list
+    );
     // Unformatted: an error, not a refusal (the kernel formats it).
     let s = scan(&SparseImage::new(512 << 20), &opts()).unwrap();
     assert!(s.findings.find("sb_unformatted").is_some());
