@@ -71,6 +71,22 @@ pub fn one_line(e: &(dyn Error + 'static)) -> String {
     s
 }
 
+/// Writes `text` to stdout. A closed pipe (`pcache-dump DEV | head`) is not an error;
+/// any other failure is returned as a message.
+///
+/// # Errors
+/// Writing failed for another reason than a closed pipe.
+pub fn emit(text: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write the output: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The size of a backing device or file, opened read-only.
 ///
 /// # Errors

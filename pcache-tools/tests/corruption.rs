@@ -158,7 +158,7 @@ fn whole_image_faults() {
     // Absurd counts everywhere (CRCs fixed up): refused, without allocating for them.
     let mut img = base.clone();
     with_sb(&mut img, |sb| {
-        sb[16..20].copy_from_slice(&u32::MAX.to_le_bytes())
+        sb[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
     });
     let ci = pcache_format::record::CacheInfo {
         n_segs: u32::MAX,

@@ -1,7 +1,7 @@
 //! `pcache-dump DEVICE`: show everything on a pcache cache device.
 
 use clap::Parser;
-use pcache_tools::cli::{backing_size, one_line, parse_range, parse_size};
+use pcache_tools::cli::{backing_size, emit, one_line, parse_range, parse_size};
 use pcache_tools::dump::{self, DumpOptions};
 use pcache_tools::{scan, Access, Device};
 use std::ops::Range;
@@ -60,10 +60,13 @@ fn run(args: &Args) -> Result<String, String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
-        Ok(out) => {
-            print!("{out}");
-            ExitCode::SUCCESS
-        }
+        Ok(out) => match emit(&out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pcache-dump: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Err(e) => {
             eprintln!("pcache-dump: {e}");
             ExitCode::FAILURE

@@ -1,7 +1,7 @@
 //! `pcache-fsck DEVICE`: check a pcache cache device; exit codes follow fsck(8).
 
 use clap::Parser;
-use pcache_tools::cli::{backing_size, one_line, parse_size};
+use pcache_tools::cli::{backing_size, emit, one_line, parse_size};
 use pcache_tools::fsck::{self, exit, FsckOptions};
 use pcache_tools::{Access, Device};
 use std::path::PathBuf;
@@ -77,10 +77,13 @@ fn main() -> ExitCode {
         }
     };
     match run(&args) {
-        Ok((out, c)) => {
-            print!("{out}");
-            code(c)
-        }
+        Ok((out, c)) => match emit(&out) {
+            Ok(()) => code(c),
+            Err(e) => {
+                eprintln!("pcache-fsck: {e}");
+                code(c | exit::OPERATIONAL)
+            }
+        },
         Err(e) => {
             eprintln!("pcache-fsck: {e}");
             code(exit::OPERATIONAL)

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use pcache_format::fresh::Step;
-use pcache_tools::cli::one_line;
+use pcache_tools::cli::{emit, one_line};
 use pcache_tools::mkfs::{self, MkfsOptions, Progress};
 use pcache_tools::{Access, Device};
 use std::io::IsTerminal;
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(g) => {
             if !args.quiet {
-                println!(
+                let line = format!(
                     "{}: wrote a pcache cache of {} segments (16 MiB each) on {} bytes{}; \
                      data_crc {}, gc_percent {}, cache_info flags {:#x}; {} bytes unused at \
                      the end",
@@ -78,6 +78,8 @@ fn main() -> ExitCode {
                     g.cache_info_flags,
                     g.unused_tail
                 );
+                // The cache is written; a lost message does not change that.
+                let _ = emit(&(line + "\n"));
             }
             ExitCode::SUCCESS
         }

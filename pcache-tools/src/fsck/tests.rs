@@ -139,3 +139,19 @@ fn dirty_stale_key_is_data_loss() {
     assert!(r.findings.find("dirty_key_stale").is_some());
     assert_eq!(r.exit_code, exit::UNCORRECTED);
 }
+
+#[test]
+fn corrected_and_uncorrected_add_up() {
+    let mut img = samples::data_keys();
+    img.media.flip(layout::dirty_tail_off(0) + 4, 0);
+    let opts = FsckOptions {
+        repair: true,
+        backing_size: Some(1 << 20),
+        ..FsckOptions::default()
+    };
+    let r = check_and_repair(&mut img.media, &opts).unwrap();
+    assert_eq!(r.repaired.len(), 1);
+    assert_eq!(r.exit_code, exit::CORRECTED | exit::UNCORRECTED);
+    assert_eq!(r.verdict, Verdict::Errors);
+    assert!(text(&r, "img").contains("after 1 repairs"), "{}", text(&r, "img"));
+}
