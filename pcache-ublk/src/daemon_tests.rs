@@ -1,1 +1,295 @@
-//! Tests of the daemon's pieces that need no ublk driver.
+//! Tests of the daemon's pieces: device parameters, feature flags, the lifecycle, and
+//! `serve` up to the point where it needs the ublk driver (and, where the driver is
+//! loaded, a RAM device end to end).
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::*;
+use pcache_engine::format::fresh;
+use pcache_engine::format::layout::{self, SB_OFF};
+
+/// What a reporter saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Live(u32, String),
+    Failed(String),
+}
+
+struct ChanReporter(mpsc::Sender<Seen>);
+
+impl Reporter for ChanReporter {
+    fn live(&mut self, dev_id: u32, path: &str) {
+        let _ = self.0.send(Seen::Live(dev_id, path.to_owned()));
+    }
+    fn failed(&mut self, err: &Error) {
+        let _ = self.0.send(Seen::Failed(crate::error::chain(err)));
+    }
+}
+
+fn new_life() -> (Arc<Lifecycle>, mpsc::Receiver<Seen>) {
+    let (tx, rx) = mpsc::channel();
+    (Lifecycle::new(Box::new(ChanReporter(tx))), rx)
+}
+
+const CACHE: u64 = 512 << 20;
+const BACKING: u64 = 32 << 20;
+
+/// A formatted (superblock only, as pcache-mkfs leaves it) sparse cache file and a
+/// backing file.
+fn devices(dir: &tempfile::TempDir) -> (PathBuf, PathBuf) {
+    let cache = dir.path().join("cache.img");
+    let backing = dir.path().join("backing.img");
+    let f = std::fs::File::create(&cache).unwrap();
+    f.set_len(CACHE).unwrap();
+    let n = layout::seg_num_for_device(CACHE).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &fresh::superblock(n), SB_OFF).unwrap();
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(BACKING)
+        .unwrap();
+    (cache, backing)
+}
+
+fn plan(cache: &Path, backing: &Path, data_crc: bool) -> Plan {
+    Plan {
+        mode: Mode::Add { id: None },
+        backend: Backend::Cache {
+            cache: cache.to_owned(),
+            backing: backing.to_owned(),
+            data_crc,
+        },
+        queues: 2,
+        depth: 16,
+    }
+}
+
+fn skip_if_ublk(test: &str) -> bool {
+    if ublk_available() {
+        eprintln!("skipping {test}: the ublk driver is loaded, and this test expects it not to be");
+        true
+    } else {
+        false
+    }
+}
+
+#[test]
+fn params_advertise_cache_fua_discard_and_block_sizes() {
+    let p = device_params(10 << 30, IO_BUF_BYTES);
+    assert_eq!(
+        p.types,
+        sys::UBLK_PARAM_TYPE_BASIC | sys::UBLK_PARAM_TYPE_DISCARD
+    );
+    assert_ne!(p.basic.attrs & sys::UBLK_ATTR_VOLATILE_CACHE, 0);
+    assert_ne!(p.basic.attrs & sys::UBLK_ATTR_FUA, 0);
+    assert_eq!(p.basic.attrs & sys::UBLK_ATTR_READ_ONLY, 0);
+    assert_eq!(
+        (p.basic.logical_bs_shift, p.basic.physical_bs_shift),
+        (9, 12)
+    );
+    assert_eq!(p.basic.dev_sectors, (10 << 30) / 512);
+    assert_eq!(p.basic.max_sectors, IO_BUF_BYTES / 512);
+    assert!(p.discard.max_discard_sectors > 0);
+    assert!(p.discard.max_write_zeroes_sectors > 0);
+    assert_eq!(p.discard.max_discard_segments, 1);
+    assert_eq!(p.discard.discard_granularity, 4096);
+}
+
+#[test]
+fn only_features_the_driver_has_are_asked_for() {
+    assert_eq!(ctrl_flags(0), 0);
+    let all = u64::from(
+        sys::UBLK_F_USER_RECOVERY
+            | sys::UBLK_F_USER_RECOVERY_REISSUE
+            | sys::UBLK_F_USER_COPY
+            | sys::UBLK_F_UNPRIVILEGED_DEV
+            | sys::UBLK_F_ZONED,
+    );
+    let want = u64::from(
+        sys::UBLK_F_USER_RECOVERY | sys::UBLK_F_USER_RECOVERY_REISSUE | sys::UBLK_F_USER_COPY,
+    );
+    assert_eq!(ctrl_flags(all), want);
+    // An old driver without user copy: recovery only, copy mode.
+    let old = u64::from(sys::UBLK_F_USER_RECOVERY);
+    assert_eq!(ctrl_flags(old), old);
+}
+
+#[test]
+fn state_names_cover_the_kernel_states() {
+    assert_eq!(state_name(sys::UBLK_S_DEV_LIVE), "LIVE");
+    assert_eq!(state_name(sys::UBLK_S_DEV_QUIESCED), "QUIESCED");
+    assert_eq!(state_name(sys::UBLK_S_DEV_DEAD), "DEAD");
+    assert_eq!(state_name(99), "UNKNOWN");
+}
+
+#[test]
+fn recover_refuses_other_devices_than_those_served() {
+    let old = TargetData {
+        cache: Some("/dev/pmem0".into()),
+        backing: Some("/dev/vdb".into()),
+        data_crc: true,
+        queues: 2,
+        depth: 64,
+        copy_mode: CopyMode::Buffer,
+        size: 1 << 30,
+        ram_target: None,
+    };
+    let backend = |c: &str, b: &str| Backend::Cache {
+        cache: c.into(),
+        backing: b.into(),
+        data_crc: false,
+    };
+    check_same_devices(Some(&old), &backend("/dev/pmem0", "/dev/vdb")).unwrap();
+    let err = check_same_devices(Some(&old), &backend("/dev/pmem1", "/dev/vdb")).unwrap_err();
+    assert!(err.to_string().contains("/dev/pmem0"), "{err}");
+    assert!(check_same_devices(Some(&old), &backend("/dev/pmem0", "/dev/vdc")).is_err());
+    // Without a record the command line is trusted.
+    check_same_devices(None, &backend("/dev/x", "/dev/y")).unwrap();
+}
+
+#[test]
+fn a_stop_before_the_device_exists_interrupts_the_start() {
+    let (life, rx) = new_life();
+    life.request_stop();
+    assert!(life.stop_pending());
+    life.report_failure(&Error::Interrupted);
+    assert_eq!(
+        rx.try_recv().unwrap(),
+        Seen::Failed(Error::Interrupted.to_string())
+    );
+    // Reported once only.
+    life.report_failure(&Error::NoUblkDriver);
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn going_live_reports_the_device_once() {
+    let (life, rx) = new_life();
+    life.created(3);
+    life.went_live(3, None);
+    assert_eq!(rx.try_recv().unwrap(), Seen::Live(3, "/dev/ublkb3".into()));
+    life.report_failure(&Error::NoUblkDriver);
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn serve_without_the_driver_fails_after_the_checks_and_releases_everything() {
+    if skip_if_ublk("serve_without_the_driver_fails_after_the_checks") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, backing) = devices(&dir);
+    for _ in 0..2 {
+        // Claims, engine open (format + replay) all pass; only the driver is missing.
+        // The second round proves the claims were released and the cache closed cleanly.
+        let (life, rx) = new_life();
+        let err = serve(plan(&cache, &backing, false), &life).unwrap_err();
+        assert!(matches!(err, Error::NoUblkDriver), "{err}");
+        match rx.try_recv().unwrap() {
+            Seen::Failed(msg) => assert!(msg.contains("ublk-control"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The first open persisted the format with data_crc off, so asking for it now fails
+    // in the engine, before the driver is looked for.
+    let (life, _rx) = new_life();
+    let err = serve(plan(&cache, &backing, true), &life).unwrap_err();
+    assert!(matches!(err, Error::Engine(_)), "{err}");
+    assert!(err.to_string().contains("data_crc"), "{err}");
+}
+
+#[test]
+fn bad_devices_fail_before_the_driver_is_looked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, backing) = devices(&dir);
+    let missing = dir.path().join("missing.img");
+
+    let (life, rx) = new_life();
+    let err = serve(plan(&cache, &missing, false), &life).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Device {
+                role: "backing",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(rx.try_recv().unwrap(), Seen::Failed(m) if m.contains("missing.img")));
+
+    let (life, _rx) = new_life();
+    let err = serve(plan(&missing, &backing, false), &life).unwrap_err();
+    assert!(matches!(err, Error::Device { role: "cache", .. }), "{err}");
+
+    // An unformatted cache: the engine refuses it and says how to format it.
+    let blank = dir.path().join("blank.img");
+    std::fs::File::create(&blank)
+        .unwrap()
+        .set_len(CACHE)
+        .unwrap();
+    let (life, _rx) = new_life();
+    let err = serve(plan(&blank, &backing, false), &life).unwrap_err();
+    assert!(matches!(err, Error::Engine(_)), "{err}");
+    assert!(err.to_string().contains("pcache-mkfs"), "{err}");
+
+    // The same file as cache and backing.
+    let (life, _rx) = new_life();
+    let err = serve(plan(&cache, &cache, false), &life).unwrap_err();
+    assert!(matches!(err, Error::SameDevice { .. }), "{err}");
+}
+
+#[test]
+fn a_device_in_use_by_another_daemon_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, backing) = devices(&dir);
+    // Another daemon's claims, as a second process would hold them.
+    let _held = devices::claim_pair(&cache, &backing).unwrap();
+    let (life, _rx) = new_life();
+    let err = serve(plan(&cache, &backing, false), &life).unwrap_err();
+    assert!(matches!(err, Error::Busy { role: "cache", .. }), "{err}");
+    assert!(err.to_string().contains("in use"), "{err}");
+}
+
+#[test]
+fn ram_device_end_to_end_through_ublk() {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    if !ublk_available() {
+        eprintln!("skipping ram_device_end_to_end_through_ublk: {UBLK_CONTROL} is absent");
+        return;
+    }
+    let (life, rx) = new_life();
+    let plan = Plan {
+        mode: Mode::Add { id: None },
+        backend: Backend::Ram { size: 64 << 20 },
+        queues: 2,
+        depth: 32,
+    };
+    let l2 = Arc::clone(&life);
+    let server = std::thread::spawn(move || serve(plan, &l2));
+    let path = match rx.recv_timeout(Duration::from_secs(30)).unwrap() {
+        Seen::Live(_, path) => path,
+        Seen::Failed(m) => panic!("device did not start: {m}"),
+    };
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .unwrap();
+    // An O_DIRECT buffer: 4 KiB aligned inside a larger allocation.
+    let mut raw = vec![0_u8; 3 * 4096];
+    let off = raw.as_ptr().align_offset(4096);
+    let data: Vec<u8> = (0..4096_u32).map(|i| (i % 253) as u8).collect();
+    raw[off..off + 4096].copy_from_slice(&data);
+    dev.write_all_at(&raw[off..off + 4096], 1 << 20).unwrap();
+    dev.sync_all().unwrap();
+    raw[off..off + 4096].fill(0);
+    dev.read_exact_at(&mut raw[off..off + 4096], 1 << 20)
+        .unwrap();
+    assert_eq!(&raw[off..off + 4096], &data[..]);
+    drop(dev);
+    life.request_stop();
+    server.join().unwrap().unwrap();
+}

@@ -2,9 +2,11 @@
 //!
 //! A [`Claim`] holds an exclusive `flock` on the path for as long as the daemon runs, so a
 //! second pcache-ublk given the same cache or backing device refuses with a clear error
-//! before any ublk device exists. Block devices are additionally probed with `O_EXCL`,
-//! which fails while the device is mounted or held by device-mapper (the kernel's
-//! dm-pcache, for example). The engine opens the devices itself afterwards.
+//! before any ublk device exists. Block devices are additionally opened with `O_EXCL`
+//! and kept open: that fails while the device is mounted or held by device-mapper (the
+//! kernel's dm-pcache, for example), and while we hold it nobody can mount the backing
+//! device under the cache. The engine opens the devices itself afterwards (without
+//! `O_EXCL`, which the kernel allows).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -32,8 +34,24 @@ pub struct Claim {
     role: &'static str,
     path: PathBuf,
     kind: Kind,
-    identity: (u64, u64),
+    identity: Identity,
     _lock: Flock<File>,
+    _excl: Option<File>,
+}
+
+/// What makes two paths the same device: (kind, st_dev, st_ino) for files, (kind, 0,
+/// st_rdev) for device nodes.
+type Identity = (u8, u64, u64);
+
+fn identity_of(meta: &std::fs::Metadata) -> Identity {
+    let ft = meta.file_type();
+    if ft.is_block_device() {
+        (1, 0, meta.rdev())
+    } else if ft.is_char_device() {
+        (2, 0, meta.rdev())
+    } else {
+        (0, meta.dev(), meta.ino())
+    }
 }
 
 impl Claim {
@@ -62,16 +80,17 @@ impl Claim {
                 "not a block device, DAX device or regular file",
             )));
         };
+        let mut excl = None;
         if kind == Kind::Block {
             // An O_EXCL open of a block device is an exclusive claim in the kernel; it fails
-            // with EBUSY while the device is mounted or held by device-mapper. We only probe
-            // (and close again), so the engine is free to open the device as it likes.
+            // with EBUSY while the device is mounted or held by device-mapper. Plain opens
+            // (the engine's) still succeed while we hold it.
             match OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_EXCL)
                 .open(path)
             {
-                Ok(_) => {}
+                Ok(f) => excl = Some(f),
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                     return Err(Error::Busy {
                         role,
@@ -94,17 +113,13 @@ impl Claim {
                 dev_err(io::Error::from(errno))
             }
         })?;
-        let identity = if kind == Kind::File {
-            (meta.dev(), meta.ino())
-        } else {
-            (u64::MAX, meta.rdev())
-        };
         Ok(Claim {
             role,
             path: path.to_owned(),
             kind,
-            identity,
+            identity: identity_of(&meta),
             _lock: lock,
+            _excl: excl,
         })
     }
 
@@ -138,12 +153,7 @@ pub fn claim_pair(cache: &Path, backing: &Path) -> Result<(Claim, Claim), Error>
     // Check identity before locking the backing path: a second flock on the same inode
     // from this process would fail as "busy", which is the wrong message.
     if let Ok(meta) = std::fs::metadata(backing) {
-        let id = if meta.file_type().is_file() {
-            (meta.dev(), meta.ino())
-        } else {
-            (u64::MAX, meta.rdev())
-        };
-        if id == cache_claim.identity {
+        if identity_of(&meta) == cache_claim.identity {
             return Err(Error::SameDevice {
                 cache: cache.to_owned(),
                 backing: backing.to_owned(),
@@ -217,6 +227,44 @@ mod tests {
         std::os::unix::fs::symlink(&p, &link).unwrap();
         let err = claim_pair(&p, &link).unwrap_err();
         assert!(matches!(err, Error::SameDevice { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_hard_link_is_the_same_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = file(&dir, "x.img");
+        let link = dir.path().join("hard.img");
+        std::fs::hard_link(&p, &link).unwrap();
+        let err = claim_pair(&p, &link).unwrap_err();
+        assert!(matches!(err, Error::SameDevice { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_claim_by_another_path_to_the_same_file_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = file(&dir, "c.img");
+        let link = dir.path().join("c-link.img");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        let _first = Claim::take("cache", &p).unwrap();
+        let err = Claim::take("cache", &link).unwrap_err();
+        assert!(matches!(err, Error::Busy { .. }), "{err}");
+        assert!(err.to_string().contains("in use"), "{err}");
+    }
+
+    #[test]
+    fn a_device_node_that_is_not_a_block_device_has_its_own_identity() {
+        // /dev/null is a character device: claimable (the engine decides whether it is
+        // usable), and never the same device as a regular file.
+        let dir = tempfile::tempdir().unwrap();
+        let f = file(&dir, "b.img");
+        let null = Path::new("/dev/null");
+        if !null.exists() {
+            eprintln!("skipping: no /dev/null");
+            return;
+        }
+        let (c, b) = claim_pair(null, &f).unwrap();
+        assert_eq!(c.kind(), Kind::Char);
+        assert!(!c.same_device(&b));
     }
 
     #[test]

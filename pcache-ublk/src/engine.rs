@@ -69,8 +69,6 @@ impl EngineTarget {
             path: backing.to_owned(),
             source,
         })?;
-        let media: Arc<dyn CacheMedia> = Arc::new(media);
-        let back: Arc<dyn Backing> = Arc::new(file);
         let cfg = CacheConfig {
             data_crc,
             queues: queues.max(1),
@@ -78,7 +76,23 @@ impl EngineTarget {
             background: true,
             ..CacheConfig::default()
         };
-        let opened = Cache::open(media, back, cfg).map_err(|e| open_error(cache, &e))?;
+        Self::open_on(Arc::new(media), Arc::new(file), &cfg, cache, backing)
+    }
+
+    /// Opens (replays) a cache on already-open media and backing device; `cache` and
+    /// `backing` name them in messages.
+    ///
+    /// # Errors
+    /// [`Error::Engine`] if the engine refuses the cache.
+    pub fn open_on(
+        media: Arc<dyn CacheMedia>,
+        backing_dev: Arc<dyn Backing>,
+        cfg: &CacheConfig,
+        cache: &Path,
+        backing: &Path,
+    ) -> Result<Self, Error> {
+        let opened =
+            Cache::open(media, backing_dev, cfg.clone()).map_err(|e| open_error(cache, &e))?;
         Ok(Self::new(opened, cache, backing))
     }
 

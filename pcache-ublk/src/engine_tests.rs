@@ -1,1 +1,305 @@
-//! Tests of the engine adapter over in-memory media and backing.
+//! Tests of the engine adapter over in-memory media and backing: the request → engine
+//! mapping end to end, errno mapping, status JSON and open errors.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use libublk::sys;
+use pcache_engine::backing::MemBacking;
+use pcache_engine::format::fresh;
+use pcache_engine::format::layout::{self, SB_OFF};
+use pcache_engine::media::{CacheMedia, MemMedia};
+
+use super::*;
+use crate::request::{handle, DataPath, IoDesc};
+
+const CACHE: u64 = 512 << 20;
+const BACKING: u64 = 64 << 20;
+
+fn formatted() -> Arc<MemMedia> {
+    let m = MemMedia::new(CACHE);
+    let n = layout::seg_num_for_device(CACHE).unwrap();
+    m.write(SB_OFF, &fresh::superblock(n)).unwrap();
+    Arc::new(m)
+}
+
+fn cfg(data_crc: bool) -> CacheConfig {
+    CacheConfig {
+        data_crc,
+        queues: 2,
+        background: false,
+        ..CacheConfig::default()
+    }
+}
+
+fn open(
+    media: Arc<MemMedia>,
+    backing: Arc<MemBacking>,
+    data_crc: bool,
+) -> Result<EngineTarget, Error> {
+    EngineTarget::open_on(
+        media,
+        backing,
+        &cfg(data_crc),
+        Path::new("/dev/pmem-test"),
+        Path::new("/dev/backing-test"),
+    )
+}
+
+fn target() -> EngineTarget {
+    open(formatted(), Arc::new(MemBacking::new(BACKING)), false).unwrap()
+}
+
+fn desc(op: u32, flags: u32, start_sector: u64, nr_sectors: u32) -> IoDesc {
+    IoDesc {
+        op_flags: op | flags,
+        nr_sectors,
+        start_sector,
+    }
+}
+
+fn io(t: &EngineTarget, q: u16, d: IoDesc, buf: &mut [u8]) -> i32 {
+    handle(t, q, &d, DataPath::Buffer(buf))
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn the_exported_size_is_the_backing_size() {
+    let t = target();
+    assert_eq!(t.size(), BACKING);
+    t.close().unwrap();
+}
+
+#[test]
+fn requests_round_trip_through_the_engine() {
+    let t = target();
+    let data = pattern(7, 64 << 10);
+    let mut buf = data.clone();
+    assert_eq!(
+        io(&t, 0, desc(sys::UBLK_IO_OP_WRITE, 0, 2048, 128), &mut buf),
+        64 << 10
+    );
+    let mut fua = pattern(9, 4096);
+    assert_eq!(
+        io(
+            &t,
+            1,
+            desc(sys::UBLK_IO_OP_WRITE, sys::UBLK_IO_F_FUA, 8, 8),
+            &mut fua
+        ),
+        4096
+    );
+    let mut none: [u8; 0] = [];
+    assert_eq!(
+        io(&t, 0, desc(sys::UBLK_IO_OP_FLUSH, 0, 0, 0), &mut none),
+        0
+    );
+
+    let mut back = vec![0_u8; 64 << 10];
+    assert_eq!(
+        io(&t, 1, desc(sys::UBLK_IO_OP_READ, 0, 2048, 128), &mut back),
+        64 << 10
+    );
+    assert_eq!(back, data);
+    let mut back = vec![0_u8; 4096];
+    assert_eq!(
+        io(&t, 0, desc(sys::UBLK_IO_OP_READ, 0, 8, 8), &mut back),
+        4096
+    );
+    assert_eq!(back, pattern(9, 4096));
+
+    // Write-zeroes and discard make the range read as zeros; the rest is untouched.
+    assert_eq!(
+        io(
+            &t,
+            0,
+            desc(sys::UBLK_IO_OP_WRITE_ZEROES, 0, 2048, 8),
+            &mut none
+        ),
+        0
+    );
+    assert_eq!(
+        io(&t, 0, desc(sys::UBLK_IO_OP_DISCARD, 0, 2056, 8), &mut none),
+        0
+    );
+    let mut back = vec![0xff_u8; 64 << 10];
+    assert_eq!(
+        io(&t, 0, desc(sys::UBLK_IO_OP_READ, 0, 2048, 128), &mut back),
+        64 << 10
+    );
+    assert!(back[..8192].iter().all(|b| *b == 0));
+    assert_eq!(&back[8192..], &data[8192..]);
+    t.close().unwrap();
+}
+
+#[test]
+fn unwritten_blocks_read_from_the_backing_device() {
+    let backing = Arc::new(MemBacking::new(BACKING));
+    backing.write_at(1 << 20, &pattern(3, 8192)).unwrap();
+    let t = open(formatted(), backing, false).unwrap();
+    let mut buf = vec![0_u8; 8192];
+    assert_eq!(
+        io(
+            &t,
+            0,
+            desc(sys::UBLK_IO_OP_READ, 0, (1 << 20) / 512, 16),
+            &mut buf
+        ),
+        8192
+    );
+    assert_eq!(buf, pattern(3, 8192));
+    t.close().unwrap();
+}
+
+#[test]
+fn data_survives_close_and_reopen() {
+    let media = formatted();
+    let backing = Arc::new(MemBacking::new(BACKING));
+    let t = open(media.clone(), backing.clone(), false).unwrap();
+    let mut buf = pattern(5, 4096);
+    assert_eq!(
+        io(&t, 0, desc(sys::UBLK_IO_OP_WRITE, 0, 80, 8), &mut buf),
+        4096
+    );
+    t.close().unwrap();
+    drop(t);
+    let t = open(media, backing, false).unwrap();
+    let mut back = vec![0_u8; 4096];
+    assert_eq!(
+        io(&t, 1, desc(sys::UBLK_IO_OP_READ, 0, 80, 8), &mut back),
+        4096
+    );
+    assert_eq!(back, pattern(5, 4096));
+    t.close().unwrap();
+}
+
+#[test]
+fn engine_errors_become_their_errno() {
+    let t = target();
+    // Unaligned requests cannot come from ublk (it counts sectors), but the adapter must
+    // still map the engine's refusal, not panic.
+    let mut buf = vec![0_u8; 100];
+    assert_eq!(t.read(0, 0, &mut buf), Err(-libc::EINVAL));
+    assert_eq!(t.write(0, 3, &[0; 512], false), Err(-libc::EINVAL));
+    // Past the end of the device (decode catches it first, with EIO).
+    let mut buf = vec![0_u8; 512];
+    let end = BACKING / 512;
+    assert_eq!(
+        io(&t, 0, desc(sys::UBLK_IO_OP_READ, 0, end, 1), &mut buf),
+        -libc::EIO
+    );
+    // After close, every request fails with the engine's "closed" errno.
+    t.close().unwrap();
+    let closed = pcache_engine::EngineError::Closed.errno();
+    assert!(closed < 0);
+    assert_eq!(
+        io(&t, 0, desc(sys::UBLK_IO_OP_READ, 0, 0, 1), &mut buf),
+        closed
+    );
+    assert!(io(&t, 0, desc(sys::UBLK_IO_OP_WRITE, 0, 0, 1), &mut buf) < 0);
+    // close is idempotent.
+    t.close().unwrap();
+}
+
+#[test]
+fn status_is_json_with_the_engine_fields() {
+    let t = target();
+    let mut buf = pattern(1, 4096);
+    io(&t, 0, desc(sys::UBLK_IO_OP_WRITE, 0, 0, 8), &mut buf);
+    let v = t.status();
+    for key in [
+        "sb_flags",
+        "seg_num",
+        "n_segs",
+        "segs_used",
+        "gc_percent",
+        "cache_info_flags",
+        "key_head",
+        "dirty_tail",
+        "key_tail",
+        "hits",
+        "misses",
+        "dirty_bytes",
+        "written_back",
+        "gc_runs",
+        "errors",
+        "dmsetup",
+    ] {
+        assert!(v.get(key).is_some(), "no {key} in {v}");
+    }
+    assert_eq!(v["cache"], "/dev/pmem-test");
+    assert_eq!(v["backing"], "/dev/backing-test");
+    assert_eq!(v["size"], BACKING);
+    assert!(v["key_head"].as_str().unwrap().contains(':'));
+    assert!(v["dirty_bytes"].as_u64().unwrap() >= 4096, "{v}");
+    t.close().unwrap();
+}
+
+#[test]
+fn gc_percent_is_set_and_range_checked() {
+    let t = target();
+    t.set_gc_percent(50).unwrap();
+    assert_eq!(t.status()["gc_percent"], 50);
+    assert!(t.set_gc_percent(95).is_err());
+    assert_eq!(t.status()["gc_percent"], 50);
+    t.close().unwrap();
+}
+
+#[test]
+fn an_unformatted_cache_is_refused_with_a_hint() {
+    let media = Arc::new(MemMedia::new(CACHE));
+    let err = open(media, Arc::new(MemBacking::new(BACKING)), false).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Engine(_)), "{msg}");
+    assert!(msg.contains("pcache-mkfs"), "{msg}");
+}
+
+#[test]
+fn a_data_crc_mismatch_is_refused_with_a_hint() {
+    let media = formatted();
+    let backing = Arc::new(MemBacking::new(BACKING));
+    // The first open formats with data_crc off.
+    open(media.clone(), backing.clone(), false)
+        .unwrap()
+        .close()
+        .unwrap();
+    let err = open(media, backing, true).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("data_crc"), "{msg}");
+    assert!(msg.contains("drop --data-crc"), "{msg}");
+}
+
+#[test]
+fn queues_are_served_concurrently() {
+    let t = Arc::new(target());
+    let threads: Vec<_> = (0..4_u16)
+        .map(|q| {
+            let t = Arc::clone(&t);
+            std::thread::spawn(move || {
+                for i in 0..16_u64 {
+                    let sector = (u64::from(q) * 64 + i) * 8;
+                    let mut buf = pattern(q as u8 + i as u8, 4096);
+                    assert_eq!(
+                        io(&t, q, desc(sys::UBLK_IO_OP_WRITE, 0, sector, 8), &mut buf),
+                        4096
+                    );
+                    let mut back = vec![0_u8; 4096];
+                    assert_eq!(
+                        io(&t, q, desc(sys::UBLK_IO_OP_READ, 0, sector, 8), &mut back),
+                        4096
+                    );
+                    assert_eq!(back, pattern(q as u8 + i as u8, 4096));
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    t.close().unwrap();
+}

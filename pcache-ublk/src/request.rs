@@ -232,26 +232,37 @@ fn copy_out(dev: &dyn UserCopyIo, buf: &[u8], pos: u64) -> Result<(), Errno> {
     Ok(())
 }
 
+/// The first `len` bytes of `buf`, or `-EINVAL` if it is shorter (a request that was
+/// not checked by [`decode`]; never a panic).
+fn prefix_mut(buf: &mut [u8], len: usize) -> Result<&mut [u8], Errno> {
+    buf.get_mut(..len).ok_or(-libc::EINVAL)
+}
+
 /// Executes a decoded request. Returns the ublk result: bytes transferred for reads and
 /// writes, 0 for flush, discard and write-zeroes (the kernel ignores the count for those,
 /// and a discard can be longer than `i32::MAX` bytes), or a negative errno.
 pub fn execute(target: &dyn Target, queue: u16, req: Request, data: DataPath<'_>) -> i32 {
     let q = u32::from(queue);
     let res = match (req, data) {
-        (Request::Read { off, len }, DataPath::Buffer(buf)) => {
-            target.read(q, off, &mut buf[..len]).map(|()| len)
-        }
-        (Request::Read { off, len }, DataPath::UserCopy { dev, pos, scratch }) => target
-            .read(q, off, &mut scratch[..len])
-            .and_then(|()| copy_out(dev, &scratch[..len], pos))
+        (Request::Read { off, len }, DataPath::Buffer(buf)) => prefix_mut(buf, len)
+            .and_then(|b| target.read(q, off, b))
             .map(|()| len),
-        (Request::Write { off, len, fua }, DataPath::Buffer(buf)) => {
-            target.write(q, off, &buf[..len], fua).map(|()| len)
+        (Request::Read { off, len }, DataPath::UserCopy { dev, pos, scratch }) => {
+            prefix_mut(scratch, len).and_then(|b| {
+                target.read(q, off, b)?;
+                copy_out(dev, b, pos)?;
+                Ok(len)
+            })
         }
+        (Request::Write { off, len, fua }, DataPath::Buffer(buf)) => prefix_mut(buf, len)
+            .and_then(|b| target.write(q, off, b, fua))
+            .map(|()| len),
         (Request::Write { off, len, fua }, DataPath::UserCopy { dev, pos, scratch }) => {
-            copy_in(dev, &mut scratch[..len], pos)
-                .and_then(|()| target.write(q, off, &scratch[..len], fua))
-                .map(|()| len)
+            prefix_mut(scratch, len).and_then(|b| {
+                copy_in(dev, b, pos)?;
+                target.write(q, off, b, fua)?;
+                Ok(len)
+            })
         }
         (Request::Flush, _) => target.flush().map(|()| 0),
         (Request::Discard { off, len }, _) => target.discard(off, len).map(|()| 0),

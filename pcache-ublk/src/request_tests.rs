@@ -469,3 +469,31 @@ fn user_copy_scratch_limits_the_transfer_size() {
     };
     assert_eq!(handle(&t, 0, &d, dp), -libc::EINVAL);
 }
+
+#[test]
+fn execute_with_a_short_buffer_is_einval_not_a_panic() {
+    let t = MemTarget::new(MIB);
+    let mut small = vec![0_u8; 512];
+    let req = Request::Write {
+        off: 0,
+        len: 4096,
+        fua: false,
+    };
+    assert_eq!(
+        execute(&t, 0, req, DataPath::Buffer(&mut small)),
+        -libc::EINVAL
+    );
+    let req = Request::Read { off: 0, len: 1024 };
+    assert_eq!(
+        execute(&t, 0, req, DataPath::Buffer(&mut small)),
+        -libc::EINVAL
+    );
+    assert_eq!(t.counters().writes + t.counters().reads, 0);
+}
+
+#[test]
+fn a_zero_length_read_is_a_successful_no_op() {
+    let t = MemTarget::new(MIB);
+    let mut none: [u8; 0] = [];
+    assert_eq!(run(&t, desc(sys::UBLK_IO_OP_READ, 0, 0, 0), &mut none), 0);
+}
