@@ -90,6 +90,12 @@ pub struct Report {
     pub verdict: Verdict,
     /// The fsck(8) exit code.
     pub exit_code: i32,
+    /// Errors found (after the repairs), counting those left out of the list.
+    pub errors: u64,
+    /// Warnings found (after the repairs), counting those left out of the list.
+    pub warnings: u64,
+    /// Whether the kernel would refuse to activate the cache.
+    pub kernel_refuses: bool,
     /// What `--repair` changed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub repaired: Vec<RepairDone>,
@@ -148,6 +154,9 @@ fn report(findings: Findings, status: Option<Status>, repaired: Vec<RepairDone>)
     Report {
         verdict,
         exit_code,
+        errors: findings.errors(),
+        warnings: findings.warnings(),
+        kernel_refuses: findings.kernel_refuses(),
         repaired,
         findings,
         status_line: status.map(|s| s.to_string()),
