@@ -76,7 +76,7 @@ impl EngineTarget {
             background: true,
             ..CacheConfig::default()
         };
-        Self::open_on(Arc::new(media), Arc::new(file), &cfg, cache, backing)
+        Self::open_on(Arc::new(media), Arc::new(file), cfg, cache, backing)
     }
 
     /// Opens (replays) a cache on already-open media and backing device; `cache` and
@@ -87,12 +87,11 @@ impl EngineTarget {
     pub fn open_on(
         media: Arc<dyn CacheMedia>,
         backing_dev: Arc<dyn Backing>,
-        cfg: &CacheConfig,
+        cfg: CacheConfig,
         cache: &Path,
         backing: &Path,
     ) -> Result<Self, Error> {
-        let opened =
-            Cache::open(media, backing_dev, cfg.clone()).map_err(|e| open_error(cache, &e))?;
+        let opened = Cache::open(media, backing_dev, cfg).map_err(|e| open_error(cache, &e))?;
         Ok(Self::new(opened, cache, backing))
     }
 

@@ -40,7 +40,7 @@ fn open(
     EngineTarget::open_on(
         media,
         backing,
-        &cfg(data_crc),
+        cfg(data_crc),
         Path::new("/dev/pmem-test"),
         Path::new("/dev/backing-test"),
     )

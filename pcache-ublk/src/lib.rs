@@ -10,8 +10,8 @@
 //! - [`devices`]: exclusive claims on the cache and backing devices;
 //! - [`state`], [`rpc`]: what a running daemon leaves in the run directory and its
 //!   control socket;
-//! - [`cli`]: the command line; [`daemon`]: `add`/`recover`; [`client`]: `del`, `list`,
-//!   `status`, `set`.
+//! - [`cli`]: the command line; [`daemon`]: `add`/`recover`, with [`lifecycle`] (start
+//!   reports, stop requests, signals); [`client`]: `del`, `list`, `status`, `set`.
 
 pub mod cli;
 pub mod client;
@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod devices;
 pub mod engine;
 pub mod error;
+pub mod lifecycle;
 pub mod queue;
 pub mod request;
 pub mod rpc;
