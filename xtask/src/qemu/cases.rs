@@ -30,6 +30,9 @@ pub struct Directives {
     pub pmem_mb: u64,
     pub backing_mb: u64,
     pub mem_mb: u64,
+    /// Programs (with subcommands) the case needs: `needs=PROG[:SUB,SUB...]`.
+    /// Checked on the host before booting; unmet means SKIP without a boot.
+    pub needs: Vec<(String, Vec<String>)>,
 }
 
 impl Default for Directives {
@@ -41,6 +44,7 @@ impl Default for Directives {
             pmem_mb: 1024,
             backing_mb: 2048,
             mem_mb: 2048,
+            needs: vec![],
         }
     }
 }
@@ -69,6 +73,20 @@ impl Directives {
                     "pmem_mb" => self.pmem_mb = num()?,
                     "backing_mb" => self.backing_mb = num()?,
                     "mem_mb" => self.mem_mb = num()?,
+                    "needs" => {
+                        let (prog, subs) = v.split_once(':').unwrap_or((v, ""));
+                        ensure!(
+                            !prog.is_empty(),
+                            "{}: `{word}`: expected needs=PROG[:SUB,...]",
+                            origin.display()
+                        );
+                        let subs = subs
+                            .split(',')
+                            .filter(|x| !x.is_empty())
+                            .map(str::to_owned)
+                            .collect();
+                        self.needs.push((prog.to_owned(), subs));
+                    }
                     _ => bail!("{}: unknown directive `{word}`", origin.display()),
                 }
             }
@@ -90,6 +108,8 @@ pub struct Case {
     pub boots: Vec<PathBuf>,
     /// Host hooks by the boot they follow (0 = before boot 1).
     pub hosts: BTreeMap<usize, PathBuf>,
+    /// A directory case's directory: its other files are shipped as helpers.
+    pub helpers_dir: Option<PathBuf>,
     pub dir: Directives,
 }
 
@@ -128,6 +148,7 @@ pub fn discover(root: &Path) -> Result<Vec<Case>> {
                 name: name.to_owned(),
                 boots: vec![p],
                 hosts: BTreeMap::new(),
+                helpers_dir: None,
                 dir,
             });
         }
@@ -192,8 +213,52 @@ fn dir_case(d: &Path, name: String) -> Result<Case> {
         name,
         boots: boots.into_values().collect(),
         hosts,
+        helpers_dir: Some(d.to_path_buf()),
         dir,
     })
+}
+
+/// Why the case cannot run with the binaries in `bin_dir` (its `needs=`
+/// directives), or `None`. A program counts only if `PROG --help` exits 0 and
+/// prints a usage text (so stubs do not), and lists every needed subcommand
+/// at the start of a line, as clap does.
+pub fn unmet_needs(case: &Case, bin_dir: &Path) -> Option<String> {
+    for (prog, subs) in &case.dir.needs {
+        let exe = bin_dir.join(prog);
+        if !exe.is_file() {
+            return Some(format!("needs {prog} (not built)"));
+        }
+        let help = match Command::new(&exe)
+            .arg("--help")
+            .stdin(std::process::Stdio::null())
+            .output()
+        {
+            Ok(o) if o.status.success() => {
+                let mut t = String::from_utf8_lossy(&o.stdout).into_owned();
+                t.push_str(&String::from_utf8_lossy(&o.stderr));
+                t
+            }
+            _ => {
+                return Some(format!(
+                    "needs {prog} (`{prog} --help` fails: not implemented yet?)"
+                ))
+            }
+        };
+        if !help.contains("sage") {
+            return Some(format!(
+                "needs {prog} (`{prog} --help` prints no usage: a stub?)"
+            ));
+        }
+        for sub in subs {
+            let listed = help.lines().any(|l| {
+                l.starts_with([' ', '\t']) && l.split_whitespace().next() == Some(sub.as_str())
+            });
+            if !listed {
+                return Some(format!("needs `{prog} {sub}` (not in `{prog} --help`)"));
+            }
+        }
+    }
+    None
 }
 
 /// How a case ended.
@@ -428,6 +493,22 @@ mod tests {
             Some("needs pcache-ublk (not written yet)")
         );
         assert!(d.parse_into("# xtask: bogus\n", Path::new("x")).is_err());
+        d.parse_into(
+            "# xtask: needs=pcache-mkfs needs=pcache-ublk:add,del\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(
+            d.needs,
+            [
+                ("pcache-mkfs".to_owned(), vec![]),
+                (
+                    "pcache-ublk".to_owned(),
+                    vec!["add".to_owned(), "del".to_owned()]
+                )
+            ]
+        );
+        assert!(d.parse_into("# xtask: needs=\n", Path::new("x")).is_err());
         assert!(d
             .parse_into("# xtask: pmem_mb=256\n", Path::new("x"))
             .is_err());

@@ -3,6 +3,7 @@
 //! kernel's dm-pcache (built out of tree) and ublk, and runs the guest test
 //! cases in `xtask/guest/cases/`. How it works: docs/qemu.md.
 
+mod build;
 mod cases;
 mod cpio;
 mod initramfs;
@@ -13,7 +14,7 @@ mod vm;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -40,17 +41,11 @@ options:
   -v, --verbose   copy the guests' serial consoles to stdout
   -h, --help      this text
 
-env: PCACHE_QEMU_CASES (cases dir), PCACHE_QEMU_CACHE, PCACHE_QEMU_KV (default 7.3.4+deb13), PCACHE_QEMU_MIRROR,
-     PCACHE_QEMU_BIN (qemu binary), PCACHE_QEMU_BACKPORTS=0 (use bookworm's qemu)";
-
-/// Host binaries shipped to the guest (/usr/local/bin) when they build.
-const BINS: &[&str] = &[
-    "pcache-mkfs",
-    "pcache-fsck",
-    "pcache-dump",
-    "pcache-replay",
-    "pcache-ublk",
-];
+env: PCACHE_QEMU_CACHE (cache dir), PCACHE_QEMU_TARGET_DIR (target dir of the
+     workspace build; default $CARGO_TARGET_DIR or <repo>/target),
+     PCACHE_QEMU_CASES (cases dir), PCACHE_QEMU_KV (default 7.3.4+deb13),
+     PCACHE_QEMU_MIRROR, PCACHE_QEMU_BIN (qemu binary),
+     PCACHE_QEMU_BACKPORTS=0 (use bookworm's qemu)";
 
 #[derive(Debug, Default)]
 struct Opts {
@@ -145,11 +140,16 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
     fs::create_dir_all(&bin_dir)?;
     let t_build = Instant::now();
     if !opts.no_build && !opts.setup_only {
-        build_bins(&repo, &bin_dir)?;
+        build::build_bins(
+            &repo,
+            &build::target_dir(&repo),
+            &bin_dir,
+            &run_dir.join("build.log"),
+        )?;
     }
     let build_time = t_build.elapsed();
     let initrd = run_dir.join("initrd.cpio");
-    payload(&cfg, &guest, &all, &bin_dir, &initrd)?;
+    build::payload(&cfg, &guest, &all, &bin_dir, &initrd)?;
 
     let kernel = cfg.vmlinuz();
     let tctx = vm::TemplateCtx {
@@ -208,12 +208,14 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
     let t_cases = Instant::now();
     let mut results = vec![];
     for case in &selected {
-        if let Some(reason) = &case.dir.skip {
-            results.push((
-                case.name.clone(),
-                Verdict::Skip(reason.clone()),
-                Duration::ZERO,
-            ));
+        let skip = case
+            .dir
+            .skip
+            .clone()
+            .or_else(|| cases::unmet_needs(case, &bin_dir));
+        if let Some(reason) = skip {
+            log(format!("SKIP {}: {reason} (not booted)", case.name));
+            results.push((case.name.clone(), Verdict::Skip(reason), Duration::ZERO));
             continue;
         }
         log(format!(
@@ -263,9 +265,9 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
     );
     for (name, v, wall) in &results {
         let line = match v {
-            Verdict::Pass => format!("  PASS  {name:<24} {}\n", fmt_dur(*wall)),
-            Verdict::Skip(why) => format!("  SKIP  {name:<24} {why}\n"),
-            Verdict::Fail(why) => format!("  FAIL  {name:<24} {why}\n"),
+            Verdict::Pass => format!("  PASS  {name:<28} {}\n", fmt_dur(*wall)),
+            Verdict::Skip(why) => format!("  SKIP  {name:<28} {why}\n"),
+            Verdict::Fail(why) => format!("  FAIL  {name:<28} {why}\n"),
         };
         summary.push_str(&line);
     }
@@ -293,155 +295,13 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
     })
 }
 
-/// `cargo build --release` of the workspace; copies the [`BINS`] that were
-/// built by this invocation into `bin_dir`. A failing workspace build is not
-/// fatal: each binary is then tried on its own, and the ones that build ship.
-fn build_bins(repo: &Path, bin_dir: &Path) -> Result<()> {
-    let t = Instant::now();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // A separate target dir keeps this build from waiting on (or invalidating)
-    // other builds of the same checkout.
-    let target_dir = std::env::var_os("PCACHE_QEMU_TARGET_DIR")
-        .or_else(|| std::env::var_os("CARGO_TARGET_DIR"))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("target"));
-    log(format!(
-        "build: cargo build --release --workspace --bins (target dir {}) ...",
-        target_dir.display()
-    ));
-    let build = |extra: &[&str]| -> Result<(bool, Vec<PathBuf>)> {
-        let out = Command::new(&cargo)
-            .args([
-                "build",
-                "--release",
-                "--message-format=json-render-diagnostics",
-            ])
-            .args(extra)
-            .current_dir(repo)
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .stderr(Stdio::inherit())
-            .output()
-            .context("cannot run cargo")?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let exes = text
-            .lines()
-            .filter(|l| l.contains("\"reason\":\"compiler-artifact\""))
-            .filter_map(|l| l.split_once("\"executable\":\"").map(|(_, r)| r))
-            .filter_map(|r| r.split_once('"').map(|(p, _)| PathBuf::from(p)))
-            .collect();
-        Ok((out.status.success(), exes))
-    };
-    let (ok, mut exes) = build(&["--workspace", "--bins"])?;
-    if !ok {
-        log("build: the workspace build failed; trying each binary on its own");
-        for b in BINS {
-            exes.extend(build(&["--bin", b])?.1);
-        }
-    }
-    let mut shipped = vec![];
-    for exe in exes {
-        let name = exe.file_name().unwrap().to_string_lossy().into_owned();
-        if BINS.contains(&name.as_str()) && !bin_dir.join(&name).exists() {
-            fs::copy(&exe, bin_dir.join(&name))?;
-            shipped.push(name);
-        }
-    }
-    shipped.sort();
-    log(format!(
-        "build: done in {}; shipping: {}",
-        fmt_dur(t.elapsed()),
-        if shipped.is_empty() {
-            "(none)".into()
-        } else {
-            shipped.join(" ")
-        }
-    ));
-    Ok(())
-}
-
-/// Writes the run's initrd: the cached base.cpio followed by a payload cpio
-/// with /init, /xtask/lib.sh, every case's guest scripts and the binaries.
-fn payload(
-    cfg: &setup::Config,
-    guest: &Path,
-    all: &[cases::Case],
-    bin_dir: &Path,
-    initrd: &Path,
-) -> Result<()> {
-    let base = fs::File::open(cfg.base_cpio())?;
-    let mut out = std::io::BufWriter::new(fs::File::create(initrd)?);
-    std::io::copy(&mut std::io::BufReader::new(base), &mut out)?;
-    let mut w = cpio::Writer::new(out);
-    w.file_from("init", &guest.join("init.sh"))?;
-    w.dir("xtask")?;
-    w.file_from("xtask/lib.sh", &guest.join("lib.sh"))?;
-    w.dir("xtask/cases")?;
-    for case in all {
-        let d = format!("xtask/cases/{}", case.name);
-        w.dir(&d)?;
-        for (i, b) in case.boots.iter().enumerate() {
-            w.file_from(&format!("{d}/boot{}.sh", i + 1), b)?;
-        }
-        // Helpers next to the boot scripts (e.g. common.sh) come along too.
-        let parent = case.boots[0].parent().unwrap();
-        if parent.file_name().unwrap().to_string_lossy() == case.name {
-            for e in fs::read_dir(parent)? {
-                let p = e?.path();
-                let f = p.file_name().unwrap().to_string_lossy().into_owned();
-                if !f.starts_with("boot") && !f.starts_with("host") && p.is_file() {
-                    w.file_from(&format!("{d}/{f}"), &p)?;
-                }
-            }
-        }
-    }
-    // Binaries, plus any library they need that base.cpio lacks (from the chroot).
-    let manifest = fs::read_to_string(cfg.base_manifest()).unwrap_or_default();
-    let have: std::collections::HashSet<&str> = manifest.lines().collect();
-    let mut extra_libs = std::collections::BTreeSet::new();
-    let mut bins: Vec<_> = fs::read_dir(bin_dir)?.collect::<Result<_, _>>()?;
-    bins.sort_by_key(fs::DirEntry::file_name);
-    let names: Vec<String> = bins
-        .iter()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    w.file_bytes(
-        "xtask/shipped-bins",
-        0o644,
-        format!("{}\n", names.join("\n")).as_bytes(),
-    )?;
-    for e in &bins {
-        let name = e.file_name().to_string_lossy().into_owned();
-        w.file_from(&format!("usr/local/bin/{name}"), &e.path())?;
-        let ldd = Command::new("ldd").arg(e.path()).output()?;
-        for l in String::from_utf8_lossy(&ldd.stdout).lines() {
-            let Some((lib, _)) = l.trim().split_once(" => ") else {
-                continue;
-            };
-            if !have.contains(format!("usr/lib/x86_64-linux-gnu/{lib}").as_str()) {
-                extra_libs.insert(lib.to_owned());
-            }
-        }
-    }
-    for lib in extra_libs {
-        let src = cfg.chroot_libdir().join(&lib);
-        if src.exists() {
-            w.file_from(&format!("usr/lib/x86_64-linux-gnu/{lib}"), &src)?;
-        } else {
-            log(format!(
-                "payload: warning: {lib} (needed by a pcache binary) is not in the guest"
-            ));
-        }
-    }
-    w.finish()?;
-    Ok(())
-}
-
 /// `--shell`: one interactive boot with the environment of `case` (or the defaults).
 fn shell(env: &cases::Env, case: Option<&cases::Case>) -> Result<ExitCode> {
     let default_case = cases::Case {
         name: "shell".into(),
         boots: vec![],
         hosts: BTreeMap::new(),
+        helpers_dir: None,
         dir: cases::Directives::default(),
     };
     let case = case.unwrap_or(&default_case);

@@ -1,0 +1,67 @@
+# xtask: timeout=600
+# xtask: needs=pcache-mkfs needs=pcache-ublk:add,del,list
+# Bad input: pcache-ublk (and pcache-mkfs) must refuse, with a clear error,
+# before creating anything, and leave the images unchanged:
+#   an unformatted cache device; a too-small device; a data_crc mismatch; a
+#   cache already served by another pcache-ublk; a cache the kernel's
+#   dm-pcache holds; a superblock with a bad CRC; a missing device.
+xt_need pcache-mkfs
+xt_need_sub pcache-ublk add del list
+ublk_count() { ls /dev/ublkb* 2>/dev/null | wc -l; }
+meta_md5() { dd if="$PMEM" bs=1M count=20 2>/dev/null | md5sum | cut -d' ' -f1; }
+# expect_refused WHAT CMD...: CMD must exit non-zero with a message, create no
+# ublk device, and leave the first 20 MiB of $PMEM unchanged.
+expect_refused() {
+    _what=$1
+    shift
+    _n=$(ublk_count)
+    _m=$(meta_md5)
+    "$@" >/tmp/refused.out 2>&1 &
+    _p=$!
+    _i=0
+    while kill -0 "$_p" 2>/dev/null; do
+        _i=$((_i + 1))
+        [ "$_i" -gt 300 ] && { kill -9 "$_p"; xt_fail "$_what: \`$*\` hangs (30 s)"; }
+        sleep 0.1
+    done
+    wait "$_p" && { cat /tmp/refused.out; xt_fail "$_what: \`$*\` succeeded"; }
+    [ -s /tmp/refused.out ] || xt_fail "$_what: \`$*\` failed without a message"
+    xt_log "$_what: refused: $(head -3 /tmp/refused.out | tr '\n' ' ')"
+    grep -qiE 'panicked|RUST_BACKTRACE' /tmp/refused.out && xt_fail "$_what: it panicked"
+    [ "$(ublk_count)" = "$_n" ] || xt_fail "$_what: a ublk device was created anyway"
+    [ "$(meta_md5)" = "$_m" ] || xt_fail "$_what: the cache device was changed"
+}
+
+expect_refused "unformatted cache" pcache-ublk add --cache "$PMEM" --backing "$BACKING"
+expect_refused "missing cache device" pcache-ublk add --cache /dev/nonexistent --backing "$BACKING"
+# 256 MiB (< the 512 MiB minimum) of pmem0, through dm-linear (keeps DAX)
+dmsetup create small --table "0 524288 linear $PMEM 0" || xt_fail "dmsetup create small"
+xt_wait_dev /dev/mapper/small
+expect_refused "too-small device (mkfs)" pcache-mkfs /dev/mapper/small
+expect_refused "too-small device (add)" pcache-ublk add --cache /dev/mapper/small --backing "$BACKING"
+dmsetup remove small
+
+pcache-mkfs "$PMEM" || xt_fail "pcache-mkfs $PMEM exited $?"
+expect_refused "mkfs over an existing cache without --force" pcache-mkfs "$PMEM"
+expect_refused "data_crc mismatch" pcache-ublk add --cache "$PMEM" --backing "$BACKING" --data-crc
+expect_refused "missing backing device" pcache-ublk add --cache "$PMEM" --backing /dev/nonexistent
+
+xt_ublk_add --cache "$PMEM" --backing "$BACKING"
+expect_refused "cache already in use by pcache-ublk" pcache-ublk add --cache "$PMEM" --backing "$BACKING"
+xt_ublk_del
+
+xt_pcache_create pc0 false
+expect_refused "cache held by the kernel's dm-pcache" pcache-ublk add --cache "$PMEM" --backing "$BACKING"
+dmsetup remove pc0
+
+# Flip a byte of seg_num: the superblock CRC no longer matches.
+b=$(od -An -tu1 -j 4112 -N1 "$PMEM" | tr -d ' ')
+printf "$(printf '\\%03o' $(((b + 1) % 256)))" | dd of="$PMEM" bs=1 seek=4112 conv=notrunc 2>/dev/null
+expect_refused "superblock CRC mismatch" pcache-ublk add --cache "$PMEM" --backing "$BACKING"
+if dmsetup create bad --table "0 $BACKING_SECTORS pcache $PMEM $BACKING 4 cache_mode writeback data_crc false" 2>/dev/null; then
+    dmsetup remove bad
+    xt_fail "the kernel accepted the superblock with a bad CRC (the test corrupted it wrongly?)"
+fi
+dmsetup remove bad 2>/dev/null
+[ "$(pcache-ublk list 2>/dev/null | grep -c ublkb)" = 0 ] || xt_fail "pcache-ublk list shows devices left over"
+xt_log "bad input OK"
