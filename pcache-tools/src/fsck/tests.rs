@@ -159,3 +159,32 @@ fn corrected_and_uncorrected_add_up() {
         text(&r, "img")
     );
 }
+
+#[test]
+fn overlapping_live_data_is_an_error() {
+    let mut img = samples::data_keys();
+    // A new key whose data lands on the 4 MiB key's bytes in segment 1.
+    img.kset(&[KeySpec::new(100 << 20, 4096, 1, 12_288)]);
+    let r = check(&img.media, &FsckOptions::default()).unwrap();
+    let f = r.findings.find("data_overlap").expect("data_overlap");
+    assert!(f.message.contains("1:12288+4096"), "{}", f.message);
+    assert!(f.message.contains("1:8704+8192"), "{}", f.message);
+    assert_eq!(r.exit_code, exit::UNCORRECTED);
+    // Touching extents do not overlap.
+    let mut img = samples::data_keys();
+    img.kset(&[KeySpec::new(100 << 20, 4096, 1, 16_896)]);
+    assert_eq!(
+        check(&img.media, &FsckOptions::default())
+            .unwrap()
+            .exit_code,
+        exit::CLEAN
+    );
+    // Stale keys may share bytes with live ones (the segment was reused).
+    let img = samples::stale_keys();
+    assert_eq!(
+        check(&img.media, &FsckOptions::default())
+            .unwrap()
+            .exit_code,
+        exit::CLEAN
+    );
+}
