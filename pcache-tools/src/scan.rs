@@ -557,6 +557,18 @@ fn scan_superblock<M: Media + ?Sized>(
                 Reason::BigEndian => ("sb_big_endian", e.reason.to_string()),
                 _ => ("sb_invalid", e.reason.to_string()),
             };
+            let mut msg = msg;
+            if matches!(e.reason, Reason::BadMagic { .. }) {
+                let found = crate::probe::probe(m)?;
+                let other: Vec<String> = found
+                    .iter()
+                    .filter(|f| !matches!(f, crate::probe::Found::Pcache { .. }))
+                    .map(ToString::to_string)
+                    .collect();
+                if !other.is_empty() {
+                    msg = format!("{msg}; the device holds {}", other.join("; "));
+                }
+            }
             view.error = Some(msg.clone());
             let finding = if code == "sb_unformatted" {
                 Finding::new(Severity::Error, code, "superblock", Some(SB_OFF), msg)

@@ -188,3 +188,13 @@ fn overlapping_live_data_is_an_error() {
         exit::CLEAN
     );
 }
+
+#[test]
+fn says_what_else_the_device_holds() {
+    let mut img = crate::testimg::SparseImage::new(512 << 20);
+    crate::MediaMut::write_at(&mut img, 0, b"XFSB").unwrap();
+    let r = check(&img, &FsckOptions::default()).unwrap();
+    let f = r.findings.find("sb_unformatted").unwrap();
+    assert!(f.message.contains("an XFS filesystem"), "{}", f.message);
+    assert_eq!(r.exit_code, exit::UNCORRECTED);
+}
