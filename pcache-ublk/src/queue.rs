@@ -63,8 +63,19 @@ fn complete(q: &UblkQueue<'_>, tag: u16, buf: &[u8], res: i32) {
 
 fn serve_buffered(qid: u16, dev: &UblkDev, target: &dyn Target) -> Result<(), UblkError> {
     let mut bufs = dev.alloc_queue_io_bufs();
-    let queue = UblkQueue::new(qid, dev)?
-        .submit_fetch_commands_unified(BufDescList::Slices(Some(&bufs)))?;
+    let queue = match UblkQueue::new(qid, dev) {
+        Ok(q) => q,
+        Err(e) => {
+            // In copy mode the device start waits for every queue to register its
+            // buffers; a queue that never gets there must not leave it waiting forever.
+            // libublk only exposes the "registered, but mlock failed" report for this,
+            // which makes the start fail (with EPERM); the real cause is logged here.
+            tracing::error!(qid, error = %describe_ublk(&e), "queue setup failed; failing the device start");
+            dev.notify_buffer_registration_complete(true);
+            return Err(e);
+        }
+    };
+    let queue = queue.submit_fetch_commands_unified(BufDescList::Slices(Some(&bufs)))?;
     queue.wait_and_handle_io(|q, tag, _ctx| {
         let desc = IoDesc::from_iod(q.get_iod(tag));
         let res = match bufs.get_mut(usize::from(tag)) {

@@ -1,0 +1,258 @@
+//! The `pcache-ublk` binary: argument handling, the detached start's error reporting,
+//! and the client commands, on a machine without the ublk driver (tests that would need
+//! it skip, saying why).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pcache_engine::format::fresh;
+use pcache_engine::format::layout::{self, SB_OFF};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pcache-ublk");
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("PCACHE_UBLK_RUN_DIR", dir.join("run"))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn devices(dir: &Path) -> (PathBuf, PathBuf) {
+    let cache = dir.join("cache.img");
+    let backing = dir.join("backing.img");
+    let f = std::fs::File::create(&cache).unwrap();
+    f.set_len(512 << 20).unwrap();
+    let n = layout::seg_num_for_device(512 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &fresh::superblock(n), SB_OFF).unwrap();
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    (cache, backing)
+}
+
+fn ublk_loaded() -> bool {
+    Path::new("/dev/ublk-control").exists()
+}
+
+#[test]
+fn help_names_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for cmd in ["add", "del", "list", "status", "set", "recover"] {
+        assert!(help.contains(cmd), "{cmd} missing from:\n{help}");
+    }
+    let out = run(dir.path(), &["add", "--help"]);
+    let help = text(&out.stdout);
+    for opt in [
+        "--cache",
+        "--backing",
+        "--queues",
+        "--depth",
+        "--data-crc",
+        "--foreground",
+        "--id",
+    ] {
+        assert!(help.contains(opt), "{opt} missing from:\n{help}");
+    }
+    assert!(
+        !help.contains("--daemon-child"),
+        "internal flag shown:\n{help}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_refused_by_the_parser() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["add", "--cache", "c"][..],
+        &["add", "--cache", "c", "--backing", "b", "--depth", "lots"],
+        &["del"],
+        &["status"],
+        &["set", "-n", "0", "gc_percent"],
+        &["recover", "-n", "0", "--cache", "c"],
+    ] {
+        let out = run(dir.path(), args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = run(
+        dir.path(),
+        &["add", "--cache", "c", "--backing", "b", "--queues", "0"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--queues"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_missing_device_is_reported_by_the_detached_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _) = devices(dir.path());
+    let missing = dir.path().join("no-such-backing");
+    let out = run(
+        dir.path(),
+        &[
+            "add",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--backing",
+            missing.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("backing") && err.contains("no-such-backing"),
+        "{err}"
+    );
+    assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
+    // The daemon's log got the details, and no device record was left behind.
+    let log = std::fs::read_to_string(dir.path().join("run/daemon.log")).unwrap();
+    assert!(log.contains("no-such-backing"), "{log}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("run"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "daemon.log")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn an_unformatted_cache_is_reported_in_the_foreground() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, backing) = devices(dir.path());
+    let blank = dir.path().join("blank.img");
+    std::fs::File::create(&blank)
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "add",
+            "--foreground",
+            "--cache",
+            blank.to_str().unwrap(),
+            "--backing",
+            backing.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("pcache-mkfs"), "{err}");
+}
+
+#[test]
+fn good_devices_get_as_far_as_the_missing_driver() {
+    if ublk_loaded() {
+        eprintln!("skipping good_devices_get_as_far_as_the_missing_driver: ublk is loaded here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, backing) = devices(dir.path());
+    let args = [
+        "add",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--backing",
+        backing.to_str().unwrap(),
+    ];
+    let out = run(dir.path(), &args);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("/dev/ublk-control"), "{err}");
+    // data_crc is checked against the format the first open persisted (off).
+    let mut crc = args.to_vec();
+    crc.push("--data-crc");
+    let out = run(dir.path(), &crc);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("data_crc") && err.contains("drop --data-crc"),
+        "{err}"
+    );
+}
+
+#[test]
+fn client_commands_without_a_daemon_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["status", "-n", "3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no running pcache-ublk daemon"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(dir.path(), &["set", "-n", "3", "gc_percent", "50"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(dir.path(), &["set", "-n", "3", "gc_percent", "101"]);
+    assert!(
+        text(&out.stderr).contains("gc_percent"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(dir.path(), &["set", "-n", "3", "frobs", "1"]);
+    assert!(
+        text(&out.stderr).contains("unknown key"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(dir.path(), &["del", "-n", "3"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn list_shows_recorded_devices_and_their_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        1,
+        "{}",
+        text(&out.stdout)
+    );
+    // A record left by a daemon that is gone (pid 0 is never a daemon).
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let rec = serde_json::json!({
+        "dev_id": 4242,
+        "pid": 0,
+        "socket": run_dir.join("4242.sock"),
+        "target": {
+            "cache": "/dev/pmem7", "backing": "/dev/vdz", "data_crc": false,
+            "queues": 2, "depth": 64, "copy_mode": "buffer", "size": 1048576
+        }
+    });
+    std::fs::write(run_dir.join("4242.json"), rec.to_string()).unwrap();
+    let out = run(dir.path(), &["list"]);
+    let table = text(&out.stdout);
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(row.starts_with("4242 "), "{table}");
+    assert!(
+        row.contains("/dev/pmem7") && row.contains("/dev/vdz"),
+        "{table}"
+    );
+    assert!(row.contains("STALE") && row.contains("2x64"), "{table}");
+    let out = run(dir.path(), &["list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["id"], 4242);
+    assert_eq!(v[0]["backing"], "/dev/vdz");
+}
