@@ -163,6 +163,23 @@ pub struct LogView {
     pub not_listed: u64,
 }
 
+/// Where a live key's data lies, and which key it is.
+struct Extent {
+    seg: u32,
+    start: u32,
+    end: u32,
+    /// Absolute offset of the key.
+    at: u64,
+    kset: Pos,
+    index: u32,
+}
+
+impl Extent {
+    fn label(&self) -> String {
+        format!("key {}#{}", self.kset, self.index)
+    }
+}
+
 /// The segments a log walk has entered at offset 0.
 struct Entered(Vec<bool>);
 
@@ -198,8 +215,8 @@ struct Walker<'a, 'f, M: Media + ?Sized> {
     f: &'f mut Findings,
     bounds: KeyBounds,
     usage: Vec<SegUsage>,
-    /// Data extents of live keys: (segment, start, end, key offset on the device, label).
-    extents: Vec<(u32, u32, u32, u64, String)>,
+    /// Data extents of live keys.
+    extents: Vec<Extent>,
     view: LogView,
 }
 
@@ -373,7 +390,7 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
                     for (i, raw) in (0u32..).zip(keys) {
                         let at = abs + u64::from(layout::kset_size(i));
                         let label = format!("key {}#{i}", Pos::from(pos));
-                        let v = self.check_key(raw, i, at, &label, dirty)?;
+                        let v = self.check_key(raw, pos.into(), i, at, &label, dirty)?;
                         if self.opts.keys {
                             views.push(v);
                         }
@@ -521,6 +538,7 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
     fn check_key(
         &mut self,
         raw: &RawKey,
+        kset_pos: Pos,
         index: u32,
         at: u64,
         what: &str,
@@ -622,8 +640,14 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
             usage.live += 1;
             // In range: decode checked cache_seg_off + len against the data size.
             let end = key.pos.off.saturating_add(key.len);
-            self.extents
-                .push((key.pos.seg, key.pos.off, end, at, what.to_owned()));
+            self.extents.push(Extent {
+                seg: key.pos.seg,
+                start: key.pos.off,
+                end,
+                at,
+                kset: kset_pos,
+                index,
+            });
             if dirty {
                 usage.dirty += 1;
                 self.view.dirty_keys += 1;
@@ -648,30 +672,31 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
     /// and a segment is reused only after its gen is bumped (which makes its old keys
     /// stale), so two live keys never share data bytes unless one overwrote the other.
     fn check_overlaps(&mut self) {
-        self.extents.sort_unstable_by_key(|e| (e.0, e.1, e.2));
-        let mut prev: Option<&(u32, u32, u32, u64, String)> = None;
+        self.extents
+            .sort_unstable_by_key(|e| (e.seg, e.start, e.end));
+        let mut prev: Option<&Extent> = None;
         for e in &self.extents {
             if let Some(p) = prev {
-                if p.0 == e.0 && e.1 < p.2 {
+                if p.seg == e.seg && e.start < p.end {
                     self.f.push(Finding::new(
                         Severity::Error,
                         "data_overlap",
-                        e.4.clone(),
-                        Some(e.3),
+                        e.label(),
+                        Some(e.at),
                         format!(
                             "its data {}:{}+{} overlaps the data of {} ({}:{}+{}); both keys \
                              are live, so one of them reads the other's data",
-                            e.0,
-                            e.1,
-                            e.2 - e.1,
-                            p.4,
-                            p.0,
-                            p.1,
-                            p.2 - p.1
+                            e.seg,
+                            e.start,
+                            e.end - e.start,
+                            p.label(),
+                            p.seg,
+                            p.start,
+                            p.end - p.start
                         ),
                     ));
                 }
-                if p.0 == e.0 && p.2 >= e.2 {
+                if p.seg == e.seg && p.end >= e.end {
                     continue;
                 }
             }
