@@ -44,6 +44,9 @@ pub const IO_BUF_BYTES: u32 = 512 << 10;
 /// The largest discard / write-zeroes request we advertise, in sectors (1 GiB).
 pub const MAX_DISCARD_SECTORS: u32 = (1 << 30) >> 9;
 
+/// How long `recover` waits for the kernel to quiesce a device whose daemon is gone.
+pub const QUIESCE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Whether this process should take on a new device or an old one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -222,11 +225,26 @@ pub struct OldDevice {
 /// [`Error::NotOurs`] otherwise.
 pub fn inspect_for_recovery(id: u32) -> Result<OldDevice, Error> {
     let sid = i32::try_from(id).map_err(|_| Error::Invalid(format!("bad device id {id}")))?;
-    let ctrl = UblkCtrl::new_simple(sid).map_err(|e| Error::NotOurs {
-        id,
-        why: format!("cannot open it: {}", describe_ublk(&e)),
-    })?;
-    let info = ctrl.dev_info();
+    let record = state::read_record(&state::run_dir(), id).ok().flatten();
+    let daemon_alive = record
+        .as_ref()
+        .is_some_and(|r| crate::client::pid_alive(r.pid));
+    // Right after a daemon is killed the kernel may not have quiesced the device yet:
+    // give it a moment while nobody serves it.
+    let deadline = std::time::Instant::now() + QUIESCE_WAIT;
+    let (ctrl, info) = loop {
+        let ctrl = UblkCtrl::new_simple(sid).map_err(|e| Error::NotOurs {
+            id,
+            why: format!("cannot open it: {}", describe_ublk(&e)),
+        })?;
+        let info = ctrl.dev_info();
+        let state = u32::from(info.state);
+        if state == sys::UBLK_S_DEV_LIVE && !daemon_alive && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            continue;
+        }
+        break (ctrl, info);
+    };
     if info.flags & u64::from(sys::UBLK_F_USER_RECOVERY) == 0 {
         return Err(Error::NotOurs {
             id,
@@ -235,23 +253,23 @@ pub fn inspect_for_recovery(id: u32) -> Result<OldDevice, Error> {
     }
     let state = u32::from(info.state);
     if state != sys::UBLK_S_DEV_QUIESCED {
-        return Err(Error::NotOurs {
-            id,
-            why: format!(
+        let why = match record.as_ref().filter(|_| daemon_alive) {
+            Some(r) => format!(
+                "it is {} and its daemon (pid {}) is running",
+                state_name(state),
+                r.pid
+            ),
+            None => format!(
                 "it is {}, not QUIESCED: only a device whose daemon died can be recovered",
                 state_name(state)
             ),
-        });
+        };
+        return Err(Error::NotOurs { id, why });
     }
     let served = ctrl
         .get_target_data_from_json()
         .and_then(|v| TargetData::from_target_json(&v))
-        .or_else(|| {
-            state::read_record(&state::run_dir(), id)
-                .ok()
-                .flatten()
-                .map(|r| r.target)
-        });
+        .or_else(|| record.map(|r| r.target));
     Ok(OldDevice {
         queues: info.nr_hw_queues,
         depth: info.queue_depth,
@@ -335,7 +353,15 @@ fn serve_inner(plan: &mut Plan, life: &Arc<Lifecycle>) -> Result<(), Error> {
             plan.depth = old.depth;
             Some(old)
         }
-        Mode::Add { .. } => None,
+        Mode::Add { id: Some(id) } => {
+            if Path::new(&format!("/dev/ublkc{id}")).exists() {
+                return Err(Error::Invalid(format!(
+                    "ublk device {id} already exists (see pcache-ublk list)"
+                )));
+            }
+            None
+        }
+        Mode::Add { id: None } => None,
     };
     let Opened { target, claims } = open_target(&plan.backend, plan.queues)?;
     let res = serve_target(plan, &target, life, old.is_some());
@@ -395,7 +421,11 @@ fn serve_target(
             "the backing device is smaller than 512 bytes".into(),
         ));
     }
-    let features = UblkCtrl::get_features().unwrap_or(0);
+    // GET_FEATURES exists since Linux 6.5; older drivers have user recovery (6.0) but
+    // not user copy.
+    let features = UblkCtrl::get_features().unwrap_or(u64::from(
+        sys::UBLK_F_USER_RECOVERY | sys::UBLK_F_USER_RECOVERY_REISSUE,
+    ));
     let flags = ctrl_flags(features);
     if flags & u64::from(sys::UBLK_F_USER_RECOVERY) == 0 {
         tracing::warn!(

@@ -104,8 +104,8 @@ enum Phase {
     Starting(u32),
     /// Serving.
     Live(u32),
-    /// Stopping (the stop command has been sent).
-    Stopping,
+    /// Stopping (the stop command has been sent for this device).
+    Stopping(u32),
 }
 
 struct LifeInner {
@@ -182,10 +182,14 @@ impl Lifecycle {
             }
             Phase::Live(id) => {
                 tracing::info!(dev_id = id, "stopping");
-                g.phase = Phase::Stopping;
+                g.phase = Phase::Stopping(id);
                 kill_device(id);
             }
-            Phase::Stopping => {}
+            Phase::Stopping(id) => {
+                // Stopping is idempotent in the driver; a repeated request retries it.
+                tracing::info!(dev_id = id, "stop requested again; resending");
+                kill_device(id);
+            }
         }
     }
 
@@ -204,7 +208,7 @@ impl Lifecycle {
         g.server = server;
         let reporter = g.reporter.take();
         if g.stop_pending {
-            g.phase = Phase::Stopping;
+            g.phase = Phase::Stopping(dev_id);
             drop(g);
             if let Some(mut r) = reporter {
                 r.failed(&Error::Interrupted);
