@@ -69,7 +69,7 @@ pub struct DaemonArgs {
     /// when the device is deleted.
     #[arg(long)]
     pub foreground: bool,
-    /// Where a background daemon's log goes (default: <run dir>/daemon.log).
+    /// Where a background daemon's log goes (default: `<run dir>/daemon.log`).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
     /// Internal: this process is the detached daemon started by `add`/`recover`; it

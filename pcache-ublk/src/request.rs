@@ -1,9 +1,9 @@
 //! Request → target mapping: decoding a ublk I/O descriptor and executing it against a
 //! [`Target`].
 //!
-//! Nothing here touches ublk's rings, so all of it is unit-tested with [`MemTarget`]
-//! (`crate::target::MemTarget`). The queue module (`crate::queue`) feeds it each request
-//! and completes the request with the returned value: the byte count on success, a
+//! Nothing here touches ublk's rings, so all of it is unit-tested with
+//! [`MemTarget`](crate::target::MemTarget) and the real engine. The queue module
+//! ([`crate::queue`]) feeds it each request and completes the request with the returned value: the byte count on success, a
 //! negative errno on failure. Nothing on this path panics.
 
 use std::io;
