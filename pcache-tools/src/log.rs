@@ -4,15 +4,17 @@
 use crate::device::Media;
 use crate::finding::{Finding, Findings, Severity};
 use crate::scan::{read_opt, Pos, ScanOptions};
-use pcache_format::kset::{KEY_FLAG_CLEAN, KEY_FLAG_EMPTY, KSET_FLAG_LAST};
-use pcache_format::layout::{
-    self, CachePos, KSET_HEADER_SIZE, KSET_SIZE_MAX, SECTOR_SIZE, SEG_DATA_SIZE,
-};
-use pcache_format::raw::{RawKey, RawKsetHeader};
-use pcache_format::{pcache_crc, read_kset, Key, KeyBounds, KsetRead, LogEnd, Reason};
+use pcache_format::kset::KSET_FLAG_LAST;
+use pcache_format::layout::{self, CachePos, KSET_HEADER_SIZE, KSET_SIZE_MAX, SEG_DATA_SIZE};
+use pcache_format::raw::RawKsetHeader;
+use pcache_format::{read_kset, KeyBounds, KsetRead, LogEnd, Reason};
 use serde::Serialize;
 use std::io;
 use zerocopy::FromBytes;
+
+mod keys;
+
+use keys::Extent;
 
 /// What replay needs to know about the cache.
 pub(crate) struct LogInput<'a> {
@@ -161,23 +163,6 @@ pub struct LogView {
     pub listed: Vec<KsetView>,
     /// Ksets walked but not selected.
     pub not_listed: u64,
-}
-
-/// Where a live key's data lies, and which key it is.
-struct Extent {
-    seg: u32,
-    start: u32,
-    end: u32,
-    /// Absolute offset of the key.
-    at: u64,
-    kset: Pos,
-    index: u32,
-}
-
-impl Extent {
-    fn label(&self) -> String {
-        format!("key {}#{}", self.kset, self.index)
-    }
 }
 
 /// The segments a log walk has entered at offset 0.
@@ -532,209 +517,6 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
             Ok(KsetRead::Keys { .. } | KsetRead::Last { .. }) => Some(next.into()),
             _ => None,
         })
-    }
-
-    /// Decodes and checks one key the way replay does (F.2, Errata 1), and more.
-    fn check_key(
-        &mut self,
-        raw: &RawKey,
-        kset_pos: Pos,
-        index: u32,
-        at: u64,
-        what: &str,
-        in_dirty: bool,
-    ) -> io::Result<KeyView> {
-        self.view.keys += 1;
-        let mut view = KeyView {
-            index,
-            off: raw.off.get(),
-            len: raw.len.get(),
-            flags: raw.flags.get(),
-            data: Pos {
-                seg: raw.cache_seg_id.get(),
-                off: raw.cache_seg_off.get(),
-            },
-            seg_gen: raw.seg_gen.get(),
-            data_crc: raw.data_crc.get(),
-            state: KeyState::Invalid,
-            dirty: false,
-            crc_ok: None,
-        };
-        let dirty_note = if in_dirty && view.flags & KEY_FLAG_CLEAN == 0 {
-            " (dirty data, not yet written back)"
-        } else {
-            ""
-        };
-        let key = match Key::decode_kernel(raw, &self.bounds, at) {
-            Ok(k) => k,
-            Err(e) => {
-                self.view.invalid_keys += 1;
-                self.f.push(Finding::refusal(
-                    "key_invalid",
-                    what,
-                    Some(at),
-                    format!("{}: replay fails{dirty_note}", e.reason),
-                ));
-                return Ok(view);
-            }
-        };
-        self.lint_key(&key, raw, what, at);
-        let seg = key.pos.seg as usize;
-        let gen = self.input.gens.get(seg).copied().unwrap_or(0);
-        let stale = key.seg_gen < gen;
-        if self.input.data_crc && self.opts.verify_data_crc {
-            let phys = self.input.phys.get(seg).copied().unwrap_or(0);
-            let data_at = layout::data_area_off(phys) + u64::from(key.pos.off);
-            let Some(data) = read_opt(self.m, data_at, key.len as usize)? else {
-                self.f.push(Finding::refusal(
-                    "log_truncated",
-                    what,
-                    Some(at),
-                    "the key's data lies beyond the end of the device",
-                ));
-                return Ok(view);
-            };
-            let computed = pcache_crc(&data);
-            view.crc_ok = Some(computed == key.data_crc);
-            if computed != key.data_crc {
-                let stale_note = if stale {
-                    " (the key is stale, but the kernel checks the crc before the generation)"
-                } else {
-                    ""
-                };
-                self.f.push(Finding::refusal(
-                    "key_data_crc",
-                    what,
-                    Some(at),
-                    format!(
-                        "data crc mismatch for {}+{}: stored {:#010x}, computed {computed:#010x}; \
-                         replay fails{stale_note}{dirty_note}",
-                        key.off, key.len, key.data_crc
-                    ),
-                ));
-            }
-        }
-        let dirty = in_dirty && !key.is_clean();
-        let usage = &mut self.usage[seg];
-        if stale {
-            view.state = KeyState::Stale;
-            self.view.stale_keys += 1;
-            usage.stale += 1;
-            if dirty {
-                self.f.push(Finding::new(
-                    Severity::Error,
-                    "dirty_key_stale",
-                    what,
-                    Some(at),
-                    format!(
-                        "dirty key for {}+{} has seg_gen {} but segment {seg} is at gen \
-                         {gen}: replay drops it, and its data is lost",
-                        key.off, key.len, key.seg_gen
-                    ),
-                ));
-            }
-        } else {
-            view.state = KeyState::Live;
-            view.dirty = dirty;
-            self.view.live_keys += 1;
-            usage.live += 1;
-            // In range: decode checked cache_seg_off + len against the data size.
-            let end = key.pos.off.saturating_add(key.len);
-            self.extents.push(Extent {
-                seg: key.pos.seg,
-                start: key.pos.off,
-                end,
-                at,
-                kset: kset_pos,
-                index,
-            });
-            if dirty {
-                usage.dirty += 1;
-                self.view.dirty_keys += 1;
-            }
-            if key.seg_gen > gen {
-                self.f.push(Finding::new(
-                    Severity::Warning,
-                    "key_gen_future",
-                    what,
-                    Some(at),
-                    format!(
-                        "seg_gen {} is newer than segment {seg}'s gen {gen}",
-                        key.seg_gen
-                    ),
-                ));
-            }
-        }
-        Ok(view)
-    }
-
-    /// Live keys whose data overlaps: the allocator only moves forward inside a segment,
-    /// and a segment is reused only after its gen is bumped (which makes its old keys
-    /// stale), so two live keys never share data bytes unless one overwrote the other.
-    fn check_overlaps(&mut self) {
-        self.extents
-            .sort_unstable_by_key(|e| (e.seg, e.start, e.end));
-        let mut prev: Option<&Extent> = None;
-        for e in &self.extents {
-            if let Some(p) = prev {
-                if p.seg == e.seg && e.start < p.end {
-                    self.f.push(Finding::new(
-                        Severity::Error,
-                        "data_overlap",
-                        e.label(),
-                        Some(e.at),
-                        format!(
-                            "its data {}:{}+{} overlaps the data of {} ({}:{}+{}); both keys \
-                             are live, so one of them reads the other's data",
-                            e.seg,
-                            e.start,
-                            e.end - e.start,
-                            p.label(),
-                            p.seg,
-                            p.start,
-                            p.end - p.start
-                        ),
-                    ));
-                }
-                if p.seg == e.seg && p.end >= e.end {
-                    continue;
-                }
-            }
-            prev = Some(e);
-        }
-    }
-
-    /// What the kernel accepts in a key but never writes.
-    fn lint_key(&mut self, key: &Key, raw: &RawKey, what: &str, at: u64) {
-        let mut odd = Vec::new();
-        if u64::from(key.len) > layout::bytes_to_subtree_end(key.off) {
-            odd.push("it crosses a 4 MiB logical boundary".to_owned());
-        }
-        if key.flags & KEY_FLAG_EMPTY != 0 {
-            odd.push("the EMPTY flag is set".to_owned());
-        }
-        if key.flags & !(KEY_FLAG_EMPTY | KEY_FLAG_CLEAN) != 0 {
-            odd.push(format!("undefined flags {:#x}", key.flags));
-        }
-        let sector = u64::from(SECTOR_SIZE);
-        if key.off % sector != 0 || key.len % SECTOR_SIZE != 0 || key.pos.off % SECTOR_SIZE != 0 {
-            odd.push("it is not sector aligned".to_owned());
-        }
-        if raw.reserved.get() != 0 {
-            odd.push("the reserved word is not zero".to_owned());
-        }
-        if !odd.is_empty() {
-            self.f.push(Finding::new(
-                Severity::Warning,
-                "key_odd",
-                what,
-                Some(at),
-                format!(
-                    "{} (the kernel accepts it but never writes it)",
-                    odd.join("; ")
-                ),
-            ));
-        }
     }
 
     /// The kernel's load-time check of the dirty-tail chain (7.x), for a dirty_tail that is

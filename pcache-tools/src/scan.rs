@@ -10,17 +10,22 @@
 
 use crate::chain::{self, ChainView};
 use crate::device::Media;
-use crate::finding::{Finding, Findings, Repair, Severity};
+use crate::finding::{Finding, Findings, Severity};
 use crate::log::{self, LogView};
 use pcache_format::layout::{self, CachePos, SB_OFF};
 use pcache_format::raw::RawSuperblock;
-use pcache_format::record::{CacheInfo, Dual, MetaRecord, Slot, TailPos, SB_F_BIGENDIAN};
+use pcache_format::record::{CacheInfo, Dual, TailPos, SB_F_BIGENDIAN};
 use pcache_format::{Reason, Structure, Superblock};
 use serde::Serialize;
-use std::fmt;
 use std::io;
 use std::ops::Range;
 use zerocopy::FromBytes;
+
+mod dual;
+mod views;
+
+pub(crate) use dual::{check_copies, read_dual, read_opt};
+pub use views::{CacheInfoView, DualView, Pos, SbFields, SbView, SlotState, SlotView, Status};
 
 /// What a scan reads beyond the metadata, and how much of the log it keeps for display.
 #[derive(Debug, Clone)]
@@ -66,198 +71,6 @@ impl ScanOptions {
     }
 }
 
-/// A position in the cache: cache segment id and offset in its data area.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Pos {
-    /// Cache (logical) segment id.
-    pub seg: u32,
-    /// Offset in the segment's data area.
-    pub off: u32,
-}
-
-impl From<CachePos> for Pos {
-    fn from(p: CachePos) -> Self {
-        Self {
-            seg: p.seg,
-            off: p.off,
-        }
-    }
-}
-
-impl fmt::Display for Pos {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.seg, self.off)
-    }
-}
-
-/// The superblock as found.
-#[derive(Debug, Clone, Serialize)]
-pub struct SbView {
-    /// Absolute offset (4 096).
-    pub offset: u64,
-    /// Whether it passed every check the kernel makes.
-    pub valid: bool,
-    /// Why not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// The raw fields, when the device is long enough to hold them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub raw: Option<SbFields>,
-    /// Whole segments the device can hold.
-    pub device_segments: u32,
-}
-
-/// The superblock's fields as stored.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct SbFields {
-    /// Stored CRC.
-    pub crc: u32,
-    /// Flags (bit 0: big-endian).
-    pub flags: u32,
-    /// Magic.
-    pub magic: u64,
-    /// Segment count.
-    pub seg_num: u32,
-    /// The padding bytes (covered by the CRC).
-    pub pad: [u8; 4],
-}
-
-/// The state of one copy of a dual record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SlotState {
-    /// The CRC matches.
-    Valid,
-    /// All zero: never written (normal for the unused slot of a fresh cache).
-    Empty,
-    /// Non-zero with a bad CRC: damaged, or torn by a crash.
-    Damaged,
-}
-
-/// One copy of a dual record.
-#[derive(Debug, Clone, Serialize)]
-pub struct SlotView<V> {
-    /// Absolute offset.
-    pub offset: u64,
-    /// Valid, empty or damaged.
-    pub state: SlotState,
-    /// The stored sequence number (valid copies).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seq: Option<u8>,
-    /// The record (valid copies).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<V>,
-    /// Why the copy is damaged.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// Both copies of a dual record, and which one the kernel uses.
-#[derive(Debug, Clone, Serialize)]
-pub struct DualView<V> {
-    /// Slot 0 and slot 1.
-    pub slots: [SlotView<V>; 2],
-    /// The slot the kernel takes as current (newest valid copy).
-    pub current: Option<usize>,
-}
-
-impl<V> DualView<V> {
-    /// The current copy's value.
-    #[must_use]
-    pub fn value(&self) -> Option<&V> {
-        self.current.and_then(|i| self.slots[i].value.as_ref())
-    }
-
-    /// True when neither copy holds anything.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.slots.iter().all(|s| s.state == SlotState::Empty)
-    }
-}
-
-/// cache_info's fields, flags decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct CacheInfoView {
-    /// Physical id of cache segment 0.
-    pub seg_id: u32,
-    /// Number of cache segments.
-    pub n_segs: u32,
-    /// The whole flags word.
-    pub flags: u32,
-    /// DATA_CRC.
-    pub data_crc: bool,
-    /// INIT_DONE.
-    pub init_done: bool,
-    /// Cache mode (0 = writeback).
-    pub cache_mode: u8,
-    /// GC threshold in percent.
-    pub gc_percent: u8,
-    /// The reserved word.
-    pub reserved: u32,
-}
-
-impl From<CacheInfo> for CacheInfoView {
-    fn from(c: CacheInfo) -> Self {
-        Self {
-            seg_id: c.seg_id,
-            n_segs: c.n_segs,
-            flags: c.flags(),
-            data_crc: c.data_crc,
-            init_done: c.init_done,
-            cache_mode: c.cache_mode,
-            gc_percent: c.gc_percent,
-            reserved: c.reserved,
-        }
-    }
-}
-
-/// The summary the kernel prints for `dmsetup status` (upstream-format.md F.9), as it would
-/// read right after activating this image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Status {
-    /// Superblock flags.
-    pub sb_flags: u32,
-    /// Segments on the device (superblock).
-    pub seg_num: u32,
-    /// The kernel's in-memory segment count, which it sets to `seg_num`.
-    pub n_segs: u32,
-    /// Segments marked used by replay: key_tail's segment, the segments reached through
-    /// LAST ksets, and the segments of non-stale keys (Errata 1).
-    pub segs_used: u32,
-    /// gc_percent.
-    pub gc_percent: u8,
-    /// cache_info flags.
-    pub cache_flags: u32,
-    /// key_head after replay.
-    pub key_head: Pos,
-    /// dirty_tail.
-    pub dirty_tail: Pos,
-    /// key_tail.
-    pub key_tail: Pos,
-    /// False when the kernel would refuse this cache (the line is then what it would
-    /// print if it did not).
-    pub kernel_would_load: bool,
-}
-
-impl fmt::Display for Status {
-    /// The kernel's `%x %u %u %u %u %x %u:%u %u:%u %u:%u`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:x} {} {} {} {} {:x} {} {} {}",
-            self.sb_flags,
-            self.seg_num,
-            self.n_segs,
-            self.segs_used,
-            self.gc_percent,
-            self.cache_flags,
-            self.key_head,
-            self.dirty_tail,
-            self.key_tail
-        )
-    }
-}
-
 /// Everything a scan found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scan {
@@ -285,131 +98,6 @@ pub struct Scan {
     pub status: Option<Status>,
     /// What is wrong or odd.
     pub findings: Findings,
-}
-
-/// Reads `len` bytes at `off`, or `None` when the range is not inside the device.
-pub(crate) fn read_opt<M: Media + ?Sized>(
-    m: &M,
-    off: u64,
-    len: usize,
-) -> io::Result<Option<Vec<u8>>> {
-    match off.checked_add(len as u64) {
-        Some(end) if end <= m.size() => {
-            let mut buf = vec![0; len];
-            m.read_at(off, &mut buf)?;
-            Ok(Some(buf))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// Decodes both copies of a dual record of `R` at `at` and describes them, turning each
-/// value into a view with `view`. The caller guarantees both ranges are on the device.
-pub(crate) fn read_dual<M: Media + ?Sized, R: MetaRecord, V>(
-    m: &M,
-    at: [u64; 2],
-    structure: Structure,
-    view: impl Fn(R) -> V,
-) -> io::Result<(Dual<R>, DualView<V>)> {
-    let size = std::mem::size_of::<R::Raw>();
-    let b0 = read_opt(m, at[0], size)?.unwrap_or_default();
-    let b1 = read_opt(m, at[1], size)?.unwrap_or_default();
-    let dual = Dual::<R>::decode([&b0, &b1], at).relabel(structure);
-    let slot = |i: usize, bytes: &[u8]| {
-        let empty = bytes.len() == size && bytes.iter().all(|&b| b == 0);
-        match &dual.slots[i] {
-            Slot::Valid(v) => SlotView {
-                offset: at[i],
-                state: SlotState::Valid,
-                seq: Some(v.seq),
-                value: Some(view(v.value)),
-                error: None,
-            },
-            Slot::Invalid(e) => SlotView {
-                offset: at[i],
-                state: if empty {
-                    SlotState::Empty
-                } else {
-                    SlotState::Damaged
-                },
-                seq: None,
-                value: None,
-                error: (!empty).then(|| e.reason.to_string()),
-            },
-        }
-    };
-    let views = DualView {
-        slots: [slot(0, &b0), slot(1, &b1)],
-        current: dual.latest_slot(),
-    };
-    Ok((dual, views))
-}
-
-/// Reports damaged copies of a dual record. A damaged copy whose twin is valid is a
-/// warning with a repair; with no valid copy at all the caller decides.
-///
-/// `repairable` says whether the valid twin is a sound replacement; when it is not (a
-/// seg_info copy without HAS_NEXT in the middle of the chain), no repair is offered, since
-/// copying it would only destroy the evidence a person could recover the chain from.
-pub(crate) fn check_copies<V: PartialEq>(
-    view: &DualView<V>,
-    what: &str,
-    len: u32,
-    findings: &mut Findings,
-    repairable: impl Fn(&V) -> bool,
-) {
-    for (i, slot) in view.slots.iter().enumerate() {
-        let twin = &view.slots[1 - i];
-        if slot.state == SlotState::Damaged && twin.state == SlotState::Valid {
-            let error = slot.error.as_deref().unwrap_or("bad crc");
-            let sound = twin.value.as_ref().is_some_and(&repairable);
-            let message = if sound {
-                format!("damaged copy ({error}); the kernel uses copy {}", 1 - i)
-            } else {
-                format!(
-                    "damaged copy ({error}); the kernel uses copy {}, which is not a sound \
-                     replacement, so --repair leaves it",
-                    1 - i
-                )
-            };
-            let finding = Finding::new(
-                Severity::Warning,
-                "copy_damaged",
-                format!("{what}[{i}]"),
-                Some(slot.offset),
-                message,
-            );
-            findings.push(if sound {
-                finding.with_repair(Repair {
-                    from: twin.offset,
-                    to: slot.offset,
-                    len,
-                })
-            } else {
-                finding
-            });
-        }
-    }
-    if let [SlotView {
-        seq: Some(a),
-        value: Some(va),
-        ..
-    }, SlotView {
-        seq: Some(b),
-        value: Some(vb),
-        ..
-    }] = &view.slots
-    {
-        if a == b && va != vb {
-            findings.push(Finding::new(
-                Severity::Warning,
-                "copies_disagree",
-                what,
-                Some(view.slots[0].offset),
-                format!("both copies have seq {a} but differ; the kernel takes copy 0"),
-            ));
-        }
-    }
 }
 
 /// Scans an image. Problems of the image become findings; only a failing read is an error.

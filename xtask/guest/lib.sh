@@ -109,6 +109,8 @@ xt_partial_end() {
 
 [ "$XT_SIDE" = host ] && return 0
 XT_DD_IFLAG=iflag=direct
+# fio's progress line would flood the serial console.
+fio() { command fio --eta=never "$@"; }
 
 # ---------------------------------------------------------------- guest only
 CASE=${xt_case:-}

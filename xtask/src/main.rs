@@ -15,11 +15,18 @@ struct Task {
     run: fn(&[String]) -> anyhow::Result<ExitCode>,
 }
 
-const TASKS: &[Task] = &[Task {
-    name: "qemu-test",
-    help: "boot test VMs (TCG, emulated pmem, dm-pcache, ublk) and run xtask/guest/cases; see docs/qemu.md",
-    run: qemu::main,
-}];
+const TASKS: &[Task] = &[
+    Task {
+        name: "qemu-test",
+        help: "boot test VMs (TCG, emulated pmem, dm-pcache, ublk) and run xtask/guest/cases; see docs/qemu.md",
+        run: qemu::main,
+    },
+    Task {
+        name: "bench",
+        help: "`bench --vm`: fio side by side (pmem, backing, pcache-ublk, dm-pcache, dm-writecache) in one VM",
+        run: qemu::bench_main,
+    },
+];
 
 fn usage() {
     eprintln!(

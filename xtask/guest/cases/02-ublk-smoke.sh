@@ -25,13 +25,13 @@ numjobs=2
 randseed=4242
 [qd1]
 iodepth=1
-size=24m
+size=16m
 offset=0
 offset_increment=32m
 [qd32]
 stonewall
 iodepth=32
-size=96m
+size=48m
 offset=256m
 offset_increment=128m
 JOB

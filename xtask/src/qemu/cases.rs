@@ -33,6 +33,9 @@ pub struct Directives {
     /// Programs (with subcommands) the case needs: `needs=PROG[:SUB,SUB...]`.
     /// Checked on the host before booting; unmet means SKIP without a boot.
     pub needs: Vec<(String, Vec<String>)>,
+    /// For the harness's own self-test cases: the verdict expected
+    /// (`expect=pass|fail|skip`; default pass).
+    pub expect: &'static str,
 }
 
 impl Default for Directives {
@@ -45,6 +48,7 @@ impl Default for Directives {
             backing_mb: 2048,
             mem_mb: 2048,
             needs: vec![],
+            expect: "pass",
         }
     }
 }
@@ -73,6 +77,17 @@ impl Directives {
                     "pmem_mb" => self.pmem_mb = num()?,
                     "backing_mb" => self.backing_mb = num()?,
                     "mem_mb" => self.mem_mb = num()?,
+                    "expect" => {
+                        self.expect = match v {
+                            "pass" => "pass",
+                            "fail" => "fail",
+                            "skip" => "skip",
+                            _ => bail!(
+                                "{}: `{word}`: expected expect=pass|fail|skip",
+                                origin.display()
+                            ),
+                        }
+                    }
                     "needs" => {
                         let (prog, subs) = v.split_once(':').unwrap_or((v, ""));
                         ensure!(
@@ -269,6 +284,17 @@ pub enum Verdict {
     Fail(String),
 }
 
+impl Verdict {
+    /// `pass`, `skip` or `fail` (as in the `expect=` directive).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Skip(_) => "skip",
+            Verdict::Fail(_) => "fail",
+        }
+    }
+}
+
 /// What running cases needs from the harness.
 pub struct Env<'a> {
     pub repo: &'a Path,
@@ -281,6 +307,9 @@ pub struct Env<'a> {
     pub initrd: &'a Path,
     pub echo: bool,
     pub templates: &'a dyn Fn(u64) -> Result<(PathBuf, PmemLayout)>,
+    /// Extra kernel command-line words for every boot (`key=value` reach the
+    /// guest scripts as variables).
+    pub append: String,
 }
 
 /// The result of one case, with where its files are.
@@ -291,6 +320,9 @@ pub struct Report {
     pub dir: PathBuf,
     /// The log to show on failure.
     pub log: Option<PathBuf>,
+    /// The guest reported its own result (so the kernel's messages in the
+    /// serial log can be left out of what is shown on failure).
+    pub guest_reported: bool,
 }
 
 /// A case's working directory with fresh images.
@@ -336,6 +368,7 @@ pub fn run(env: &Env, case: &Case) -> Result<Report> {
         wall: Duration::ZERO,
         dir: w.dir.clone(),
         log: None,
+        guest_reported: true,
     };
     let nboots = case.boots.len();
     for boot in 0..=nboots {
@@ -351,7 +384,10 @@ pub fn run(env: &Env, case: &Case) -> Result<Report> {
                 backing: &w.backing,
                 share: &w.out,
                 mem_mb: case.dir.mem_mb,
-                append: format!("xt_case={} xt_boot={boot} xt_nboots={nboots}", case.name),
+                append: format!(
+                    "xt_case={} xt_boot={boot} xt_nboots={nboots} {}",
+                    case.name, env.append
+                ),
                 timeout: case.dir.timeout,
                 log: &logp,
                 echo: env.echo,
@@ -362,6 +398,7 @@ pub fn run(env: &Env, case: &Case) -> Result<Report> {
                 case.name,
                 fmt_dur(wall)
             ));
+            report.guest_reported = matches!(outcome, Outcome::Guest(_));
             match outcome {
                 Outcome::Guest(0) => {}
                 Outcome::Guest(RC_POWERCUT) if boot < nboots || case.hosts.contains_key(&boot) => {}
@@ -378,6 +415,7 @@ pub fn run(env: &Env, case: &Case) -> Result<Report> {
         if let Some(hook) = case.hosts.get(&boot) {
             let logp = w.dir.join(format!("host{boot}.log"));
             report.log = Some(logp.clone());
+            report.guest_reported = true;
             let rc = host_hook(env, case, &w, hook, boot, &logp)?;
             log(format!(
                 "  {} {}: rc {rc}",

@@ -3,6 +3,7 @@
 //! kernel's dm-pcache (built out of tree) and ublk, and runs the guest test
 //! cases in `xtask/guest/cases/`. How it works: docs/qemu.md.
 
+mod bench;
 mod build;
 mod cases;
 mod cpio;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
+pub use bench::main as bench_main;
 use cases::Verdict;
 use util::{fmt_dur, log};
 use vm::PmemLayout;
@@ -38,6 +40,9 @@ options:
                   interactive shell on the serial console (Ctrl-A X quits)
   --no-build      do not run `cargo build --release`; ship no pcache binaries
   --setup-only    only build the cached setup (and the default pmem template)
+  --self-test     run the harness's own cases (xtask/guest/selftest: failing,
+                  panicking, hanging, skipping ... guests) and check that each
+                  ends as its `# xtask: expect=` says
   -v, --verbose   copy the guests' serial consoles to stdout
   -h, --help      this text
 
@@ -55,6 +60,7 @@ struct Opts {
     shell: bool,
     no_build: bool,
     setup_only: bool,
+    self_test: bool,
     verbose: bool,
 }
 
@@ -72,6 +78,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>> {
             "--shell" => o.shell = true,
             "--no-build" => o.no_build = true,
             "--setup-only" => o.setup_only = true,
+            "--self-test" => o.self_test = true,
             "-v" | "--verbose" => o.verbose = true,
             "-h" | "--help" => {
                 println!("{HELP}");
@@ -90,6 +97,17 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A new `<cache>/runs/run-<time>-<pid>/`.
+fn new_run_dir(cfg: &setup::Config) -> Result<PathBuf> {
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let run_dir = cfg
+        .cache
+        .join("runs")
+        .join(format!("run-{stamp}-{}", std::process::id()));
+    fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+    Ok(run_dir)
+}
+
 /// Entry point of the task.
 pub fn main(args: &[String]) -> Result<ExitCode> {
     let Some(opts) = parse(args)? else {
@@ -98,9 +116,13 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
     util::start_clock();
     let repo = repo_root();
     let guest = repo.join("xtask/guest");
-    let cases_dir = std::env::var_os("PCACHE_QEMU_CASES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| guest.join("cases"));
+    let cases_dir = if opts.self_test {
+        guest.join("selftest")
+    } else {
+        std::env::var_os("PCACHE_QEMU_CASES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| guest.join("cases"))
+    };
     let all = cases::discover(&cases_dir)?;
     let selected: Vec<_> = all
         .iter()
@@ -130,12 +152,7 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
     let qemu = setup::ensure(&cfg)?;
     let setup_time = t_setup.elapsed();
 
-    let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let run_dir = cfg
-        .cache
-        .join("runs")
-        .join(format!("run-{stamp}-{}", std::process::id()));
-    fs::create_dir_all(&run_dir)?;
+    let run_dir = new_run_dir(&cfg)?;
     let bin_dir = run_dir.join("bin");
     fs::create_dir_all(&bin_dir)?;
     let t_build = Instant::now();
@@ -172,7 +189,7 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
     let t_templates = Instant::now();
     let mut sizes: Vec<u64> = selected
         .iter()
-        .filter(|c| c.dir.skip.is_none())
+        .filter(|c| c.dir.skip.is_none() && cases::unmet_needs(c, &bin_dir).is_none())
         .map(|c| c.dir.pmem_mb)
         .collect();
     if opts.setup_only || opts.shell {
@@ -199,6 +216,7 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
         initrd: &initrd,
         echo: opts.verbose,
         templates: &get_template,
+        append: String::new(),
     };
     if opts.shell {
         // Without --filter: a default environment, not the first case's.
@@ -240,8 +258,19 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
             Verdict::Fail(why) => {
                 log(format!("FAIL {}: {why}", case.name));
                 if let Some(l) = &r.log {
-                    println!("---- last lines of {} ----", l.display());
-                    println!("{}", util::tail(l, 40));
+                    // A guest that reported: its script's own lines matter, not
+                    // the kernel's (which can flood the console). Otherwise
+                    // (panic, hang) the raw console is what tells.
+                    if r.guest_reported {
+                        println!(
+                            "---- last lines of {} (kernel messages left out) ----",
+                            l.display()
+                        );
+                        println!("{}", util::tail_filtered(l, 40, util::is_kernel_line));
+                    } else {
+                        println!("---- last lines of {} ----", l.display());
+                        println!("{}", util::tail(l, 40));
+                    }
                     println!(
                         "---- (full log: {}; case files: {}) ----",
                         l.display(),
@@ -253,6 +282,9 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
         results.push((case.name.clone(), r.verdict, r.wall));
     }
 
+    if opts.self_test {
+        return self_test_summary(&results, &run_dir);
+    }
     let failed = results
         .iter()
         .filter(|r| matches!(r.1, Verdict::Fail(_)))
@@ -289,6 +321,37 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
         println!("run files kept in {}", run_dir.display());
     }
     Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `--self-test`: each case must end as its `expect=` directive says.
+fn self_test_summary(results: &[(String, Verdict, Duration)], run_dir: &Path) -> Result<ExitCode> {
+    let dir = cases::discover(&repo_root().join("xtask/guest/selftest"))?;
+    let mut bad = 0;
+    println!("\nqemu-test self-test:");
+    for (name, v, _) in results {
+        let want = dir
+            .iter()
+            .find(|c| &c.name == name)
+            .map_or("pass", |c| c.dir.expect);
+        let ok = v.kind() == want;
+        bad += usize::from(!ok);
+        let why = match v {
+            Verdict::Pass => String::new(),
+            Verdict::Skip(w) | Verdict::Fail(w) => w.clone(),
+        };
+        println!(
+            "  {}  {name:<28} expected {want}, got {}: {why}",
+            if ok { "OK " } else { "BAD" },
+            v.kind()
+        );
+    }
+    println!("  {} as expected, {bad} not", results.len() - bad);
+    println!("run files kept in {}", run_dir.display());
+    Ok(if bad == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -90,6 +90,17 @@ pub fn run_logged(cmd: &mut Command, log_path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Today's date (UTC, `YYYY-MM-DD`), or `?`.
+pub fn today() -> String {
+    Command::new("date")
+        .args(["-u", "+%F"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "?".into())
+}
+
 /// Is a command on PATH?
 pub fn have(prog: &str) -> bool {
     Command::new("sh")
@@ -118,6 +129,29 @@ pub fn tail(path: &Path, n: usize) -> String {
         }
         Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
+}
+
+/// The last `n` lines of a text file for which `skip` is false.
+pub fn tail_filtered(path: &Path, n: usize, skip: fn(&str) -> bool) -> String {
+    match fs::read(path) {
+        Ok(b) => {
+            let s = String::from_utf8_lossy(&b);
+            let lines: Vec<&str> = s.lines().filter(|l| !skip(l)).collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+/// A kernel console line: `[   12.345678] ...`.
+pub fn is_kernel_line(l: &str) -> bool {
+    let l = l.trim_start_matches('\r');
+    l.strip_prefix('[')
+        .and_then(|r| r.split_once(']'))
+        .is_some_and(|(ts, _)| {
+            let ts = ts.trim();
+            !ts.is_empty() && ts.bytes().all(|c| c.is_ascii_digit() || c == b'.')
+        })
 }
 
 /// A stamp file records the inputs a cached artefact was built from. The
@@ -220,3 +254,19 @@ pub fn copy_range(src: &Path, src_off: u64, dst: &Path, dst_off: u64, len: u64) 
 /// Guest rc values with a meaning of their own (see docs/qemu.md).
 pub const RC_SKIP: i32 = 77;
 pub const RC_POWERCUT: i32 = 100;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_lines() {
+        assert!(is_kernel_line(
+            "[   20.429664] dm-pcache: writeback error: -5"
+        ));
+        assert!(is_kernel_line("\r[    1.0] x"));
+        assert!(!is_kernel_line("XT: ready"));
+        assert!(!is_kernel_line("[qd1] fio"));
+        assert!(!is_kernel_line("[] x"));
+    }
+}

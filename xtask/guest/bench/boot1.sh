@@ -1,0 +1,56 @@
+# xtask: timeout=1800
+# `cargo xtask bench --vm`: the same fio jobs on raw pmem, raw backing,
+# pcache-ublk, the kernel's dm-pcache and dm-writecache, over the same pmem
+# and backing, in one VM run. Each device's results go to
+# $OUT/<device>.<job>.json (fio JSON); the host builds the table.
+# Jobs (name rw bs iodepth), each over a prefilled span, time-based:
+RT=${xt_bench_runtime:-5}
+SPAN=${xt_bench_span_mb:-256}
+JOBS="w4k-qd1:randwrite:4k:1 w4k-qd32:randwrite:4k:32 r4k-qd1:randread:4k:1 r4k-qd32:randread:4k:32 w64k-seq:write:64k:8"
+
+# bench NAME DEV: prefill the span (so reads hit data), then every job.
+bench() {
+    [ -b "$2" ] || xt_fail "$1: $2 is not a block device"
+    xt_log "bench $1 on $2: prefill ${SPAN} MiB"
+    fio --name=prefill --filename="$2" --direct=1 --ioengine=libaio --rw=write --bs=1m --iodepth=8 \
+        --size="${SPAN}m" --output="$OUT/$1.prefill.txt" || xt_fail "$1: prefill"
+    for j in $JOBS; do
+        IFS=: read -r name rw bs qd <<JOB
+$j
+JOB
+        fio --name="$name" --filename="$2" --direct=1 --ioengine=libaio --rw="$rw" --bs="$bs" \
+            --iodepth="$qd" --size="${SPAN}m" --time_based --runtime="$RT" --ramp_time=1 \
+            --randseed=1 --output-format=json --output="$OUT/$1.$name.json" ||
+            xt_fail "$1: fio $name"
+        xt_log "  $1 $name done"
+    done
+}
+# A fresh cache device for the next cache: the kernel formats a zeroed one.
+wipe_pmem() { dd if=/dev/zero of="$PMEM" bs=1M count=64 oflag=direct 2>/dev/null || xt_fail "wipe $PMEM"; }
+
+bench pmem "$PMEM"
+bench backing "$BACKING"
+
+wipe_pmem
+if xt_have pcache-ublk && xt_have pcache-mkfs; then
+    pcache-mkfs --force "$PMEM" >/dev/null || xt_fail "pcache-mkfs"
+    xt_ublk_add --cache "$PMEM" --backing "$BACKING"
+    bench pcache-ublk "$UBLK_DEV"
+    xt_ublk_del
+else
+    echo "pcache-ublk: $(xt_why_not pcache-ublk)" >"$OUT/pcache-ublk.skipped"
+fi
+
+wipe_pmem
+xt_pcache_create pc0 false
+bench dm-pcache /dev/mapper/pc0
+dmsetup remove pc0
+
+wipe_pmem
+dmsetup create wc0 --table "0 $BACKING_SECTORS writecache p $BACKING $PMEM 4096 0" ||
+    xt_fail "dmsetup create wc0 (writecache)"
+xt_wait_dev /dev/mapper/wc0
+bench dm-writecache /dev/mapper/wc0
+dmsetup message wc0 0 flush
+dmsetup remove wc0
+xt_log "bench done"

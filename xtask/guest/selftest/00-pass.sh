@@ -1,0 +1,2 @@
+# xtask: timeout=120
+xt_log "a passing guest"

@@ -1,0 +1,4 @@
+# xtask: timeout=120 expect=fail
+# A plain poweroff without a report.
+poweroff -f
+sleep 30

@@ -1,0 +1,2 @@
+# xtask: timeout=120 expect=skip
+xt_skip "a deliberate skip"

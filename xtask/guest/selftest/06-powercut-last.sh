@@ -1,0 +1,3 @@
+# xtask: timeout=120 expect=fail
+# A power cut with nothing after it to check the aftermath.
+xt_powercut

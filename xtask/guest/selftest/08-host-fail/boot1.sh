@@ -1,0 +1,2 @@
+# xtask: timeout=120 expect=fail
+echo hello >"$OUT/x"

@@ -1,0 +1,3 @@
+# xtask: timeout=120
+echo before >"$OUT/x"
+xt_powercut
