@@ -343,6 +343,16 @@ fn serve_inner(plan: &mut Plan, life: &Arc<Lifecycle>) -> Result<(), Error> {
         Mode::Recover { id } => {
             require_ublk()?;
             let old = inspect_for_recovery(id)?;
+            // The dead daemon's claims go with its last file descriptors; let it finish
+            // exiting before claiming the devices.
+            if let Some(rec) = state::read_record(&state::run_dir(), id).ok().flatten() {
+                if !crate::client::wait_for_exit(rec.pid, QUIESCE_WAIT) {
+                    return Err(Error::NotOurs {
+                        id,
+                        why: format!("its daemon (pid {}) is still running", rec.pid),
+                    });
+                }
+            }
             check_same_devices(old.served.as_ref(), &plan.backend)?;
             if let (Some(served), Backend::Cache { data_crc, .. }) =
                 (old.served.as_ref(), &mut plan.backend)

@@ -303,3 +303,27 @@ fn queues_are_served_concurrently() {
     }
     t.close().unwrap();
 }
+
+#[test]
+fn a_backing_device_smaller_than_the_cached_keys_is_refused() {
+    let media = formatted();
+    let t = open(media.clone(), Arc::new(MemBacking::new(BACKING)), false).unwrap();
+    let mut buf = pattern(2, 4096);
+    // A dirty block near the end of the 64 MiB backing device.
+    let sector = (BACKING - 8192) / 512;
+    assert_eq!(
+        io(&t, 0, desc(sys::UBLK_IO_OP_WRITE, 0, sector, 8), &mut buf),
+        4096
+    );
+    t.close().unwrap();
+    drop(t);
+    // The same cache in front of a 16 MiB device: its keys reach past the end.
+    let res = std::panic::catch_unwind(|| {
+        open(media, Arc::new(MemBacking::new(16 << 20)), false).map(|t| t.close())
+    });
+    match res {
+        Ok(Err(e)) => assert!(matches!(e, Error::Engine(_)), "{e}"),
+        Ok(Ok(_)) => panic!("a cache with keys past the end of the backing device was opened"),
+        Err(_) => panic!("the engine panicked on keys past the end of the backing device"),
+    }
+}

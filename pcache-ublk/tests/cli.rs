@@ -256,3 +256,181 @@ fn list_shows_recorded_devices_and_their_state() {
     assert_eq!(v[0]["id"], 4242);
     assert_eq!(v[0]["backing"], "/dev/vdz");
 }
+
+/// Needs the ublk driver and root; says why it skips otherwise.
+fn can_use_ublk(test: &str) -> bool {
+    if !ublk_loaded() {
+        eprintln!("skipping {test}: /dev/ublk-control is absent (no ublk driver)");
+        return false;
+    }
+    if !nix_is_root() {
+        eprintln!("skipping {test}: needs root for /dev/ublk-control");
+        return false;
+    }
+    true
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn add_ok(dir: &Path, args: &[&str]) -> (u32, String) {
+    let out = run(dir, args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    let line = text(&out.stdout);
+    let mut it = line.split_whitespace();
+    let id: u32 = it.next().unwrap().parse().unwrap();
+    let path = it.next().unwrap().to_owned();
+    assert_eq!(path, format!("/dev/ublkb{id}"));
+    (id, path)
+}
+
+/// O_DIRECT I/O of 4 KiB at `off` on `path`.
+fn direct_io(path: &str, off: u64, write: Option<&[u8]>) -> Vec<u8> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .unwrap();
+    let mut raw = vec![0_u8; 3 * 4096];
+    let a = raw.as_ptr().align_offset(4096);
+    if let Some(data) = write {
+        raw[a..a + 4096].copy_from_slice(data);
+        f.write_all_at(&raw[a..a + 4096], off).unwrap();
+        f.sync_all().unwrap();
+    }
+    f.read_exact_at(&mut raw[a..a + 4096], off).unwrap();
+    raw[a..a + 4096].to_vec()
+}
+
+fn wait_gone(path: &str) {
+    for _ in 0..100 {
+        if !Path::new(path).exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{path} still exists");
+}
+
+fn status_json(dir: &Path, id: u32) -> serde_json::Value {
+    let out = run(dir, &["status", "-n", &id.to_string(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn add_status_set_list_del_and_the_data_survives() {
+    if !can_use_ublk("add_status_set_list_del_and_the_data_survives") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, backing) = devices(dir.path());
+    let args = [
+        "add",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--backing",
+        backing.to_str().unwrap(),
+        "--queues",
+        "2",
+    ];
+    let (id, path) = add_ok(dir.path(), &args);
+    let ids = id.to_string();
+    // Adding the same devices again is refused: they are in use.
+    let out = run(dir.path(), &args);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("in use"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let data: Vec<u8> = (0..4096_u32).map(|i| (i % 241) as u8).collect();
+    assert_eq!(direct_io(&path, 1 << 20, Some(&data)), data);
+    let st = status_json(dir.path(), id);
+    assert!(st["dirty_bytes"].as_u64().unwrap() > 0, "{st}");
+    assert_eq!(st["state"], "LIVE");
+    let out = run(dir.path(), &["set", "-n", &ids, "gc_percent", "50"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(status_json(dir.path(), id)["gc_percent"], 50);
+    let out = run(dir.path(), &["list"]);
+    let table = text(&out.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&format!("{id} ")) && l.contains("LIVE")),
+        "{table}"
+    );
+    let out = run(dir.path(), &["del", "-n", &ids]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_gone(&path);
+
+    // The dirty data stayed in the cache and is served again.
+    let (id, path) = add_ok(dir.path(), &args[..5]);
+    assert_eq!(direct_io(&path, 1 << 20, None), data);
+    let out = run(dir.path(), &["del", "-n", &id.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_gone(&path);
+}
+
+#[test]
+fn a_killed_daemon_is_recovered() {
+    if !can_use_ublk("a_killed_daemon_is_recovered") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, backing) = devices(dir.path());
+    let (c, b) = (cache.to_str().unwrap(), backing.to_str().unwrap());
+    let (id, path) = add_ok(dir.path(), &["add", "--cache", c, "--backing", b]);
+    let ids = id.to_string();
+    let data: Vec<u8> = (0..4096_u32).map(|i| (i % 239) as u8).collect();
+    direct_io(&path, 8192, Some(&data));
+    let rec: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join(format!("run/{id}.json"))).unwrap(),
+    )
+    .unwrap();
+    let pid = rec["pid"].as_i64().unwrap();
+    assert!(Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // Recovering with other devices is refused.
+    let other = dir.path().join("other.img");
+    std::fs::File::create(&other)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "recover",
+            "-n",
+            &ids,
+            "--cache",
+            c,
+            "--backing",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let (rid, rpath) = add_ok(
+        dir.path(),
+        &["recover", "-n", &ids, "--cache", c, "--backing", b],
+    );
+    assert_eq!((rid, &rpath), (id, &path));
+    assert_eq!(direct_io(&path, 8192, None), data);
+    let out = run(dir.path(), &["del", "-n", &ids]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_gone(&path);
+}
