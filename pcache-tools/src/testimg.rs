@@ -87,6 +87,23 @@ impl SparseImage {
     pub fn pages(&self) -> impl Iterator<Item = u64> + '_ {
         self.pages.keys().map(|n| n * PAGE)
     }
+
+    /// Writes the image to a (sparse) file at `path`, created or truncated to the image's
+    /// size: only the pages holding data are written.
+    ///
+    /// # Errors
+    /// Creating or writing the file failed.
+    pub fn write_to_file(&self, path: &std::path::Path) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(path)?;
+        f.set_len(self.size)?;
+        for (&n, page) in &self.pages {
+            let off = n * PAGE;
+            let len = usize::try_from((self.size - off).min(PAGE)).unwrap_or(0);
+            f.write_all_at(&page[..len], off)?;
+        }
+        f.sync_all()
+    }
 }
 
 fn check(off: u64, len: usize, size: u64) -> io::Result<()> {

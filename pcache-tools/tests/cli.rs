@@ -3,7 +3,6 @@
 
 use pcache_format::layout;
 use pcache_tools::testimg::{samples, SparseImage};
-use pcache_tools::Media;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -27,16 +26,6 @@ fn stderr(o: &Output) -> String {
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Writes an in-memory image to a sparse file.
-fn to_file(img: &SparseImage, path: &Path) {
-    let f = std::fs::File::create(path).unwrap();
-    f.set_len(img.size()).unwrap();
-    for page in img.pages() {
-        let len = 4096.min(img.size() - page) as usize;
-        f.write_all_at(&img.bytes(page, len), page).unwrap();
-    }
 }
 
 /// The metadata-bearing content of a file: its length and every page holding data.
@@ -77,7 +66,7 @@ impl Dir {
     }
     fn image(&self, name: &str, img: &SparseImage) -> PathBuf {
         let p = self.0.path().join(name);
-        to_file(img, &p);
+        img.write_to_file(&p).unwrap();
         p
     }
 }
