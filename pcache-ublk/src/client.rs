@@ -305,6 +305,14 @@ pub fn set(id: u32, key: &str, value: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Makes this process (the detached daemon) the leader of a new session without a
+/// controlling terminal.
+pub fn detach_session() {
+    if let Err(e) = nix::unistd::setsid() {
+        tracing::warn!(error = %e, "setsid failed; the daemon stays in the caller's session");
+    }
+}
+
 /// The default log of a background daemon.
 pub fn default_log_file() -> PathBuf {
     state::run_dir().join("daemon.log")
@@ -335,19 +343,15 @@ pub fn start_detached(log: &Path) -> Result<(u32, String), Error> {
             path: log.to_owned(),
             source,
         })?;
-    let mut child = {
-        use std::os::unix::process::CommandExt;
-        Command::new(exe)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            // Its own process group: a Ctrl-C meant for the shell that ran `add` does
-            // not reach the daemon.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| Error::Daemon(format!("cannot start the daemon: {e}")))?
-    };
+    // The child calls setsid() first thing (see `detach_session`), so a Ctrl-C or a
+    // hangup of the terminal that ran `add` does not reach the daemon.
+    let mut child = Command::new(exe)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .map_err(|e| Error::Daemon(format!("cannot start the daemon: {e}")))?;
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line);

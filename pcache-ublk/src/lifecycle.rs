@@ -237,8 +237,9 @@ impl Lifecycle {
     }
 }
 
-/// Blocks SIGINT and SIGTERM in this thread (and so in every thread it spawns later) and
-/// turns them into [`Lifecycle::request_stop`] on a dedicated thread.
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread it spawns
+/// later) and turns the first two into [`Lifecycle::request_stop`] on a dedicated thread
+/// (a hangup is ignored: the daemon outlives the terminal that started it).
 ///
 /// # Errors
 /// [`Error::Daemon`] if the mask cannot be set or the thread cannot be spawned.
@@ -247,6 +248,7 @@ pub fn handle_signals(life: &Arc<Lifecycle>) -> Result<(), Error> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
+    set.add(Signal::SIGHUP);
     set.thread_block()
         .map_err(|e| Error::Daemon(format!("cannot block signals: {e}")))?;
     let life = Arc::clone(life);
@@ -254,6 +256,7 @@ pub fn handle_signals(life: &Arc<Lifecycle>) -> Result<(), Error> {
         .name("pcache-signals".into())
         .spawn(move || loop {
             match set.wait() {
+                Ok(Signal::SIGHUP) => tracing::info!("SIGHUP ignored"),
                 Ok(sig) => {
                     tracing::info!(signal = %sig, "shutdown signal");
                     life.request_stop();

@@ -28,6 +28,9 @@ fn run_daemon(plan: Plan, opts: &DaemonArgs) -> anyhow::Result<()> {
     } else {
         Box::new(PrintReporter)
     };
+    if opts.daemon_child {
+        client::detach_session();
+    }
     let life = Lifecycle::new(reporter);
     daemon::handle_signals(&life)?;
     tracing::info!(
