@@ -113,6 +113,10 @@ pub struct DelArgs {
     /// The device id (N in /dev/ublkbN).
     #[arg(long, short = 'n', value_name = "ID")]
     pub id: u32,
+    /// Stop the device even while it is mounted or held open exclusively (whatever uses
+    /// it then gets I/O errors).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `list`.
@@ -334,7 +338,10 @@ mod tests {
     fn the_other_subcommands_parse() {
         assert!(matches!(
             parse(&["del", "-n", "2"]).unwrap().command,
-            Command::Del(DelArgs { id: 2 })
+            Command::Del(DelArgs {
+                id: 2,
+                force: false
+            })
         ));
         assert!(parse(&["del"]).is_err());
         assert!(matches!(

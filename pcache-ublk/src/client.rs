@@ -83,14 +83,37 @@ pub fn ublk_json(id: u32) -> Option<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
+/// Refuses to stop a device that is mounted or held by device-mapper: an `O_EXCL` open
+/// of the block device fails with `EBUSY` then.
+fn refuse_if_in_use(id: u32) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = daemon::bdev_path(id);
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(&path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(Error::NotOurs {
+            id,
+            why: format!(
+                "{path} is in use (mounted or held open); unmount it first, or pass --force"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// `del -n ID`: stops the daemon gracefully (it closes the cache and deletes the device)
 /// and waits for it to exit. A device whose daemon died is deleted directly; its dirty
 /// data stays in the cache either way.
 ///
 /// # Errors
 /// The device is not ours, or the daemon did not stop in time.
-pub fn del(id: u32) -> Result<(), Error> {
+pub fn del(id: u32, force: bool) -> Result<(), Error> {
     let dir = state::run_dir();
+    if !force {
+        refuse_if_in_use(id)?;
+    }
     if let Some(rec) = running_record(id)? {
         match rpc::call(&rec.socket, &Request::Stop) {
             Ok(_) => {}

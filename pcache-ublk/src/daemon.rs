@@ -485,9 +485,22 @@ fn serve_target(
         live_life.went_live(dev_id, server);
     };
     let res = ctrl.run_target(tgt_init, q_fn, on_live);
-    tracing::info!(dev_id, "queues stopped");
     state::remove_record(&run_dir, dev_id);
-    res.map_err(ublk("run device"))?;
+    if let Err(e) = res {
+        let err = ublk("start device")(e);
+        tracing::error!(dev_id, error = %err, "the device did not start");
+        life.report_failure(&err);
+        // Queue threads may still hold /dev/ublkcN open, and a synchronous DEL_DEV waits
+        // for its release: ask for an asynchronous delete, which completes when this
+        // process exits, and keep the control's drop from sending a blocking one.
+        let _ = ctrl.kill_dev();
+        if let Err(e) = ctrl.del_dev_async() {
+            tracing::warn!(dev_id, error = %describe_ublk(&e), "cannot delete the device; run `pcache-ublk del -n {dev_id}` once this process is gone");
+        }
+        ctrl.disown();
+        return Err(err);
+    }
+    tracing::info!(dev_id, "queues stopped");
     // A graceful stop deletes the device (dropping an "add" control would do it too, but
     // a "recover" one would not).
     match ctrl.del_dev() {

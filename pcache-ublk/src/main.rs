@@ -88,7 +88,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Add(a) => add(a),
         Command::Recover(r) => recover(r),
         Command::Del(d) => {
-            client::del(d.id).with_context(|| format!("del -n {}", d.id))?;
+            client::del(d.id, d.force).with_context(|| format!("del -n {}", d.id))?;
             Ok(())
         }
         Command::List(l) => {
