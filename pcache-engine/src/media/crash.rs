@@ -12,7 +12,8 @@ use super::flush::CACHE_LINE;
 use super::mem::MemMedia;
 use super::{CacheMedia, MediaError};
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// One recorded store, cut at cache-line boundaries.
 #[derive(Debug)]
@@ -84,6 +85,40 @@ impl CrashMedia {
             }
         }
         image
+    }
+
+    /// A builder of crash images for increasing crash points, far cheaper than
+    /// [`CrashMedia::crash_image`] when many points are checked: the durable lines are
+    /// kept and advanced incrementally, and an image is an overlay over them.
+    #[must_use]
+    pub fn replayer(&self) -> CrashReplayer {
+        let log = self.log.lock();
+        let mut by_fence: Vec<(usize, usize)> = log
+            .pieces
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.durable_at.map(|f| (f, i)))
+            .collect();
+        by_fence.sort_unstable();
+        CrashReplayer {
+            len: self.live.len(),
+            pieces: log
+                .pieces
+                .iter()
+                .map(|p| Piece {
+                    off: p.off,
+                    data: p.data.clone(),
+                    durable_at: p.durable_at,
+                    written_after: p.written_after,
+                })
+                .collect(),
+            by_fence,
+            next: 0,
+            issued: 0,
+            pending: BTreeSet::new(),
+            at: 0,
+            durable: Arc::new(HashMap::new()),
+        }
     }
 
     /// The live image (what the running engine sees).
@@ -166,6 +201,149 @@ impl CacheMedia for CrashMedia {
 
     fn describe(&self) -> String {
         format!("crash-recording memory ({} bytes)", self.len())
+    }
+}
+
+type Lines = HashMap<u64, [u8; CACHE_LINE]>;
+
+fn apply(lines: &mut Lines, off: u64, data: &[u8]) {
+    let line = CACHE_LINE as u64;
+    let l = off / line;
+    let at = (off % line) as usize;
+    let entry = lines.entry(l).or_insert([0; CACHE_LINE]);
+    entry[at..at + data.len()].copy_from_slice(data);
+}
+
+/// Builds crash images for increasing crash points (see [`CrashMedia::replayer`]).
+#[derive(Debug)]
+pub struct CrashReplayer {
+    len: u64,
+    pieces: Vec<Piece>,
+    /// (fence at which durable, piece index), sorted.
+    by_fence: Vec<(usize, usize)>,
+    next: usize,
+    /// Pieces issued by the current crash point (a cursor in issue order).
+    issued: usize,
+    /// Issued pieces not yet durable at the current crash point.
+    pending: BTreeSet<usize>,
+    at: usize,
+    durable: Arc<Lines>,
+}
+
+impl CrashReplayer {
+    /// The image a power cut just before fence `at_fence + 1` completes could leave:
+    /// every store durable by fence `at_fence`, plus — with `torn` — a seeded random
+    /// subset of the 8-byte words of every store issued but not yet durable (without,
+    /// none of them). Crash points must not decrease between calls.
+    ///
+    /// # Panics
+    /// If `at_fence` is smaller than at the previous call.
+    pub fn image(&mut self, at_fence: usize, torn: Option<u64>) -> CrashImage {
+        assert!(at_fence >= self.at, "crash points must not decrease");
+        self.at = at_fence;
+        while self
+            .pieces
+            .get(self.issued)
+            .is_some_and(|p| p.written_after <= at_fence)
+        {
+            self.pending.insert(self.issued);
+            self.issued += 1;
+        }
+        let durable = Arc::make_mut(&mut self.durable);
+        while let Some(&(f, i)) = self.by_fence.get(self.next) {
+            if f > at_fence {
+                break;
+            }
+            let p = &self.pieces[i];
+            apply(durable, p.off, &p.data);
+            self.pending.remove(&i);
+            self.next += 1;
+        }
+        let mut extra = Lines::new();
+        if let Some(seed) = torn {
+            let mut rng = SplitMix(seed);
+            for p in self.pending.iter().map(|&i| &self.pieces[i]) {
+                for (i, word) in p.data.chunks(8).enumerate() {
+                    if rng.next() & 1 == 1 {
+                        let off = p.off + 8 * i as u64;
+                        let line = off / CACHE_LINE as u64;
+                        if !extra.contains_key(&line) {
+                            let base = self.durable.get(&line).copied().unwrap_or([0; CACHE_LINE]);
+                            extra.insert(line, base);
+                        }
+                        apply(&mut extra, off, word);
+                    }
+                }
+            }
+        }
+        CrashImage {
+            len: self.len,
+            base: Arc::clone(&self.durable),
+            over: Mutex::new(extra),
+        }
+    }
+}
+
+/// A crash image: durable lines shared with the [`CrashReplayer`], and a private
+/// overlay holding the torn stores and whatever is written to the image afterwards.
+#[derive(Debug)]
+pub struct CrashImage {
+    len: u64,
+    base: Arc<Lines>,
+    over: Mutex<Lines>,
+}
+
+impl CacheMedia for CrashImage {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), MediaError> {
+        super::check_range(off, buf.len(), self.len)?;
+        let over = self.over.lock();
+        let line = CACHE_LINE as u64;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let abs = off + done as u64;
+            let l = abs / line;
+            let at = (abs % line) as usize;
+            let n = (CACHE_LINE - at).min(buf.len() - done);
+            let dst = &mut buf[done..done + n];
+            match over.get(&l).or_else(|| self.base.get(&l)) {
+                Some(src) => dst.copy_from_slice(&src[at..at + n]),
+                None => dst.fill(0),
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
+        super::check_range(off, data.len(), self.len)?;
+        let mut over = self.over.lock();
+        let line = CACHE_LINE as u64;
+        let mut done = 0usize;
+        while done < data.len() {
+            let abs = off + done as u64;
+            let l = abs / line;
+            let at = (abs % line) as usize;
+            let n = (CACHE_LINE - at).min(data.len() - done);
+            if !over.contains_key(&l) {
+                let base = self.base.get(&l).copied().unwrap_or([0; CACHE_LINE]);
+                over.insert(l, base);
+            }
+            apply(&mut over, abs, &data[done..done + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn flush(&self, _off: u64, _len: u64) {}
+
+    fn fence(&self) {}
+
+    fn describe(&self) -> String {
+        format!("crash image ({} bytes)", self.len)
     }
 }
 

@@ -22,7 +22,7 @@ mod flush;
 mod map;
 mod mem;
 
-pub use crash::CrashMedia;
+pub use crash::{CrashImage, CrashMedia, CrashReplayer};
 pub use dax::DaxMedia;
 pub use file::FileMedia;
 pub use flush::FlushInstr;
