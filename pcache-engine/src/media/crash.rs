@@ -267,10 +267,10 @@ impl CrashReplayer {
                     if rng.next() & 1 == 1 {
                         let off = p.off + 8 * i as u64;
                         let line = off / CACHE_LINE as u64;
-                        if !extra.contains_key(&line) {
-                            let base = self.durable.get(&line).copied().unwrap_or([0; CACHE_LINE]);
-                            extra.insert(line, base);
-                        }
+                        let durable = &self.durable;
+                        extra.entry(line).or_insert_with(|| {
+                            durable.get(&line).copied().unwrap_or([0; CACHE_LINE])
+                        });
                         apply(&mut extra, off, word);
                     }
                 }
@@ -328,10 +328,8 @@ impl CacheMedia for CrashImage {
             let l = abs / line;
             let at = (abs % line) as usize;
             let n = (CACHE_LINE - at).min(data.len() - done);
-            if !over.contains_key(&l) {
-                let base = self.base.get(&l).copied().unwrap_or([0; CACHE_LINE]);
-                over.insert(l, base);
-            }
+            over.entry(l)
+                .or_insert_with(|| self.base.get(&l).copied().unwrap_or([0; CACHE_LINE]));
             apply(&mut over, abs, &data[done..done + n]);
             done += n;
         }
