@@ -191,7 +191,7 @@ fn check_point(
 ) {
     let data_crc = Cache::peek_info(&*image)
         .unwrap()
-        .map_or(false, |i| i.data_crc);
+        .is_some_and(|i| i.data_crc);
     // Read-only: recovery is checked exactly as replay rebuilt it, without miss fills.
     let cfg = CacheConfig {
         queues: 1,
