@@ -259,6 +259,11 @@ fn ram_device_end_to_end_through_ublk() {
         eprintln!("skipping ram_device_end_to_end_through_ublk: {UBLK_CONTROL} is absent");
         return;
     }
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+    if !root {
+        eprintln!("skipping ram_device_end_to_end_through_ublk: needs root for {UBLK_CONTROL}");
+        return;
+    }
     let (life, rx) = new_life();
     let plan = Plan {
         mode: Mode::Add { id: None },
