@@ -102,3 +102,48 @@ fn engine_accepts_mkfs_and_fsck_accepts_the_engine() {
         cache.close().unwrap();
     }
 }
+
+/// The metadata the kernel's format writes: everything up to the segments, and each
+/// segment's first 12 KiB and empty kset.
+fn all_meta(path: &Path) -> Vec<u8> {
+    let dev = Device::open(path, Access::ReadOnly).unwrap();
+    let mut head = vec![0; 20_480];
+    pcache_tools::Media::read_at(&dev, 0, &mut head).unwrap();
+    head.extend(segment_meta(path));
+    head
+}
+
+#[test]
+fn engine_format_equals_mkfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(512 * MIB)
+        .unwrap();
+    let mut dev = Device::open(&path, Access::ReadWrite).unwrap();
+    mkfs::mkfs(&mut dev, &MkfsOptions::default(), &mut |_| {}).unwrap();
+    let want = all_meta(&path);
+    // An interrupted format: the superblock and nothing behind it. The engine formats
+    // the cache as the kernel's first activation does.
+    let zeros = vec![0u8; 12_288];
+    pcache_tools::MediaMut::write_at(&mut dev, 8192, &zeros).unwrap();
+    for seg in 0..31u32 {
+        let base = pcache_format::layout::segment_base(seg);
+        pcache_tools::MediaMut::write_at(&mut dev, base, &zeros).unwrap();
+    }
+    pcache_tools::MediaMut::sync(&mut dev).unwrap();
+    drop(dev);
+    let backing = Arc::new(MemBacking::new(64 * MIB));
+    let cache = open(&path, &backing, false);
+    cache.close().unwrap();
+    drop(cache);
+    let got = all_meta(&path);
+    let diff: Vec<usize> = (0..want.len()).filter(|&i| want[i] != got[i]).collect();
+    assert!(
+        diff.is_empty(),
+        "{} bytes differ, first at {:?}",
+        diff.len(),
+        diff.first()
+    );
+}
