@@ -134,6 +134,7 @@ pub fn scan<M: Media + ?Sized>(m: &M, opts: &ScanOptions) -> io::Result<Scan> {
         CacheInfoView::from,
     )?;
     check_copies(&ci_view, "cache_info", 24, f, |_| true);
+    note_stray_cache_info(m, f)?;
     let tail_at = |off: fn(usize) -> u64| [off(0), off(1)];
     let (kt_dual, kt_view) =
         read_dual::<_, TailPos, _>(m, tail_at(layout::key_tail_off), Structure::KeyTail, |t| {
@@ -334,6 +335,28 @@ fn scan_superblock<M: Media + ?Sized>(
         ));
     }
     Ok((view, Some(sb)))
+}
+
+/// Kernels 6.18.0 to about 6.18.3 wrote cache_info copy 1 at 8 192 + 24 instead of
+/// 12 288 (upstream-format.md G.6). No reader looks there; say so if one is found.
+fn note_stray_cache_info<M: Media + ?Sized>(m: &M, f: &mut Findings) -> io::Result<()> {
+    let at = layout::CACHE_INFO_OFF + 24;
+    if let Some(bytes) = read_opt(m, at, 24)? {
+        if let Ok(v) = pcache_format::record::decode_meta::<CacheInfo>(&bytes, at) {
+            f.push(Finding::new(
+                Severity::Info,
+                "stray_cache_info",
+                "cache_info",
+                Some(at),
+                format!(
+                    "a cache_info copy (seq {}) at byte {at}, where kernels 6.18.0 to 6.18.3 \
+                     wrote their second copy; no kernel reads it",
+                    v.seq
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether a tail is as a format leaves it: copy 0 at 0:0 with seq 1, copy 1 unwritten.

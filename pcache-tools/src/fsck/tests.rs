@@ -198,3 +198,17 @@ fn says_what_else_the_device_holds() {
     assert!(f.message.contains("an XFS filesystem"), "{}", f.message);
     assert_eq!(r.exit_code, exit::UNCORRECTED);
 }
+
+#[test]
+fn stray_cache_info_of_old_kernels_is_a_note() {
+    let mut img = samples::fresh();
+    let rec = pcache_format::record::encode_meta(
+        &pcache_format::record::CacheInfo::fresh(31, false, 70),
+        2,
+    );
+    crate::MediaMut::write_at(&mut img.media, 8216, zerocopy::IntoBytes::as_bytes(&rec)).unwrap();
+    let r = check(&img.media, &FsckOptions::default()).unwrap();
+    let f = r.findings.find("stray_cache_info").unwrap();
+    assert_eq!(f.severity, crate::Severity::Info);
+    assert_eq!((r.verdict, r.exit_code), (Verdict::Clean, exit::CLEAN));
+}

@@ -1,0 +1,233 @@
+//! `pcache-replay --cache C --backing B`: replay a cache's log exactly as the engine does
+//! at start-up, without starting anything, and report what it rebuilt. `--export FILE`
+//! writes the whole logical device (the backing overlaid with cached data) to a file;
+//! `--writeback` writes every dirty kset back to the backing device in log order, so the
+//! cache is clean. Read-only on both devices unless `--writeback`.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use pcache_engine::backing::{Backing, FileBacking};
+use pcache_engine::media::{CacheMedia, DaxMedia};
+use pcache_engine::{Cache, CacheConfig, Status};
+use std::fs::OpenOptions;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Replay a pcache cache's log offline and report (or export, or write back) its content.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The cache device (pmem block device, DAX character device or image file).
+    #[arg(long)]
+    cache: PathBuf,
+    /// The backing device (block device or image file).
+    #[arg(long)]
+    backing: PathBuf,
+    /// Write the whole logical device (backing overlaid with cached data) to this file.
+    #[arg(long, conflicts_with = "writeback")]
+    export: Option<PathBuf>,
+    /// Write all dirty data back to the backing device in log order and flush it, so the
+    /// cache is clean. Opens both devices read-write. Idempotent; safe to interrupt.
+    #[arg(long)]
+    writeback: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+    {
+        b.set_style(style);
+    }
+    b.set_message(what.to_string());
+    b
+}
+
+fn open(args: &Args) -> Result<Cache> {
+    let rw = args.writeback;
+    for (what, p) in [("cache", &args.cache), ("backing", &args.backing)] {
+        if !p.exists() {
+            bail!("{what} device {}: no such file or device", p.display());
+        }
+    }
+    if same_file(&args.cache, &args.backing) {
+        bail!("the cache and the backing device are the same file");
+    }
+    let media: Arc<dyn CacheMedia> = Arc::new(
+        DaxMedia::open(&args.cache, !rw)
+            .with_context(|| format!("cache device {}", args.cache.display()))?,
+    );
+    let info = Cache::peek_info(&*media)
+        .with_context(|| format!("cache device {}", args.cache.display()))?;
+    let Some(info) = info else {
+        bail!(
+            "cache device {}: the cache was never initialised (no cache_info with INIT_DONE); nothing to replay",
+            args.cache.display()
+        );
+    };
+    let backing: Arc<dyn Backing> = Arc::new(
+        FileBacking::open(&args.backing, !rw)
+            .with_context(|| format!("backing device {}", args.backing.display()))?,
+    );
+    let cfg = CacheConfig {
+        data_crc: info.data_crc,
+        queues: 1,
+        gc_percent: None,
+        background: false,
+        read_only: !rw,
+    };
+    Cache::open(media, backing, cfg).with_context(|| {
+        format!(
+            "replaying {} over {}",
+            args.cache.display(),
+            args.backing.display()
+        )
+    })
+}
+
+fn report(st: &Status, json: bool) -> String {
+    let r = &st.replay;
+    if json {
+        let v = serde_json::json!({
+            "ksets": r.ksets,
+            "last_ksets": r.last_ksets,
+            "keys": r.keys,
+            "stale_keys": r.stale_keys,
+            "live_extents": r.extents,
+            "cached_bytes": r.cached_bytes,
+            "dirty_bytes": st.dirty_bytes,
+            "key_head": st.key_head.to_string(),
+            "dirty_tail": st.dirty_tail.to_string(),
+            "key_tail": st.key_tail.to_string(),
+            "segs_used": st.segs_used,
+            "n_segs": st.n_segs,
+            "data_crc": st.data_crc,
+            "clean": st.is_clean(),
+            "status": st.dmsetup_line(),
+        });
+        format!("{v:#}\n")
+    } else {
+        format!(
+            "replayed {} ksets ({} LAST), {} keys ({} stale)\n\
+             index: {} live extents, {} bytes cached, {} bytes dirty\n\
+             key_tail {}  dirty_tail {}  key_head {}  ({} of {} segments used{})\n\
+             status: {}\n",
+            r.ksets,
+            r.last_ksets,
+            r.keys,
+            r.stale_keys,
+            r.extents,
+            r.cached_bytes,
+            st.dirty_bytes,
+            st.key_tail,
+            st.dirty_tail,
+            st.key_head,
+            st.segs_used,
+            st.n_segs,
+            if st.is_clean() { ", clean" } else { "" },
+            st.dmsetup_line()
+        )
+    }
+}
+
+fn export(cache: &Cache, args: &Args, to: &Path) -> Result<()> {
+    for p in [&args.cache, &args.backing] {
+        if same_file(p, to) {
+            bail!("--export {}: that is one of the devices", to.display());
+        }
+    }
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(to)
+        .with_context(|| format!("--export {}", to.display()))?;
+    let size = cache.size();
+    let pb = bar(size, "exporting");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < size {
+        // At most 1 MiB.
+        #[allow(clippy::cast_possible_truncation)]
+        let n = (size - off).min(buf.len() as u64) as usize;
+        cache
+            .read(0, off, &mut buf[..n])
+            .with_context(|| format!("reading the logical device at {off:#x}"))?;
+        out.write_all(&buf[..n])
+            .with_context(|| format!("writing {}", to.display()))?;
+        off += n as u64;
+        pb.set_position(off);
+    }
+    out.sync_all()
+        .with_context(|| format!("syncing {}", to.display()))?;
+    pb.finish_and_clear();
+    Ok(())
+}
+
+fn writeback(cache: &Cache) -> Result<u64> {
+    let total = cache.status().dirty_bytes;
+    let pb = bar(total, "writing back");
+    let mut ksets = 0u64;
+    while cache.writeback_step().context("writeback")? {
+        ksets += 1;
+        pb.set_position(total.saturating_sub(cache.status().dirty_bytes));
+    }
+    pb.finish_and_clear();
+    Ok(ksets)
+}
+
+fn run(args: &Args) -> Result<String> {
+    let cache = open(args)?;
+    let mut out = report(&cache.status(), args.json && !args.writeback);
+    if let Some(to) = &args.export {
+        export(&cache, args, to)?;
+        if !args.json {
+            out += &format!("exported {} bytes to {}\n", cache.size(), to.display());
+        }
+    }
+    if args.writeback {
+        let steps = writeback(&cache)?;
+        let st = cache.status();
+        if args.json {
+            out = report(&st, true);
+        } else {
+            out += &format!(
+                "wrote back {steps} ksets ({} bytes); the cache is {}\n",
+                st.written_back,
+                if st.is_clean() { "clean" } else { "NOT clean" }
+            );
+        }
+    }
+    cache.close().context("closing the cache")?;
+    Ok(out)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pcache-replay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
