@@ -303,6 +303,16 @@ fn write_text(out: &mut String, scan: &Scan, device: &str) -> fmt::Result {
             if c.complete { "" } else { " (INCOMPLETE)" }
         )?;
         if !c.segments.is_empty() {
+            let count = |r: Role| c.segments.iter().filter(|s| s.role == r).count();
+            writeln!(
+                out,
+                "  shown: {} segments: {} log, {} data, {} free, {} log+data",
+                c.segments.len(),
+                count(Role::Log),
+                count(Role::Data),
+                count(Role::Free),
+                count(Role::LogAndData)
+            )?;
             writeln!(out, "  cache  phys  (* = the copy the kernel uses)")?;
         }
         for s in &c.segments {

@@ -80,7 +80,11 @@ fn replay_export_and_writeback() {
     assert_eq!(v["keys"], 40);
     assert_eq!(v["clean"], false);
     assert!(v["dirty_bytes"].as_u64().unwrap() > 0);
-    assert_eq!(std::fs::read(&cache).unwrap(), before, "replay is read-only");
+    assert_eq!(
+        std::fs::read(&cache).unwrap(),
+        before,
+        "replay is read-only"
+    );
 
     // Export: the backing (still zero) overlaid with the cached data is the model.
     let exported = dir.path().join("export.img");
@@ -109,7 +113,10 @@ fn replay_export_and_writeback() {
         assert_eq!(code, 0, "{err}");
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["clean"], true, "round {round}");
-        assert!(std::fs::read(&backing).unwrap() == model, "backing after writeback");
+        assert!(
+            std::fs::read(&backing).unwrap() == model,
+            "backing after writeback"
+        );
     }
 }
 
