@@ -412,6 +412,17 @@ impl Cache {
         Ok(())
     }
 
+    /// Writes back one kset (or follows one LAST kset) from dirty_tail; false when the
+    /// log is clean. For offline writeback with progress (`pcache-replay --writeback`);
+    /// safe to interrupt between calls.
+    ///
+    /// # Errors
+    /// Backing errors, data CRC mismatches, media errors.
+    pub fn writeback_step(&self) -> Result<bool> {
+        self.inner.check_writable()?;
+        self.inner.writeback_once()
+    }
+
     /// Closes the cache: stops the workers and closes every kset. Idempotent; later
     /// requests fail with [`EngineError::Closed`].
     ///

@@ -83,7 +83,9 @@ pub enum EngineError {
         pos: CachePos,
     },
     /// The cache is unformatted and was opened read-only.
-    #[error("the cache device is not formatted (and the cache is opened read-only)")]
+    #[error(
+        "the cache device is not formatted (no initialised pcache cache on it): run pcache-mkfs"
+    )]
     NotFormatted,
     /// A cache media operation failed.
     #[error("cache media: {op}")]

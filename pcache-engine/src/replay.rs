@@ -21,6 +21,10 @@ pub struct ReplayStats {
     pub stale_keys: u64,
     /// Bytes of dirty keys between dirty_tail and key_head.
     pub dirty_bytes: u64,
+    /// Extents in the rebuilt index (what the live keys cover after overlaps).
+    pub extents: u64,
+    /// Bytes the rebuilt index covers.
+    pub cached_bytes: u64,
 }
 
 impl Inner {
@@ -97,6 +101,9 @@ impl Inner {
                 "dirty_tail {dirty_tail} is not on the log from key_tail {key_tail} to key_head {pos}"
             )));
         }
+        let (extents, bytes) = self.index.totals();
+        stats.extents = extents;
+        stats.cached_bytes = bytes;
         self.counters.set_dirty(stats.dirty_bytes);
         *self.replay_stats.lock() = stats;
         Ok(pos)

@@ -161,6 +161,17 @@ impl Index {
         self.subtrees.get(i).map(|s| (s, rel))
     }
 
+    /// Number of extents and bytes they cover.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        self.subtrees.iter().fold((0, 0), |(n, b), t| {
+            let t = t.read();
+            (
+                n + t.map.len() as u64,
+                b + t.map.values().map(|e| u64::from(e.len)).sum::<u64>(),
+            )
+        })
+    }
+
     /// Every subtree with its region's start offset.
     #[cfg(test)]
     pub(crate) fn all(&self) -> impl Iterator<Item = (u64, &RwLock<Subtree>)> {
