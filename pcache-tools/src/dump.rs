@@ -359,9 +359,9 @@ fn write_text(out: &mut String, scan: &Scan, device: &str) -> fmt::Result {
     } else {
         writeln!(
             out,
-            "findings: {} errors, {} warnings",
-            f.errors(),
-            f.warnings()
+            "findings: {}, {}",
+            crate::finding::count(f.errors(), "error"),
+            crate::finding::count(f.warnings(), "warning")
         )?;
         for x in &f.list {
             writeln!(out, "  {x}")?;

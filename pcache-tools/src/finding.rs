@@ -4,6 +4,16 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// `n` and `noun`, plural unless `n` is 1: `count(2, "error")` is `"2 errors"`.
+#[must_use]
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -3,7 +3,7 @@
 //! from its good twin.
 
 use crate::device::{Media, MediaMut};
-use crate::finding::{Findings, Repair, Severity};
+use crate::finding::{count, Findings, Repair, Severity};
 use crate::scan::{scan, ScanOptions, Status};
 use pcache_format::pcache_crc;
 use serde::Serialize;
@@ -256,16 +256,21 @@ pub fn text(r: &Report, device: &str) -> String {
     let f = &r.findings;
     let verdict = match r.verdict {
         Verdict::Clean => "clean".to_owned(),
-        Verdict::CleanWithWarnings => format!("clean, {} warnings", f.warnings()),
-        Verdict::Corrected => format!("corrected ({} repairs)", r.repaired.len()),
+        Verdict::CleanWithWarnings => format!("clean, {}", count(f.warnings(), "warning")),
+        Verdict::Corrected => format!("corrected ({})", count(r.repaired.len() as u64, "repair")),
         Verdict::Errors => {
             let fixable = f.repairs().len();
-            let mut s = format!("{} errors, {} warnings", f.errors(), f.warnings());
+            let mut s = format!(
+                "{}, {}",
+                count(f.errors(), "error"),
+                count(f.warnings(), "warning")
+            );
             if !r.repaired.is_empty() {
-                let _ = write!(s, " after {} repairs", r.repaired.len());
+                let _ = write!(s, " after {}", count(r.repaired.len() as u64, "repair"));
             }
             if fixable > 0 {
-                let _ = write!(s, "; --repair would rewrite {fixable} damaged copies");
+                let copies = if fixable == 1 { "copy" } else { "copies" };
+                let _ = write!(s, "; --repair would rewrite {fixable} damaged {copies}");
             }
             if f.kernel_refuses() {
                 s.push_str("; the kernel would refuse this cache");
@@ -279,7 +284,7 @@ pub fn text(r: &Report, device: &str) -> String {
     };
     let worst_info = f.worst() == Some(Severity::Info);
     let notes = if worst_info && r.verdict == Verdict::Clean {
-        format!(", {} notes", f.list.len())
+        format!(", {}", count(f.list.len() as u64, "note"))
     } else {
         String::new()
     };

@@ -154,7 +154,7 @@ fn corrected_and_uncorrected_add_up() {
     assert_eq!(r.exit_code, exit::CORRECTED | exit::UNCORRECTED);
     assert_eq!(r.verdict, Verdict::Errors);
     assert!(
-        text(&r, "img").contains("after 1 repairs"),
+        text(&r, "img").contains("after 1 repair"),
         "{}",
         text(&r, "img")
     );
