@@ -111,7 +111,12 @@ fn backing_size_bounds_keys() {
     let r = check(&img.media, &opts).unwrap();
     let f = r.findings.find("key_invalid").unwrap();
     assert!(f.kernel_refuses);
-    assert!(f.message.contains("off + len"), "{}", f.message);
+    assert!(
+        f.message
+            .contains("off 1048576 + len 512 = 1049088 is beyond"),
+        "{}",
+        f.message
+    );
     assert_eq!(r.exit_code, exit::UNCORRECTED);
 }
 

@@ -8,7 +8,7 @@ use crate::scan::{read_opt, Pos};
 use pcache_format::kset::{KEY_FLAG_CLEAN, KEY_FLAG_EMPTY};
 use pcache_format::layout::{self, SECTOR_SIZE};
 use pcache_format::raw::RawKey;
-use pcache_format::{pcache_crc, Key};
+use pcache_format::{pcache_crc, Key, Reason};
 use std::io;
 
 /// Where a live key's data lies, and which key it is.
@@ -64,11 +64,25 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
             Ok(k) => k,
             Err(e) => {
                 self.view.invalid_keys += 1;
+                // The format crate reports `off` as the value of "off + len"; say it whole.
+                let reason = match e.reason {
+                    Reason::OutOfRange {
+                        field: "off + len",
+                        limit,
+                        ..
+                    } => format!(
+                        "off {} + len {} = {} is beyond the backing device ({limit} bytes)",
+                        view.off,
+                        view.len,
+                        u128::from(view.off) + u128::from(view.len)
+                    ),
+                    r => r.to_string(),
+                };
                 self.f.push(Finding::refusal(
                     "key_invalid",
                     what,
                     Some(at),
-                    format!("{}: replay fails{dirty_note}", e.reason),
+                    format!("{reason}: replay fails{dirty_note}"),
                 ));
                 return Ok(view);
             }
