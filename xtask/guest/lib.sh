@@ -266,26 +266,27 @@ xt_check_pattern() {
 
 # Chunk logs for crash tests: xt_chunk_loop DEV FIRST COUNT DONE_FILE writes
 # 1 MiB chunk i (pattern seed "chunk-i") at MiB FIRST+i, each O_DIRECT+fsync,
-# and appends i to DONE_FILE only after the fsync returned. xt_chunks_verify
-# DEV FIRST DONE_FILE checks that every chunk listed there reads back.
+# and appends "i md5" to DONE_FILE only after the fsync returned.
+# xt_chunks_verify DEV FIRST DONE_FILE checks that every chunk listed there
+# reads back.
 xt_chunk_loop() {
     _i=0
     while [ "$_i" -lt "$3" ]; do
         xt_pattern "chunk-$_i" 1048576 >/tmp/xt-chunk
+        _m=$(md5sum </tmp/xt-chunk | cut -d' ' -f1)
         dd if=/tmp/xt-chunk of="$1" bs=1M seek=$(($2 + _i)) oflag=direct conv=fsync,notrunc 2>/dev/null ||
             { echo "XT: chunk $_i: write failed"; return 1; }
-        echo "$_i" >>"$4"
+        echo "$_i $_m" >>"$4"
         _i=$((_i + 1))
     done
 }
 xt_chunks_verify() {
     _n=0
-    for _i in $(cat "$3"); do
-        _w=$(xt_pattern_md5 "chunk-$_i" 1048576)
+    while read -r _i _w; do
         _g=$(xt_md5 "$1" $(($2 + _i)) 1)
         [ "$_w" = "$_g" ] || xt_fail "chunk $_i (fsync'd before the crash) does not read back from $1"
         _n=$((_n + 1))
-    done
+    done <"$3"
     xt_log "all $_n fsync'd chunks read back from $1"
 }
 

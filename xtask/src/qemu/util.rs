@@ -121,22 +121,29 @@ pub fn is_root() -> bool {
 
 /// The last `n` lines of a text file (lossy), or a note that it is unreadable.
 pub fn tail(path: &Path, n: usize) -> String {
-    match fs::read(path) {
-        Ok(b) => {
-            let s = String::from_utf8_lossy(&b);
-            let lines: Vec<&str> = s.lines().collect();
-            lines[lines.len().saturating_sub(n)..].join("\n")
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    tail_filtered(path, n, |_| false)
+}
+
+/// A console line as a terminal would leave it: what follows its last `\r`
+/// (progress meters rewrite their line), cut to its last 300 characters.
+fn display_line(l: &str) -> String {
+    let l = l.trim_end_matches('\r');
+    let l = l.rsplit('\r').next().unwrap_or(l);
+    let chars: Vec<char> = l.chars().collect();
+    if chars.len() > 300 {
+        format!("…{}", chars[chars.len() - 300..].iter().collect::<String>())
+    } else {
+        l.to_owned()
     }
 }
 
-/// The last `n` lines of a text file for which `skip` is false.
+/// The last `n` lines of a text file for which `skip` is false (as a
+/// terminal would show them, see [`display_line`]).
 pub fn tail_filtered(path: &Path, n: usize, skip: fn(&str) -> bool) -> String {
     match fs::read(path) {
         Ok(b) => {
             let s = String::from_utf8_lossy(&b);
-            let lines: Vec<&str> = s.lines().filter(|l| !skip(l)).collect();
+            let lines: Vec<String> = s.lines().map(display_line).filter(|l| !skip(l)).collect();
             lines[lines.len().saturating_sub(n)..].join("\n")
         }
         Err(e) => format!("(cannot read {}: {e})", path.display()),
@@ -268,5 +275,7 @@ mod tests {
         assert!(!is_kernel_line("XT: ready"));
         assert!(!is_kernel_line("[qd1] fio"));
         assert!(!is_kernel_line("[] x"));
+        assert_eq!(display_line("Jobs: 1\rJobs: 2\rXT: done\r"), "XT: done");
+        assert_eq!(display_line(&"x".repeat(500)).chars().count(), 301);
     }
 }

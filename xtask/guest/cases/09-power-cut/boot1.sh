@@ -10,7 +10,7 @@ xt_need_sub pcache-ublk add
 pcache-mkfs "$PMEM" || xt_fail "pcache-mkfs $PMEM exited $?"
 xt_ublk_add --cache "$PMEM" --backing "$BACKING"
 : >"$OUT/done.txt"
-xt_chunk_loop "$UBLK_DEV" 64 400 "$OUT/done.txt" &
+xt_chunk_loop "$UBLK_DEV" 64 100 "$OUT/done.txt" &
 i=0
 while [ "$(wc -l <"$OUT/done.txt")" -lt 30 ]; do
     i=$((i + 1))

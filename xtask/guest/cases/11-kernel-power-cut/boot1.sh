@@ -8,7 +8,7 @@
 xt_flakey bk "$BACKING"
 xt_pcache_create pc0 false "$PMEM" /dev/mapper/bk
 : >"$OUT/done.txt"
-xt_chunk_loop /dev/mapper/pc0 64 400 "$OUT/done.txt" &
+xt_chunk_loop /dev/mapper/pc0 64 100 "$OUT/done.txt" &
 i=0
 while [ "$(wc -l <"$OUT/done.txt")" -lt 30 ]; do
     i=$((i + 1))
