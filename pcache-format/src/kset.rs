@@ -313,7 +313,13 @@ impl Key {
         }
         match key.off.checked_add(u64::from(key.len)) {
             Some(end) if end <= bounds.backing_size => {}
-            _ => return bad("off + len", key.off, bounds.backing_size),
+            _ => {
+                return bad(
+                    "off + len",
+                    key.off.saturating_add(u64::from(key.len)),
+                    bounds.backing_size,
+                )
+            }
         }
         if key.pos.seg >= bounds.n_segs {
             return bad(

@@ -129,7 +129,10 @@ fn decode_kernel_skips_only_the_4mib_rule() {
     );
     assert!(Key::decode(&crossing.to_raw(), &BOUNDS, 0).is_err());
     for k in [key(0, 0, 0, 0), key(0, 512, 63, 0)] {
-        assert!(Key::decode_kernel(&k.to_raw(), &BOUNDS, 0).is_err(), "{k:?}");
+        assert!(
+            Key::decode_kernel(&k.to_raw(), &BOUNDS, 0).is_err(),
+            "{k:?}"
+        );
     }
 }
 

@@ -64,7 +64,7 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
             Ok(k) => k,
             Err(e) => {
                 self.view.invalid_keys += 1;
-                // The format crate reports `off` as the value of "off + len"; say it whole.
+                // Spell out both terms of "off + len" for the reader.
                 let reason = match e.reason {
                     Reason::OutOfRange {
                         field: "off + len",
