@@ -7,7 +7,9 @@
 //! 1. opening never fails;
 //! 2. every write acknowledged before the last completed FLUSH, and every completed FUA
 //!    write or discard, reads back its data or newer data;
-//! 3. no sector returns data that was never written to it.
+//! 3. no sector returns data that was never written to it;
+//! 4. at every backing flush, each backing sector holds data written to it, and never
+//!    older data than at an earlier flush (writeback goes in log order).
 //!
 //! `PCACHE_CRASH_POINTS` sets how many crash points to cover (default 1 000; CI runs
 //! 10 000 in release mode, `cargo xtask crash --points N` more).
@@ -31,6 +33,37 @@ struct RecBacking {
     media: Arc<CrashMedia>,
     live: MemBacking,
     writes: Mutex<Vec<(usize, u64, Vec<u8>)>>,
+    /// The workload's history so far (which tags each sector was written with).
+    hist: Arc<Mutex<History>>,
+    /// Per sector: the newest non-zero tag seen at a backing flush.
+    seen: Mutex<Vec<u64>>,
+}
+
+impl RecBacking {
+    /// Property 4, checked at every backing flush.
+    fn check_flushed_state(&self) {
+        let hist = self.hist.lock().unwrap();
+        let mut seen = self.seen.lock().unwrap();
+        let all = self.live.to_vec(0, DEV as usize);
+        for (s, data) in all.chunks(SECTOR).enumerate() {
+            let tag = tag_of(s, data)
+                .unwrap_or_else(|| panic!("backing sector {s} holds data never written to it"));
+            if tag == 0 {
+                continue; // zeros: the initial content, or a discard passed through
+            }
+            assert!(
+                hist[s].iter().any(|&(_, t)| t == tag),
+                "backing sector {s} holds tag {tag}, never written there"
+            );
+            // Tags grow in op order, so "not older" is "not smaller".
+            assert!(
+                tag >= seen[s],
+                "backing sector {s} went back from tag {} to {tag}",
+                seen[s]
+            );
+            seen[s] = tag;
+        }
+    }
 }
 
 impl Backing for RecBacking {
@@ -48,6 +81,7 @@ impl Backing for RecBacking {
         self.live.write_at(off, data)
     }
     fn flush(&self) -> io::Result<()> {
+        self.check_flushed_state();
         Ok(())
     }
     fn discard(&self, off: u64, len: u64) -> io::Result<()> {
@@ -116,10 +150,13 @@ fn workload(seed: u64) -> (Arc<CrashMedia>, Arc<RecBacking>, Vec<OpRec>, History
         .unwrap();
     media.flush(layout::SB_OFF, 24);
     media.fence();
+    let hist = Arc::new(Mutex::new(vec![Vec::new(); SECTORS]));
     let backing = Arc::new(RecBacking {
         media: media.clone(),
         live: MemBacking::new(DEV),
         writes: Mutex::new(Vec::new()),
+        hist: hist.clone(),
+        seen: Mutex::new(vec![0; SECTORS]),
     });
     let cfg = CacheConfig {
         queues: 2,
@@ -130,7 +167,6 @@ fn workload(seed: u64) -> (Arc<CrashMedia>, Arc<RecBacking>, Vec<OpRec>, History
     };
     let mut rng = Rng(seed);
     let mut ops = Vec::new();
-    let mut hist: History = vec![Vec::new(); SECTORS];
     let mut tag = 1u64;
     let cache = Cache::open(media.clone(), backing.clone(), cfg).unwrap();
     // Hot spots around the 4 MiB boundary and the start, so writes overlap.
@@ -145,7 +181,7 @@ fn workload(seed: u64) -> (Arc<CrashMedia>, Arc<RecBacking>, Vec<OpRec>, History
             let mut buf = vec![0u8; len * SECTOR];
             for j in 0..len {
                 stamp(tag, sector + j, &mut buf[j * SECTOR..(j + 1) * SECTOR]);
-                hist[sector + j].push((i, tag));
+                hist.lock().unwrap()[sector + j].push((i, tag));
                 tag += 1;
             }
             cache
@@ -159,7 +195,7 @@ fn workload(seed: u64) -> (Arc<CrashMedia>, Arc<RecBacking>, Vec<OpRec>, History
                 .discard((sector * SECTOR) as u64, (len * SECTOR) as u64)
                 .unwrap();
             for j in 0..len {
-                hist[sector + j].push((i, 0));
+                hist.lock().unwrap()[sector + j].push((i, 0));
             }
             Kind::Discard
         } else if r < 90 {
@@ -177,6 +213,7 @@ fn workload(seed: u64) -> (Arc<CrashMedia>, Arc<RecBacking>, Vec<OpRec>, History
     }
     // The run ends with a crash: nothing more is persisted.
     cache.crash();
+    let hist = hist.lock().unwrap().clone();
     (media, backing, ops, hist)
 }
 
