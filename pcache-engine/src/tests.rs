@@ -307,3 +307,37 @@ fn bad_requests() {
     }
     assert_eq!(c.status().written, 0);
 }
+
+/// With data_crc, a corrupted byte of cached data fails the read hit with an I/O error
+/// (the kernel would serve it), is counted, and makes replay refuse the cache.
+#[test]
+fn data_crc_mismatch_is_never_served() {
+    let media = formatted(CACHE);
+    let backing = Arc::new(MemBacking::new(16 << 20));
+    let cfg = CacheConfig {
+        data_crc: true,
+        ..inline(1)
+    };
+    let c = Cache::open(media.clone(), backing.clone(), cfg).unwrap();
+    c.write(0, 1 << 20, &pattern(5, 8192), false).unwrap();
+    c.flush().unwrap();
+    let snap = index_snapshot(&c);
+    let (_, ext) = snap.iter().find(|(off, _)| *off == 1 << 20).unwrap();
+    let abs = c
+        .inner()
+        .abs(CachePos::new(ext.seg, ext.seg_off + 4096))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    media.read(abs, &mut byte).unwrap();
+    media.write(abs, &[byte[0] ^ 0x40]).unwrap();
+    let mut buf = vec![0; 512];
+    // Even a read of an untouched sector of the key fails: the key's CRC covers it all.
+    let e = c.read(0, 1 << 20, &mut buf).unwrap_err();
+    assert!(matches!(e, crate::EngineError::DataCrc { .. }), "{e}");
+    assert_eq!(e.errno(), -libc::EIO);
+    assert_eq!(c.status().errors, 1);
+    c.close().unwrap();
+    drop(c);
+    let e = Cache::open(media, backing, cfg).unwrap_err();
+    assert!(matches!(e, crate::EngineError::DataCrc { .. }), "{e}");
+}
