@@ -1,4 +1,4 @@
-# xtask: timeout=600
+# xtask: quick timeout=600
 # xtask: needs=pcache-mkfs needs=pcache-ublk:add,del,status
 # pcache-ublk smoke: pcache-mkfs; `pcache-ublk add`; fio write+verify on
 # /dev/ublkbN (random 4 KiB..1 MiB blocks, QD 1 and QD 32, 2 jobs each);

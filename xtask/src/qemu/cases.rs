@@ -406,6 +406,12 @@ pub fn run(env: &Env, case: &Case) -> Result<Report> {
                     report.verdict = Verdict::Skip(skip_reason(&logp));
                     break;
                 }
+                Outcome::Guest(RC_POWERCUT) => {
+                    report.verdict = Verdict::Fail(format!(
+                        "boot {boot}: power cut (rc {RC_POWERCUT}) with no later boot or host hook to check the aftermath"
+                    ));
+                    break;
+                }
                 o => {
                     report.verdict = Verdict::Fail(format!("boot {boot}: {o}"));
                     break;

@@ -350,7 +350,11 @@ fn self_test_summary(results: &[(String, Verdict, Duration)], run_dir: &Path) ->
         );
     }
     println!("  {} as expected, {bad} not", results.len() - bad);
-    println!("run files kept in {}", run_dir.display());
+    if bad == 0 {
+        util::remove_any(run_dir)?;
+    } else {
+        println!("run files kept in {}", run_dir.display());
+    }
     Ok(if bad == 0 {
         ExitCode::SUCCESS
     } else {

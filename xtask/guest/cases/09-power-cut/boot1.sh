@@ -1,4 +1,4 @@
-# xtask: timeout=600
+# xtask: quick timeout=600
 # xtask: needs=pcache-mkfs needs=pcache-ublk:add,del
 # Power cut under pcache-ublk. Boot 1: pcache-mkfs, pcache-ublk, 1 MiB chunks
 # written O_DIRECT + fsync, each logged (to the host, over 9p) only after its
