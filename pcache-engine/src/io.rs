@@ -7,9 +7,30 @@ use crate::log::Space;
 use pcache_format::kset::KEY_FLAG_CLEAN;
 use pcache_format::layout::{self, CachePos, SUBTREE_SIZE};
 use pcache_format::{pcache_crc, Key};
+use std::cell::Cell;
 
 /// Zeros for discard and write-zeroes, written through the cache in pieces this large.
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+/// Staged keys and found extents are kept in per-thread buffers between requests, so the
+/// request paths allocate nothing in the common case. A buffer that grew past this many
+/// entries (a huge request) is dropped rather than kept.
+const KEEP_BUF: usize = 64;
+
+thread_local! {
+    /// [`Inner::stage`]'s result vector, recycled by [`recycle_staged`].
+    static STAGED: Cell<Vec<(Key, Space)>> = const { Cell::new(Vec::new()) };
+    /// The extents [`Inner::read_region`] looks at.
+    static EXTENTS: Cell<Vec<(u32, Extent)>> = const { Cell::new(Vec::new()) };
+}
+
+/// Returns a vector from [`Inner::stage`] for the next request of this thread.
+fn recycle_staged(mut v: Vec<(Key, Space)>) {
+    if v.capacity() <= KEEP_BUF {
+        v.clear();
+        STAGED.set(v);
+    }
+}
 
 /// Length of the piece of `[off, off + left)` that stays inside one 4 MiB region.
 fn piece_len(off: u64, left: usize) -> usize {
@@ -30,7 +51,8 @@ impl Inner {
         flags: u32,
         wait: bool,
     ) -> Result<Vec<(Key, Space)>> {
-        let mut staged = Vec::with_capacity(1);
+        let mut staged = STAGED.take();
+        staged.clear();
         let mut done = 0usize;
         let r = (|| {
             while done < data.len() {
@@ -66,6 +88,7 @@ impl Inner {
             for (_, s) in &staged {
                 let _ = self.release_space(s);
             }
+            recycle_staged(staged);
             return Err(e);
         }
         Ok(staged)
@@ -78,15 +101,21 @@ impl Inner {
         }
         let q = self.queue(q);
         let staged = self.stage(q, off, data, 0, true)?;
+        let r = self.log_staged(&staged, data.len(), fua);
+        recycle_staged(staged);
+        r
+    }
+
+    /// The rest of [`Inner::write`] once the data is staged: D1, then the keys.
+    fn log_staged(&self, staged: &[(Key, Space)], len: usize, fua: bool) -> Result<()> {
         // D1: the data is durable before any key that points at it can be.
         self.media.fence();
         if let Err(e) = self.media.check() {
-            for (_, s) in &staged {
+            for (_, s) in staged {
                 let _ = self.release_space(s);
             }
             return Err(EngineError::media("flush data")(e));
         }
-        let mut touched: Vec<usize> = Vec::with_capacity(2);
         for (i, (key, _)) in staged.iter().enumerate() {
             if let Err(e) = self.commit(key, None) {
                 for (_, s) in &staged[i + 1..] {
@@ -94,13 +123,17 @@ impl Inner {
                 }
                 return Err(e);
             }
-            let ki = layout::kset_index(key.off, self.ksets.len() as u32) as usize;
-            if !touched.contains(&ki) {
-                touched.push(ki);
-            }
         }
-        self.counters.write(data.len() as u64);
+        self.counters.write(len as u64);
         if fua {
+            // The ksets the keys went to, each closed once, in the order first used.
+            let mut touched: Vec<usize> = Vec::with_capacity(2);
+            for (key, _) in staged {
+                let ki = layout::kset_index(key.off, self.ksets.len() as u32) as usize;
+                if !touched.contains(&ki) {
+                    touched.push(ki);
+                }
+            }
             for ki in touched {
                 let mut ks = self.ksets[ki].lock();
                 self.close_kset(&mut ks)?;
@@ -131,14 +164,19 @@ impl Inner {
         self.check_request(off, buf.len() as u64)?;
         let q = self.queue(q);
         let mut done = 0;
-        let mut exts = Vec::new();
-        while done < buf.len() {
+        let mut exts = EXTENTS.take();
+        let mut r = Ok(());
+        while done < buf.len() && r.is_ok() {
             let cur = off + done as u64;
             let n = piece_len(cur, buf.len() - done);
-            self.read_region(q, cur, &mut buf[done..done + n], &mut exts)?;
+            r = self.read_region(q, cur, &mut buf[done..done + n], &mut exts);
             done += n;
         }
-        Ok(())
+        if exts.capacity() <= KEEP_BUF {
+            exts.clear();
+            EXTENTS.set(exts);
+        }
+        r
     }
 
     /// Reads inside one 4 MiB region.
@@ -250,13 +288,20 @@ impl Inner {
     fn fill(&self, q: usize, off: u64, data: &[u8], epoch: u64) -> Result<()> {
         debug_assert!(off % SUBTREE_SIZE + data.len() as u64 <= SUBTREE_SIZE);
         let staged = self.stage(q, off, data, KEY_FLAG_CLEAN, false)?;
+        let r = self.log_fill(&staged, epoch);
+        recycle_staged(staged);
+        r
+    }
+
+    /// The rest of [`Inner::fill`] once the data is staged: D1, then the keys.
+    fn log_fill(&self, staged: &[(Key, Space)], epoch: u64) -> Result<()> {
         if staged.is_empty() {
             return Ok(());
         }
         // D1: the copy is durable before its key can be.
         self.media.fence();
         let ok = self.media.check().is_ok();
-        for (key, space) in &staged {
+        for (key, space) in staged {
             if !ok || !self.commit(key, Some(epoch))? {
                 self.release_space(space)?;
             }

@@ -88,38 +88,59 @@ impl Subtree {
     /// Inserts `ext` at `start`; whatever it overlaps is cut, split or removed.
     pub(crate) fn insert(&mut self, start: u32, ext: Extent) {
         let end = start + ext.len;
-        if let Some((&ps, pe)) = self.map.range_mut(..start).next_back() {
-            let pend = ps + pe.len;
-            if pend > start {
-                let whole = *pe;
-                pe.len = start - ps;
-                if pend > end {
-                    let mut tail = whole;
-                    tail.advance(end - ps);
-                    self.map.insert(end, tail);
-                }
+        // One descent: walk back from the last extent starting before `end`. Extents never
+        // overlap, so the first one met that starts before `start` is the last one that
+        // can overlap. Those starting inside [start, end) all go; the last of them, or an
+        // extent straddling the whole range, may leave a tail past `end`. One at `start`
+        // itself is replaced by the insert below, and one covering exactly [start, end)
+        // (overwriting a whole extent, the common case) is replaced in place.
+        let mut tail = None;
+        let mut inside = false;
+        for (&k, e) in self.map.range_mut(..end).rev() {
+            let kend = k + e.len;
+            if k == start && kend == end && !inside {
+                // Exactly the range, and nothing else starts inside it: replace in place.
+                *e = ext;
+                return;
             }
+            if kend > end {
+                let mut t = *e;
+                t.advance(end - k);
+                tail = Some(t);
+            }
+            if k >= start {
+                inside |= k != start;
+                continue;
+            }
+            if kend > start {
+                e.len = start - k;
+            }
+            break;
         }
-        while let Some((&k, _)) = self.map.range(start..end).next() {
-            let Some(mut e) = self.map.remove(&k) else {
-                break;
-            };
-            if k + e.len > end {
-                e.advance(end - k);
-                self.map.insert(end, e);
+        if inside {
+            while let Some((&k, _)) = self.map.range(start + 1..end).next() {
+                self.map.remove(&k);
             }
         }
         self.map.insert(start, ext);
+        if let Some(t) = tail {
+            self.map.insert(end, t);
+        }
     }
 
     /// Appends to `out` every extent overlapping `[start, end)`, in order, unclipped.
     pub(crate) fn overlapping(&self, start: u32, end: u32, out: &mut Vec<(u32, Extent)>) {
-        if let Some((&ps, pe)) = self.map.range(..start).next_back() {
-            if ps + pe.len > start {
-                out.push((ps, *pe));
+        // One descent: walk back from the last extent starting before `end` until one
+        // ends at or before `start` (extents never overlap, so every earlier one does too).
+        let first = out.len();
+        for (&k, e) in self.map.range(..end).rev() {
+            if k + e.len > start {
+                out.push((k, *e));
+            } else if k < start {
+                break;
             }
         }
-        out.extend(self.map.range(start..end).map(|(&k, &e)| (k, e)));
+        out[first..].reverse();
     }
 
     /// Removes the extent at `start` if it is still exactly `ext` (a stale extent found by

@@ -52,6 +52,20 @@ proptest! {
             t.overlapping(s * 512, (s + 1) * 512, &mut out);
             prop_assert_eq!(out.len(), usize::from(model[s as usize].is_some()));
         }
+        // ... and, for any range, exactly the extents a full scan finds, in order.
+        for s in 0..SECTORS {
+            for e in s + 1..=SECTORS {
+                let (s, e) = (s * 512, e * 512);
+                let mut out = Vec::new();
+                t.overlapping(s, e, &mut out);
+                let want: Vec<_> = t
+                    .iter()
+                    .filter(|&(k, x)| k < e && k + x.len > s)
+                    .map(|(k, x)| (k, *x))
+                    .collect();
+                prop_assert_eq!(out, want);
+            }
+        }
     }
 }
 

@@ -1,0 +1,814 @@
+//! The engine benchmark (issue 4, "Benchmark"): 4 KiB random write, 4 KiB random read
+//! (all hits), 64 KiB sequential write and a 70/30 read/write mix, for 1 and 2 threads,
+//! on a tmpfs-backed [`FileMedia`] and a [`FileBacking`], side by side with a baseline
+//! that only copies the same bytes into the same kind of mapping and makes them durable
+//! with the calls the engine's write path makes per request (`write`, `flush` of the
+//! data range, one `fence`: step D1 of `docs/design.md`). Baseline reads copy out of the
+//! mapping.
+//!
+//! What the engine does on top of the baseline is its own cost: the index, the kset log
+//! (a kset close every 128 keys, steps K1/K2), locks, and the background writeback that
+//! copies dirty data to the backing file while the benchmark runs.
+//!
+//! ```text
+//! cargo bench -p pcache-engine --bench engine -- [--quick] [--reps N] [--secs S]
+//!     [--dir DIR] [--only NAME] [--threads 1,2] [--target engine|baseline] [--markdown]
+//!     [--foreground] [--sparse]
+//! ```
+//!
+//! Every run gets fresh files in `--dir` (default `/dev/shm`), so each starts with an empty
+//! cache. The media files (engine and baseline alike) are allocated up front, so a first
+//! store to a page costs a minor fault, as on a pmem device, rather than a tmpfs page
+//! allocation (`--sparse` leaves them sparse); the backing file is sparse. A run ends after
+//! `--secs` or once it has written 40 % of the cache, less the pre-written working set, so
+//! the cache stays below gc_percent (70) and GC never runs; writeback does. Each row is the
+//! best of `--reps` runs (highest IOPS), engine and baseline runs interleaved.
+//!
+//! Columns: IOPS; p50/p99 latency of one request; CPU µs per request: user + system time
+//! of the whole process (request threads and the engine's workers) during the run, divided
+//! by the requests, which is much less sensitive than IOPS to other load on a shared
+//! machine; IOPS ratio engine/baseline; CPU ratio baseline/engine (1 = as cheap).
+//!
+//! `--foreground` runs the engine without its background workers (no writeback during the
+//! run), to separate the request path from writeback. For profiling, the request is an
+//! out-of-line function: `valgrind --tool=callgrind --collect-atstart=no
+//! --toggle-collect='*one_request*' <bench binary> --quick --only randread --threads 1
+//! --target engine`.
+
+use pcache_engine::backing::{Backing, FileBacking};
+use pcache_engine::format::{fresh, layout};
+use pcache_engine::media::{CacheMedia, FileMedia};
+use pcache_engine::{Cache, CacheConfig};
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+
+// ---------------------------------------------------------------------------------------
+// Latency histogram: log-linear buckets (32 per power of two, ≤ 3 % error), in ns.
+
+const SUB_BITS: u32 = 5;
+const SUB: u64 = 1 << SUB_BITS;
+const LINEAR: u64 = 2 * SUB;
+const BUCKETS: usize = (LINEAR + (64 - SUB_BITS as u64 - 1) * SUB) as usize;
+
+#[derive(Clone)]
+struct Hist {
+    counts: Vec<u64>,
+    n: u64,
+}
+
+impl Hist {
+    fn new() -> Self {
+        Self {
+            counts: vec![0; BUCKETS],
+            n: 0,
+        }
+    }
+
+    fn index(v: u64) -> usize {
+        if v < LINEAR {
+            return v as usize;
+        }
+        let e = u64::from(63 - v.leading_zeros());
+        let sub = (v >> (e - u64::from(SUB_BITS))) & (SUB - 1);
+        (LINEAR + (e - u64::from(SUB_BITS) - 1) * SUB + sub) as usize
+    }
+
+    /// The middle of bucket `i`.
+    fn value(i: usize) -> u64 {
+        let i = i as u64;
+        if i < LINEAR {
+            return i;
+        }
+        let e = (i - LINEAR) / SUB + u64::from(SUB_BITS) + 1;
+        let sub = (i - LINEAR) % SUB;
+        let width = 1u64 << (e - u64::from(SUB_BITS));
+        ((SUB + sub) << (e - u64::from(SUB_BITS))) + width / 2
+    }
+
+    fn record(&mut self, ns: u64) {
+        self.counts[Self::index(ns)] += 1;
+        self.n += 1;
+    }
+
+    fn merge(&mut self, o: &Self) {
+        for (a, b) in self.counts.iter_mut().zip(&o.counts) {
+            *a += b;
+        }
+        self.n += o.n;
+    }
+
+    /// The `q` quantile (0..=1) in ns.
+    fn quantile(&self, q: f64) -> u64 {
+        if self.n == 0 {
+            return 0;
+        }
+        // Rounded rank, at least 1.
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let rank = ((q * self.n as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Self::value(i);
+            }
+        }
+        Self::value(BUCKETS - 1)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A small PRNG (splitmix64): no dependency, and cheap next to the I/O it chooses.
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        // Lemire's multiply-shift: uniform enough for picking blocks.
+        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Workloads and targets.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    RandWrite4k,
+    RandRead4k,
+    SeqWrite64k,
+    Mixed7030,
+}
+
+impl Workload {
+    const ALL: [Self; 4] = [
+        Self::RandWrite4k,
+        Self::RandRead4k,
+        Self::SeqWrite64k,
+        Self::Mixed7030,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::RandWrite4k => "randwrite-4k",
+            Self::RandRead4k => "randread-4k-hit",
+            Self::SeqWrite64k => "seqwrite-64k",
+            Self::Mixed7030 => "mixed-70r30w-4k",
+        }
+    }
+
+    fn block(self) -> u64 {
+        match self {
+            Self::SeqWrite64k => 64 * KIB,
+            _ => 4 * KIB,
+        }
+    }
+
+    /// Whether the working set is written before the timed part (so reads hit).
+    fn prefill(self) -> bool {
+        matches!(self, Self::RandRead4k | Self::Mixed7030)
+    }
+
+    /// Percentage of requests that read.
+    fn read_pct(self) -> u64 {
+        match self {
+            Self::RandRead4k => 100,
+            Self::Mixed7030 => 70,
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Engine,
+    Baseline,
+}
+
+#[derive(Debug, Clone)]
+struct Opts {
+    quick: bool,
+    reps: u32,
+    secs: f64,
+    dir: PathBuf,
+    only: Option<String>,
+    threads: Vec<usize>,
+    targets: Vec<Target>,
+    markdown: bool,
+    /// Run the engine without its background workers (no writeback during the run).
+    foreground: bool,
+    /// Leave the media files sparse (first touch of a page allocates it).
+    sparse: bool,
+    /// Cache media size.
+    cache: u64,
+    /// Logical device (backing file) size.
+    dev: u64,
+    /// Working set of the random workloads (and what is pre-written for reads).
+    ws: u64,
+}
+
+impl Opts {
+    fn parse() -> Self {
+        let mut o = Self {
+            quick: false,
+            reps: 5,
+            secs: 1.5,
+            dir: PathBuf::from("/dev/shm"),
+            only: None,
+            threads: vec![1, 2],
+            targets: vec![Target::Engine, Target::Baseline],
+            markdown: false,
+            foreground: false,
+            sparse: false,
+            cache: 4 * GIB,
+            dev: GIB,
+            ws: 256 * MIB,
+        };
+        let mut reps = None;
+        let mut secs = None;
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            let mut val = |name: &str| {
+                args.next()
+                    .unwrap_or_else(|| panic!("{name} needs a value"))
+            };
+            match a.as_str() {
+                "--quick" => o.quick = true,
+                "--reps" => reps = Some(val("--reps").parse().expect("--reps N")),
+                "--secs" => secs = Some(val("--secs").parse().expect("--secs S")),
+                "--dir" => o.dir = PathBuf::from(val("--dir")),
+                "--only" => o.only = Some(val("--only")),
+                "--threads" => {
+                    o.threads = val("--threads")
+                        .split(',')
+                        .map(|t| t.parse().expect("--threads 1,2"))
+                        .collect();
+                }
+                "--target" => {
+                    o.targets = match val("--target").as_str() {
+                        "engine" => vec![Target::Engine],
+                        "baseline" => vec![Target::Baseline],
+                        t => panic!("unknown target {t}"),
+                    };
+                }
+                "--markdown" => o.markdown = true,
+                "--foreground" => o.foreground = true,
+                "--sparse" => o.sparse = true,
+                "-h" | "--help" => {
+                    println!(
+                        "engine [--quick] [--reps N] [--secs S] [--dir DIR] [--only NAME] \
+                         [--threads 1,2] [--target engine|baseline] [--markdown] [--foreground] [--sparse]"
+                    );
+                    std::process::exit(0);
+                }
+                // `cargo bench` passes --bench; libtest-style filters are ignored too.
+                _ => {}
+            }
+        }
+        if o.quick {
+            o.reps = 1;
+            o.secs = 0.3;
+            o.cache = GIB;
+            o.ws = 64 * MIB;
+        }
+        o.reps = reps.unwrap_or(o.reps).max(1);
+        o.secs = secs.unwrap_or(o.secs);
+        o
+    }
+
+    /// Bytes a run may write: 40 % of the cache, less what was pre-written, so the cache
+    /// stays below the default gc_percent (70) and GC never starts.
+    fn write_budget(&self, w: Workload) -> u64 {
+        let pre = if w.prefill() { self.ws } else { 0 };
+        (self.cache * 2 / 5).saturating_sub(pre)
+    }
+}
+
+/// One run's result.
+#[derive(Clone)]
+struct Run {
+    ops: u64,
+    secs: f64,
+    /// CPU time of the whole process (request threads and the engine's workers) while the
+    /// requests ran.
+    cpu_secs: f64,
+    hist: Hist,
+}
+
+impl Run {
+    fn iops(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let ops = self.ops as f64;
+        ops / self.secs
+    }
+
+    /// CPU time per request, in µs.
+    fn cpu_us(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let ops = self.ops.max(1) as f64;
+        self.cpu_secs * 1e6 / ops
+    }
+}
+
+/// User + system CPU time of this process so far (every thread, finished ones included).
+fn process_cpu() -> f64 {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one `struct rusage` through the pointer, which points at
+    // enough zeroed memory for it; RUSAGE_SELF is always valid.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+    if rc != 0 {
+        return 0.0;
+    }
+    // SAFETY: getrusage succeeded, so it initialised the struct (it was zeroed anyway,
+    // and all-zero is a valid `rusage`).
+    let ru = unsafe { ru.assume_init() };
+    #[allow(clippy::cast_precision_loss)]
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+// ---------------------------------------------------------------------------------------
+// Files.
+
+/// Temporary files removed on drop.
+struct Files(Vec<PathBuf>);
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A media file: allocated up front unless `--sparse`, so a first store to a page costs
+/// a minor fault that maps it (as on a real pmem/DAX device), not a tmpfs page allocation.
+fn media_file(o: &Opts, path: &Path) -> File {
+    let f = sparse_file(path, o.cache);
+    if !o.sparse {
+        let len = libc::off_t::try_from(o.cache).expect("cache size");
+        // SAFETY: posix_fallocate only allocates blocks of our own open file.
+        let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len) };
+        assert_eq!(rc, 0, "posix_fallocate {}: error {rc}", path.display());
+    }
+    f
+}
+
+fn sparse_file(path: &Path, len: u64) -> File {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    f.set_len(len)
+        .unwrap_or_else(|e| panic!("size {}: {e}", path.display()));
+    f
+}
+
+fn temp_path(dir: &Path, what: &str) -> PathBuf {
+    dir.join(format!("pcache-bench-{}-{what}", std::process::id()))
+}
+
+// ---------------------------------------------------------------------------------------
+// The timed loop.
+
+/// Per-thread state handed to a request.
+struct Ctx {
+    /// Thread (and queue) number.
+    t: usize,
+    rng: Rng,
+    /// Bytes this thread has streamed (sequential writes).
+    seq: u64,
+    /// The baseline's append position in this thread's region.
+    head: u64,
+}
+
+/// One request, out of line so a profiler can isolate it
+/// (`valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*one_request*'`).
+#[inline(never)]
+fn one_request<F: Fn(&mut Ctx, &mut [u8]) -> u64>(op: &F, ctx: &mut Ctx, buf: &mut [u8]) -> u64 {
+    op(ctx, buf)
+}
+
+/// Runs `threads` workers calling `op(ctx, buf) -> bytes written` until `secs` pass or
+/// `budget` bytes were written (split evenly among the threads).
+fn timed<F>(threads: usize, secs: f64, budget: u64, block: u64, op: F) -> Run
+where
+    F: Fn(&mut Ctx, &mut [u8]) -> u64 + Sync,
+{
+    let stop = AtomicBool::new(false);
+    let barrier = Barrier::new(threads + 1);
+    let per_thread = budget / threads as u64;
+    let (start, results) = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (stop, barrier, op) = (&stop, &barrier, &op);
+                s.spawn(move || {
+                    let mut ctx = Ctx {
+                        t,
+                        rng: Rng(0x5eed_0000 + t as u64),
+                        seq: 0,
+                        head: 0,
+                    };
+                    let mut buf = vec![0u8; usize::try_from(block).expect("block")];
+                    for (i, b) in buf.iter_mut().enumerate() {
+                        // Any pattern will do; truncation intended.
+                        #[allow(clippy::cast_possible_truncation)]
+                        let v = (i as u8).wrapping_mul(151).wrapping_add(t as u8);
+                        *b = v;
+                    }
+                    let mut hist = Hist::new();
+                    let mut ops = 0u64;
+                    let mut written = 0u64;
+                    barrier.wait();
+                    while written < per_thread && !(ops % 32 == 0 && stop.load(Ordering::Relaxed)) {
+                        let a = Instant::now();
+                        written += one_request(op, &mut ctx, &mut buf);
+                        let b = Instant::now();
+                        hist.record(u64::try_from((b - a).as_nanos()).unwrap_or(u64::MAX));
+                        ops += 1;
+                    }
+                    (ops, hist, Instant::now())
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let cpu0 = process_cpu();
+        let deadline = start + Duration::from_secs_f64(secs);
+        while Instant::now() < deadline
+            && !handles
+                .iter()
+                .all(std::thread::ScopedJoinHandle::is_finished)
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let res: Vec<(u64, Hist, Instant)> = handles
+            .into_iter()
+            .map(|h| h.join().expect("bench thread panicked"))
+            .collect();
+        (start, (res, process_cpu() - cpu0))
+    });
+    let (results, cpu_secs) = results;
+    let mut hist = Hist::new();
+    let mut ops = 0;
+    let mut end = start;
+    for (o, h, e) in &results {
+        ops += o;
+        hist.merge(h);
+        end = end.max(*e);
+    }
+    Run {
+        ops,
+        secs: (end - start).as_secs_f64().max(1e-9),
+        cpu_secs,
+        hist,
+    }
+}
+
+/// Logical offset of the next request of thread `t` (of `threads`).
+fn pick_offset(o: &Opts, w: Workload, threads: usize, ctx: &mut Ctx) -> u64 {
+    let block = w.block();
+    match w {
+        Workload::SeqWrite64k => {
+            // Each thread streams through its own slice of the device.
+            let slice = o.dev / threads as u64 / block * block;
+            let off = ctx.t as u64 * slice + ctx.seq % slice;
+            ctx.seq += block;
+            off
+        }
+        _ => ctx.rng.below(o.ws / block) * block,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Engine runs.
+
+fn run_engine(o: &Opts, w: Workload, threads: usize) -> (Run, String) {
+    let media_path = temp_path(&o.dir, "media");
+    let backing_path = temp_path(&o.dir, "backing");
+    let _files = Files(vec![media_path.clone(), backing_path.clone()]);
+    {
+        let f = media_file(o, &media_path);
+        let seg_num = layout::seg_num_for_device(o.cache).expect("cache size");
+        f.write_all_at(&fresh::superblock(seg_num), layout::SB_OFF)
+            .expect("write superblock");
+    }
+    drop(sparse_file(&backing_path, o.dev));
+    let media: Arc<dyn CacheMedia> = Arc::new(FileMedia::open(&media_path, false).expect("media"));
+    let backing: Arc<dyn Backing> =
+        Arc::new(FileBacking::open(&backing_path, false).expect("backing"));
+    let desc = format!(
+        "media: {}; backing: {}",
+        media.describe(),
+        backing.describe()
+    );
+    let cache = Cache::open(
+        media,
+        backing,
+        CacheConfig {
+            data_crc: false,
+            queues: u32::try_from(threads).expect("threads"),
+            gc_percent: None,
+            background: !o.foreground,
+            read_only: false,
+        },
+    )
+    .expect("open cache");
+    if w.prefill() {
+        let data = vec![0xa5u8; 4 * KIB as usize];
+        let mut off = 0;
+        while off < o.ws {
+            cache.write(0, off, &data, false).expect("prefill");
+            off += data.len() as u64;
+        }
+        cache.flush().expect("flush");
+        // Let writeback catch up, so the timed part does not compete with it.
+        if o.foreground {
+            cache.writeback_all().expect("writeback");
+        }
+        let t = Instant::now();
+        while !cache.status().is_clean() && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let run = timed(threads, o.secs, o.write_budget(w), w.block(), |ctx, buf| {
+        let q = u32::try_from(ctx.t).expect("queue");
+        let off = pick_offset(o, w, threads, ctx);
+        if w.read_pct() > 0 && ctx.rng.below(100) < w.read_pct() {
+            cache.read(q, off, buf).expect("read");
+            0
+        } else {
+            cache.write(q, off, buf, false).expect("write");
+            buf.len() as u64
+        }
+    });
+    let st = cache.status();
+    if w.read_pct() == 100 && st.misses > 0 {
+        eprintln!("warning: {} bytes of {} missed", st.misses, w.name());
+    }
+    cache.close().expect("close");
+    (run, desc)
+}
+
+// ---------------------------------------------------------------------------------------
+// Baseline runs: the same bytes into the same kind of mapping, durable with the same
+// per-request calls as the engine's write path (write, flush of the range, fence: D1).
+
+fn run_baseline(o: &Opts, w: Workload, threads: usize) -> (Run, String) {
+    let media_path = temp_path(&o.dir, "baseline");
+    let _files = Files(vec![media_path.clone()]);
+    drop(media_file(o, &media_path));
+    let media: Arc<dyn CacheMedia> = Arc::new(FileMedia::open(&media_path, false).expect("media"));
+    let desc = media.describe();
+    // Reads come from the working set at the start of the mapping; writes go, like the
+    // engine's data heads, to fresh space after it, each thread appending to its own
+    // region.
+    let log_start = o.ws;
+    let region = (o.cache - log_start) / threads as u64 / MIB * MIB;
+    if w.prefill() {
+        let data = vec![0xa5u8; MIB as usize];
+        let mut off = 0;
+        while off < o.ws {
+            media.write(off, &data).expect("prefill");
+            off += data.len() as u64;
+        }
+        media.flush(0, o.ws);
+        media.fence();
+    }
+    let run = timed(threads, o.secs, o.write_budget(w), w.block(), |ctx, buf| {
+        let len = buf.len() as u64;
+        // The same choice of request as the engine run (same PRNG draws).
+        let off = pick_offset(o, w, threads, ctx);
+        if w.read_pct() > 0 && ctx.rng.below(100) < w.read_pct() {
+            media.read(off, buf).expect("read");
+            0
+        } else {
+            if ctx.head + len > region {
+                ctx.head = 0;
+            }
+            let at = log_start + ctx.t as u64 * region + ctx.head;
+            ctx.head += len;
+            media.write(at, buf).expect("write");
+            media.flush(at, len);
+            media.fence();
+            len
+        }
+    });
+    (run, desc)
+}
+
+// ---------------------------------------------------------------------------------------
+// Report.
+
+fn us(ns: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let v = ns as f64 / 1000.0;
+    format!("{v:.2}")
+}
+
+fn kiops(r: &Run) -> String {
+    format!("{:.1}k", r.iops() / 1000.0)
+}
+
+struct Row {
+    w: Workload,
+    threads: usize,
+    engine: Option<Run>,
+    baseline: Option<Run>,
+}
+
+fn print_table(rows: &[Row], markdown: bool) -> String {
+    let mut s = String::new();
+    let header = [
+        "workload",
+        "thr",
+        "engine IOPS",
+        "p50 µs",
+        "p99 µs",
+        "CPU µs",
+        "baseline IOPS",
+        "p50 µs",
+        "p99 µs",
+        "CPU µs",
+        "IOPS ratio",
+        "CPU ratio",
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let side = |x: &Option<Run>| match x {
+                Some(x) => [
+                    kiops(x),
+                    us(x.hist.quantile(0.5)),
+                    us(x.hist.quantile(0.99)),
+                    format!("{:.2}", x.cpu_us()),
+                ],
+                None => ["-".into(), "-".into(), "-".into(), "-".into()],
+            };
+            let (ratio, cpu_ratio) = match (&r.engine, &r.baseline) {
+                (Some(e), Some(b)) => (
+                    format!("{:.2}", e.iops() / b.iops()),
+                    format!("{:.2}", b.cpu_us() / e.cpu_us()),
+                ),
+                _ => ("-".into(), "-".into()),
+            };
+            let mut v = vec![r.w.name().to_string(), r.threads.to_string()];
+            v.extend(side(&r.engine));
+            v.extend(side(&r.baseline));
+            v.push(ratio);
+            v.push(cpu_ratio);
+            v
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            cells
+                .iter()
+                .map(|c| c[i].chars().count())
+                .chain(std::iter::once(header[i].chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |s: &mut String, v: &[String]| {
+        if markdown {
+            s.push('|');
+        }
+        for (i, c) in v.iter().enumerate() {
+            let pad = widths[i] - c.chars().count();
+            if i < 2 {
+                let _ = write!(s, " {c}{} ", " ".repeat(pad));
+            } else {
+                let _ = write!(s, " {}{c} ", " ".repeat(pad));
+            }
+            if markdown {
+                s.push('|');
+            }
+        }
+        s.push('\n');
+    };
+    line(&mut s, &header.map(String::from));
+    if markdown {
+        let sep: Vec<String> = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                if i < 2 {
+                    "-".repeat(w)
+                } else {
+                    format!("{}:", "-".repeat(w - 1))
+                }
+            })
+            .collect();
+        line(&mut s, &sep);
+    } else {
+        let total: usize = widths.iter().map(|w| w + 2).sum();
+        let _ = writeln!(s, "{}", "-".repeat(total));
+    }
+    for c in &cells {
+        line(&mut s, c);
+    }
+    s
+}
+
+fn best(a: Option<Run>, b: Run) -> Option<Run> {
+    match a {
+        Some(a) if a.iops() >= b.iops() => Some(a),
+        _ => Some(b),
+    }
+}
+
+fn main() {
+    let o = Opts::parse();
+    let started = Instant::now();
+    println!(
+        "pcache engine benchmark{}: {} run(s) of up to {:.1} s each, best kept; cache {} MiB, \
+         device {} MiB, random working set {} MiB; dir {}",
+        if o.quick { " (quick)" } else { "" },
+        o.reps,
+        o.secs,
+        o.cache / MIB,
+        o.dev / MIB,
+        o.ws / MIB,
+        o.dir.display()
+    );
+    let mut rows = Vec::new();
+    let mut descs = (None, None);
+    for w in Workload::ALL {
+        if o.only.as_deref().is_some_and(|n| !w.name().contains(n)) {
+            continue;
+        }
+        for &threads in &o.threads {
+            let mut row = Row {
+                w,
+                threads,
+                engine: None,
+                baseline: None,
+            };
+            for rep in 0..o.reps {
+                for &target in &o.targets {
+                    let (run, desc) = match target {
+                        Target::Engine => run_engine(&o, w, threads),
+                        Target::Baseline => run_baseline(&o, w, threads),
+                    };
+                    eprintln!(
+                        "  {:<16} thr {threads} rep {rep} {:<8}: {:>9} IOPS, p50 {} µs, p99 {} µs, \
+                         CPU {:.2} µs/op ({} ops in {:.2} s)",
+                        w.name(),
+                        format!("{target:?}").to_lowercase(),
+                        kiops(&run),
+                        us(run.hist.quantile(0.5)),
+                        us(run.hist.quantile(0.99)),
+                        run.cpu_us(),
+                        run.ops,
+                        run.secs
+                    );
+                    match target {
+                        Target::Engine => {
+                            descs.0.get_or_insert(desc);
+                            row.engine = best(row.engine.take(), run);
+                        }
+                        Target::Baseline => {
+                            descs.1.get_or_insert(desc);
+                            row.baseline = best(row.baseline.take(), run);
+                        }
+                    }
+                }
+            }
+            rows.push(row);
+        }
+    }
+    if let Some(d) = descs.0 {
+        println!("engine   {d}");
+    }
+    if let Some(d) = descs.1 {
+        println!("baseline media: {d}");
+    }
+    print!("{}", print_table(&rows, o.markdown));
+    println!("({:.1} s)", started.elapsed().as_secs_f64());
+}
