@@ -428,14 +428,17 @@ fn kernel(cfg: &Config) -> Result<()> {
     if pkgs.is_empty() {
         pkgs.push(format!("linux-image-{kver}")); // old packaging: one package
     }
-    run(inchroot(cfg)
-        .args([
-            "sh",
-            "-c",
-            "cd /tmp/kdebs && apt-get download -q \"$@\"",
-            "sh",
-        ])
-        .args(&pkgs))?;
+    run_logged(
+        inchroot(cfg)
+            .args([
+                "sh",
+                "-c",
+                "cd /tmp/kdebs && apt-get download -q \"$@\"",
+                "sh",
+            ])
+            .args(&pkgs),
+        &cfg.cache.join("kernel-download.log"),
+    )?;
     let tmp = suffixed(&dir, ".tmp");
     util::remove_any(&tmp)?;
     fs::create_dir_all(&tmp)?;
