@@ -23,7 +23,7 @@ use crate::meta::DualState;
 use crate::segments::Segments;
 use crate::status::{Counters, Status};
 use parking_lot::{Condvar, Mutex};
-use pcache_format::layout::CachePos;
+use pcache_format::layout::{CachePos, KSET_HEADER_SIZE, SEG_DATA_SIZE};
 use pcache_format::record::{CacheInfo, Superblock, GC_PERCENT_MAX};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -119,8 +119,12 @@ pub(crate) struct Inner {
     pub counters: Counters,
     pub replay_stats: Mutex<crate::replay::ReplayStats>,
     pub stop: AtomicBool,
-    /// Set when a persistence step failed: the cache then refuses writes.
+    /// Set when a persistence step failed: the cache then refuses writes. The flag is
+    /// what the I/O paths test; the message is for errors and status.
+    pub failed_flag: AtomicBool,
     pub failed: Mutex<Option<String>>,
+    /// A writer waits for space: GC runs whatever gc_percent says.
+    pub gc_wanted: AtomicBool,
     pub kick_writeback: Kick,
     pub kick_gc: Kick,
     pub kick_flush: Kick,
@@ -146,7 +150,21 @@ impl Inner {
             tracing::error!("cache failed: {e}");
             *f = Some(e.to_string());
         }
+        self.failed_flag.store(true, Ordering::Release);
         self.counters.error();
+    }
+
+    /// Whether a persistence step failed earlier.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed_flag.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn check_failed(&self) -> Result<()> {
+        if !self.has_failed() {
+            return Ok(());
+        }
+        let why = self.failed.lock().clone().unwrap_or_default();
+        Err(EngineError::Failed(why))
     }
 
     pub(crate) fn check_writable(&self) -> Result<()> {
@@ -156,10 +174,7 @@ impl Inner {
         if self.read_only {
             return Err(EngineError::ReadOnly);
         }
-        if let Some(f) = self.failed.lock().as_ref() {
-            return Err(EngineError::Failed(f.clone()));
-        }
-        Ok(())
+        self.check_failed()
     }
 
     /// Checks a request: sector-aligned and inside the device.
@@ -259,7 +274,9 @@ impl Cache {
             counters: Counters::default(),
             replay_stats: Mutex::default(),
             stop: AtomicBool::new(false),
+            failed_flag: AtomicBool::new(false),
             failed: Mutex::new(None),
+            gc_wanted: AtomicBool::new(false),
             kick_writeback: Kick::default(),
             kick_gc: Kick::default(),
             kick_flush: Kick::default(),
@@ -271,6 +288,13 @@ impl Cache {
             tracing::info!("formatted a new cache of {} segments", loaded.sb.seg_num);
         }
         let head = inner.replay()?;
+        if SEG_DATA_SIZE - head.off < KSET_HEADER_SIZE {
+            // Neither we nor the kernel write such a log: the next kset close could not
+            // even place a LAST kset in the segment.
+            return Err(EngineError::Inconsistent(format!(
+                "the log ends at {head}, less than a kset header before the end of its segment"
+            )));
+        }
         *inner.key_head.lock() = head;
         *inner.durable_head.lock() = head;
         if !read_only {
@@ -355,11 +379,14 @@ impl Cache {
     /// As [`Cache::write`], and backing errors.
     pub fn discard(&self, off: u64, len: u64) -> Result<()> {
         self.inner.check_writable()?;
-        self.inner.zero_range(off, len, true)?;
+        self.inner.check_request(off, len)?;
+        // The backing discard goes first (its content is unspecified afterwards); the
+        // durable zero keys after it are then written back over it, in log order.
         self.inner
             .backing
             .discard(off, len)
-            .map_err(EngineError::backing("discard", off, len))
+            .map_err(EngineError::backing("discard", off, len))?;
+        self.inner.zero_range(off, len, true)
     }
 
     /// Makes `[off, off + len)` read as zeros.

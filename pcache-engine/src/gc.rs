@@ -14,7 +14,10 @@ impl Inner {
     /// One GC step if it is due (segments used ≥ gc_percent). False when there is
     /// nothing to do.
     pub(crate) fn gc_once(&self) -> Result<bool> {
-        self.gc_step(false)
+        let forced = self
+            .gc_wanted
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
+        self.gc_step(forced)
     }
 
     /// One GC step regardless of gc_percent (a writer is waiting for space).
@@ -49,22 +52,24 @@ impl Inner {
             }
             KsetRead::Keys { keys, size } => {
                 let keys = self.decode_keys(keys, at)?;
-                let mut dead = Vec::new();
-                for key in &keys {
-                    // Replay took no reference for a stale key; neither do we drop one.
-                    if self.is_stale(key) {
-                        continue;
-                    }
-                    if self.segs.put(key.pos.seg) {
-                        dead.push(key.pos.seg);
-                    }
-                }
-                // G1: key_tail moves past the kset ...
+                // Replay took no reference for a stale key; neither do we drop one.
+                let live: Vec<u32> = keys
+                    .iter()
+                    .filter(|k| !self.is_stale(k))
+                    .map(|k| k.pos.seg)
+                    .collect();
+                // G1: key_tail moves past the kset. Nothing in memory changes before it is
+                // durable, so a failure here leaves the round to be retried as it was.
                 self.set_key_tail(CachePos::new(kt.seg, kt.off + size))?;
-                // G2: ... then each segment whose last key it was is invalidated (its
-                // generation persisted) and freed.
+                // The kset's keys no longer hold their segments.
+                let dead: Vec<u32> = live.into_iter().filter(|&s| self.segs.put(s)).collect();
+                // G2: each segment whose last key it was is invalidated (its generation
+                // persisted) and freed. A failure here would leak the segment: it latches.
                 for seg in dead {
-                    self.segs.invalidate(&*self.media, seg)?;
+                    if let Err(e) = self.segs.invalidate(&*self.media, seg) {
+                        self.fail(&e);
+                        return Err(e);
+                    }
                 }
                 self.counters.gc_run();
                 Ok(true)

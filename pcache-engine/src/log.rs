@@ -6,14 +6,18 @@ use crate::cache::Inner;
 use crate::error::{EngineError, Result};
 use crate::index::Extent;
 use crate::segments::Purpose;
-use pcache_format::kset::{encode_last_kset, read_kset, KsetBuf, KsetRead};
-use pcache_format::layout::{
-    self, dirty_tail_off, key_tail_off, CachePos, KSET_HEADER_SIZE, KSET_SIZE_MAX, SEG_DATA_SIZE,
+use pcache_format::kset::{
+    encode_last_kset, read_kset, KsetBuf, KsetRead, KSET_FLAG_LAST, KSET_MAGIC,
 };
+use pcache_format::layout::{
+    self, dirty_tail_off, key_tail_off, CachePos, KSET_HEADER_SIZE, KSET_KEYS_MAX, SEG_DATA_SIZE,
+};
+use pcache_format::raw::RawKsetHeader;
 use pcache_format::record::TailPos;
 use pcache_format::{Key, KeyBounds};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use zerocopy::FromBytes;
 
 /// A kset being filled in memory.
 #[derive(Debug, Default)]
@@ -50,19 +54,34 @@ impl Inner {
         }
     }
 
-    /// Reads the kset at `pos` into `buf` and parses it.
+    /// Reads the kset at `pos` into `buf` and parses it. Only the kset's own bytes are
+    /// read (its header first, then the keys its header announces), never beyond: the
+    /// bytes after the last durable kset may be being written by a close.
     pub(crate) fn load_kset<'b>(
         &self,
         pos: CachePos,
         buf: &'b mut Vec<u8>,
     ) -> Result<KsetRead<'b>> {
         let room = SEG_DATA_SIZE.saturating_sub(pos.off);
-        let n = room.min(KSET_SIZE_MAX) as usize;
-        buf.resize(n, 0);
         let at = self.abs(pos)?;
+        let hdr = KSET_HEADER_SIZE.min(room) as usize;
+        buf.resize(hdr, 0);
         self.media
-            .read(at, &mut buf[..n])
+            .read(at, &mut buf[..hdr])
             .map_err(EngineError::media("read kset"))?;
+        let n = match RawKsetHeader::read_from_prefix(&buf[..]) {
+            Ok((h, _)) if h.magic.get() == KSET_MAGIC && h.flags.get() & KSET_FLAG_LAST == 0 => {
+                let keys = h.key_num.get().min(KSET_KEYS_MAX);
+                layout::kset_size(keys).min(room) as usize
+            }
+            _ => hdr,
+        };
+        if n > hdr {
+            buf.resize(n, 0);
+            self.media
+                .read(at + hdr as u64, &mut buf[hdr..n])
+                .map_err(EngineError::media("read kset"))?;
+        }
         read_kset(&buf[..n], room, self.segs.count(), at).map_err(EngineError::corrupt("kset"))
     }
 
@@ -127,18 +146,18 @@ impl Inner {
     /// Waits for space to be freed. With background workers it asks them to hurry; without,
     /// it reclaims in this thread (closing ksets first only when `close_ksets`, i.e. when
     /// the caller holds no kset lock).
-    pub(crate) fn wait_for_space(&self, close_ksets: bool) -> Result<()> {
+    pub(crate) fn wait_for_space(&self, close_ksets: bool, purpose: Purpose) -> Result<()> {
         if self.stop.load(Ordering::Acquire) {
             return Err(EngineError::Closed);
         }
-        if let Some(f) = self.failed.lock().as_ref() {
-            return Err(EngineError::Failed(f.clone()));
-        }
+        self.check_failed()?;
         if self.background {
             if close_ksets {
                 self.close_all_wanted.store(true, Ordering::Release);
                 self.kick_flush.kick();
             }
+            // A waiting writer gets GC regardless of gc_percent.
+            self.gc_wanted.store(true, Ordering::Release);
             self.kick_gc.kick();
             self.kick_writeback.kick();
             self.segs.wait_freed(Duration::from_millis(50));
@@ -154,7 +173,7 @@ impl Inner {
         while self.gc_once_forced()? {
             progress = true;
         }
-        if progress || self.segs.used() < self.segs.count() {
+        if progress || self.segs.can_alloc(purpose) {
             Ok(())
         } else {
             Err(EngineError::Full)
@@ -163,8 +182,20 @@ impl Inner {
 
     /// Takes up to `want` bytes of data space from queue `q`'s data head, with a segment
     /// reference for the key. With `wait`, waits for space; otherwise `None` when full.
+    ///
+    /// The head's lock is not held while waiting, and a caller that does not wait (a miss
+    /// fill) does not queue behind one that does.
     pub(crate) fn alloc_data(&self, q: usize, want: u32, wait: bool) -> Result<Option<Space>> {
-        let mut head = self.heads[q].lock();
+        let lock = || {
+            if wait {
+                Some(self.heads[q].lock())
+            } else {
+                self.heads[q].try_lock()
+            }
+        };
+        let Some(mut head) = lock() else {
+            return Ok(None);
+        };
         loop {
             let Some(h) = head.as_mut() else {
                 match self.segs.alloc(Purpose::Data) {
@@ -176,7 +207,14 @@ impl Inner {
                             gen: self.segs.gen(seg),
                         });
                     }
-                    None if wait => self.wait_for_space(true)?,
+                    None if wait => {
+                        drop(head);
+                        self.wait_for_space(true, Purpose::Data)?;
+                        let Some(h) = lock() else {
+                            return Ok(None);
+                        };
+                        head = h;
+                    }
                     None => return Ok(None),
                 }
                 continue;
@@ -289,7 +327,7 @@ impl Inner {
             if let Some(s) = self.segs.alloc(Purpose::Log) {
                 return Ok(s);
             }
-            self.wait_for_space(false)?;
+            self.wait_for_space(false, Purpose::Log)?;
         }
     }
 

@@ -45,6 +45,16 @@ pub(crate) enum Purpose {
     Log,
 }
 
+impl Purpose {
+    /// Free segments there must be for an allocation.
+    const fn need(self) -> u32 {
+        match self {
+            Purpose::Data => LOG_RESERVE + 1,
+            Purpose::Log => 1,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Map {
     used: Vec<bool>,
@@ -145,17 +155,18 @@ impl Segments {
         self.map.lock().n_used
     }
 
+    /// Whether a segment may be taken for `purpose` now.
+    pub(crate) fn can_alloc(&self, purpose: Purpose) -> bool {
+        self.count() - self.map.lock().n_used >= purpose.need()
+    }
+
     /// Takes a free segment, next-fit after the last one taken, or `None` when none may be
     /// taken for `purpose`.
     pub(crate) fn alloc(&self, purpose: Purpose) -> Option<u32> {
         let mut map = self.map.lock();
         let n = self.count();
         let free = n - map.n_used;
-        let need = match purpose {
-            Purpose::Data => LOG_RESERVE + 1,
-            Purpose::Log => 1,
-        };
-        if free < need {
+        if free < purpose.need() {
             return None;
         }
         let start = map.last;

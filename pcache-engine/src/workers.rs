@@ -72,13 +72,26 @@ fn writeback(inner: &Inner) {
             Ok(true) => backoff = Duration::from_millis(10),
             Ok(false) => inner.kick_writeback.wait(IDLE),
             Err(e) => {
-                // Dirty data stays in the cache; dirty_tail stays put; retry later.
+                // Dirty data stays in the cache; dirty_tail stays put; retry later. Kicks
+                // (every kset close sends one) do not cut the back-off short.
                 inner.counters.error();
                 tracing::error!("writeback: {e}; retrying in {backoff:?}");
-                inner.kick_writeback.wait(backoff);
+                sleep_unless_stopping(inner, backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+/// Sleeps for `d`, waking early only to stop.
+fn sleep_unless_stopping(inner: &Inner, d: Duration) {
+    let end = Instant::now() + d;
+    while !stopping(inner) {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
     }
 }
 
@@ -90,7 +103,7 @@ fn gc(inner: &Inner) {
             Err(e) => {
                 inner.counters.error();
                 tracing::error!("gc: {e}");
-                inner.kick_gc.wait(MAX_BACKOFF);
+                sleep_unless_stopping(inner, MAX_BACKOFF);
             }
         }
     }
