@@ -100,10 +100,20 @@ impl Inner {
             return Ok(());
         }
         let q = self.queue(q);
-        let staged = self.stage(q, off, data, 0, true)?;
-        let r = self.log_staged(&staged, data.len(), fua);
-        recycle_staged(staged);
-        r
+        // Region by region (a 4 MiB piece, split further at a segment end): each piece is
+        // logged before the next takes space, so even a write larger than the cache only
+        // ever waits for space that earlier pieces' writeback can free.
+        let mut done = 0;
+        while done < data.len() {
+            let cur = off + done as u64;
+            let n = piece_len(cur, data.len() - done);
+            let staged = self.stage(q, cur, &data[done..done + n], 0, true)?;
+            let r = self.log_staged(&staged, n, fua);
+            recycle_staged(staged);
+            r?;
+            done += n;
+        }
+        Ok(())
     }
 
     /// The rest of [`Inner::write`] once the data is staged: D1, then the keys.
@@ -154,7 +164,11 @@ impl Inner {
             // At most 1 MiB.
             #[allow(clippy::cast_possible_truncation)]
             let n = (len - done).min(ZEROS.len() as u64) as usize;
-            self.write(0, off + done, &ZEROS[..n], durable)?;
+            let at = off + done;
+            // Spread over the queues by region, as the ksets are.
+            #[allow(clippy::cast_possible_truncation)]
+            let q = (at >> layout::SUBTREE_SHIFT) as u32;
+            self.write(q, at, &ZEROS[..n], durable)?;
             done += n as u64;
         }
         Ok(())
@@ -242,10 +256,14 @@ impl Inner {
             miss_bytes += u64::from(e - s);
         }
         self.counters.miss(miss_bytes);
-        if !misses.is_empty() && !self.read_only && self.failed.lock().is_none() {
+        if !misses.is_empty() && !self.read_only && !self.has_failed() {
             for &(s, e) in &misses {
                 let data = &buf[(s - rel) as usize..(e - rel) as usize];
-                self.fill(q, base + u64::from(s), data, epoch)?;
+                // The read is served either way: a fill that fails just does not cache.
+                if let Err(err) = self.fill(q, base + u64::from(s), data, epoch) {
+                    tracing::debug!("read-miss fill at {:#x}: {err}", base + u64::from(s));
+                    break;
+                }
             }
         }
         Ok(())
