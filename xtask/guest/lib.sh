@@ -224,7 +224,7 @@ xt_pcache_create() {
 xt_dm_field() { dmsetup status "$1" | awk -v n="$2" '{print $n}'; }
 
 # xt_pcache_settle NAME [SECS]: wait (default 60 s) until the kernel's cache
-# is clean (dirty_tail == key_head) and its status stays the same for 1 s.
+# is clean (dirty_tail == key_head) and two status reads 0.5 s apart agree.
 xt_pcache_settle() {
     _n=0
     _prev=
