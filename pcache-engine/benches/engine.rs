@@ -27,7 +27,10 @@
 //! Columns: IOPS; p50/p99 latency of one request; CPU µs per request: user + system time
 //! of the whole process (request threads and the engine's workers) during the run, divided
 //! by the requests, which is much less sensitive than IOPS to other load on a shared
-//! machine; IOPS ratio engine/baseline; CPU ratio baseline/engine (1 = as cheap).
+//! machine; of which "bg": the part spent outside the request threads (the engine's
+//! writeback, GC and flush workers), including the writeback still due for the run's
+//! requests when it ends (the engine's CPU is counted until its log is clean); IOPS ratio engine/baseline; CPU ratio
+//! baseline/engine (1 = as cheap).
 //!
 //! `--foreground` runs the engine without its background workers (no writeback during the
 //! run), to separate the request path from writeback. For profiling, the request is an
@@ -313,6 +316,8 @@ struct Run {
     /// CPU time of the whole process (request threads and the engine's workers) while the
     /// requests ran.
     cpu_secs: f64,
+    /// CPU time of the request threads alone (the rest is the engine's workers).
+    req_cpu_secs: f64,
     hist: Hist,
 }
 
@@ -329,14 +334,30 @@ impl Run {
         let ops = self.ops.max(1) as f64;
         self.cpu_secs * 1e6 / ops
     }
+
+    /// CPU time per request spent outside the request threads (background workers), µs.
+    fn bg_cpu_us(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let ops = self.ops.max(1) as f64;
+        (self.cpu_secs - self.req_cpu_secs).max(0.0) * 1e6 / ops
+    }
 }
 
 /// User + system CPU time of this process so far (every thread, finished ones included).
 fn process_cpu() -> f64 {
+    cpu_time(libc::RUSAGE_SELF)
+}
+
+/// User + system CPU time of the calling thread so far.
+fn thread_cpu() -> f64 {
+    cpu_time(libc::RUSAGE_THREAD)
+}
+
+fn cpu_time(who: libc::c_int) -> f64 {
     let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage writes one `struct rusage` through the pointer, which points at
-    // enough zeroed memory for it; RUSAGE_SELF is always valid.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+    // enough zeroed memory for it; `who` is RUSAGE_SELF or RUSAGE_THREAD, both valid.
+    let rc = unsafe { libc::getrusage(who, ru.as_mut_ptr()) };
     if rc != 0 {
         return 0.0;
     }
@@ -444,6 +465,7 @@ where
                     let mut ops = 0u64;
                     let mut written = 0u64;
                     barrier.wait();
+                    let cpu0 = thread_cpu();
                     while written < per_thread && !(ops % 32 == 0 && stop.load(Ordering::Relaxed)) {
                         let a = Instant::now();
                         written += one_request(op, &mut ctx, &mut buf);
@@ -451,7 +473,7 @@ where
                         hist.record(u64::try_from((b - a).as_nanos()).unwrap_or(u64::MAX));
                         ops += 1;
                     }
-                    (ops, hist, Instant::now())
+                    (ops, hist, Instant::now(), thread_cpu() - cpu0)
                 })
             })
             .collect();
@@ -467,7 +489,7 @@ where
             std::thread::sleep(Duration::from_millis(2));
         }
         stop.store(true, Ordering::Relaxed);
-        let res: Vec<(u64, Hist, Instant)> = handles
+        let res: Vec<(u64, Hist, Instant, f64)> = handles
             .into_iter()
             .map(|h| h.join().expect("bench thread panicked"))
             .collect();
@@ -477,15 +499,18 @@ where
     let mut hist = Hist::new();
     let mut ops = 0;
     let mut end = start;
-    for (o, h, e) in &results {
+    let mut req_cpu_secs = 0.0;
+    for (o, h, e, c) in &results {
         ops += o;
         hist.merge(h);
         end = end.max(*e);
+        req_cpu_secs += c;
     }
     Run {
         ops,
         secs: (end - start).as_secs_f64().max(1e-9),
         cpu_secs,
+        req_cpu_secs,
         hist,
     }
 }
@@ -567,6 +592,18 @@ fn run_engine(o: &Opts, w: Workload, threads: usize) -> (Run, String) {
             buf.len() as u64
         }
     });
+    let mut run = run;
+    // Writeback may lag behind the requests: what it still has to do for them is part of
+    // their cost, so the CPU time until the log is clean is added (to the workers' share).
+    if !o.foreground {
+        let cpu0 = process_cpu();
+        cache.flush().expect("flush");
+        let t = Instant::now();
+        while !cache.status().is_clean() && t.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        run.cpu_secs += process_cpu() - cpu0;
+    }
     let st = cache.status();
     if w.read_pct() == 100 && st.misses > 0 {
         eprintln!("warning: {} bytes of {} missed", st.misses, w.name());
@@ -651,6 +688,7 @@ fn print_table(rows: &[Row], markdown: bool) -> String {
         "p50 µs",
         "p99 µs",
         "CPU µs",
+        "bg CPU µs",
         "baseline IOPS",
         "p50 µs",
         "p99 µs",
@@ -662,14 +700,18 @@ fn print_table(rows: &[Row], markdown: bool) -> String {
         .iter()
         .map(|r| {
             let side = |x: &Option<Run>| match x {
-                Some(x) => [
+                Some(x) => vec![
                     kiops(x),
                     us(x.hist.quantile(0.5)),
                     us(x.hist.quantile(0.99)),
                     format!("{:.2}", x.cpu_us()),
                 ],
-                None => ["-".into(), "-".into(), "-".into(), "-".into()],
+                None => vec!["-".into(); 4],
             };
+            let bg = r
+                .engine
+                .as_ref()
+                .map_or_else(|| "-".into(), |x| format!("{:.2}", x.bg_cpu_us()));
             let (ratio, cpu_ratio) = match (&r.engine, &r.baseline) {
                 (Some(e), Some(b)) => (
                     format!("{:.2}", e.iops() / b.iops()),
@@ -679,6 +721,7 @@ fn print_table(rows: &[Row], markdown: bool) -> String {
             };
             let mut v = vec![r.w.name().to_string(), r.threads.to_string()];
             v.extend(side(&r.engine));
+            v.push(bg);
             v.extend(side(&r.baseline));
             v.push(ratio);
             v.push(cpu_ratio);
@@ -778,13 +821,14 @@ fn main() {
                     };
                     eprintln!(
                         "  {:<16} thr {threads} rep {rep} {:<8}: {:>9} IOPS, p50 {} µs, p99 {} µs, \
-                         CPU {:.2} µs/op ({} ops in {:.2} s)",
+                         CPU {:.2} µs/op (workers {:.2}) ({} ops in {:.2} s)",
                         w.name(),
                         format!("{target:?}").to_lowercase(),
                         kiops(&run),
                         us(run.hist.quantile(0.5)),
                         us(run.hist.quantile(0.99)),
                         run.cpu_us(),
+                        run.bg_cpu_us(),
                         run.ops,
                         run.secs
                     );
