@@ -189,7 +189,10 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
     let t_templates = Instant::now();
     let mut sizes: Vec<u64> = selected
         .iter()
-        .filter(|c| c.dir.skip.is_none() && cases::unmet_needs(c, &bin_dir).is_none())
+        .filter(|c| {
+            // --setup-only warms the cache for every case, built or not.
+            c.dir.skip.is_none() && (opts.setup_only || cases::unmet_needs(c, &bin_dir).is_none())
+        })
         .map(|c| c.dir.pmem_mb)
         .collect();
     if opts.setup_only || opts.shell {

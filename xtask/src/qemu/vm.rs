@@ -257,6 +257,13 @@ pub fn template(ctx: &TemplateCtx, mb: u64) -> Result<(PathBuf, PmemLayout)> {
     if stamp.fresh() {
         return Ok((path.clone(), pmem_layout(&path)?));
     }
+    // Another run may be building the same template: take the setup lock,
+    // then look again.
+    let lock = fs::File::create(ctx.cache.join(".setup.lock"))?;
+    lock.lock().context("cannot lock the cache dir")?;
+    if stamp.fresh() {
+        return Ok((path.clone(), pmem_layout(&path)?));
+    }
     log(format!(
         "setup: pmem template {mb} MiB (ndctl create-namespace -m fsdax) ..."
     ));
