@@ -3,6 +3,7 @@
 //! `main.rs` is only the task table and the dispatcher; each task lives in its own
 //! module (`qemu/` for `qemu-test`). To add a task, add a module and a row to [`TASKS`].
 
+mod crash;
 mod qemu;
 
 use std::process::ExitCode;
@@ -23,8 +24,13 @@ const TASKS: &[Task] = &[
     },
     Task {
         name: "bench",
-        help: "`bench --vm`: fio side by side (pmem, backing, pcache-ublk, dm-pcache, dm-writecache) in one VM",
+        help: "`bench engine`: the in-process engine benchmark; `bench --vm`: fio side by side in one VM",
         run: qemu::bench_main,
+    },
+    Task {
+        name: "crash",
+        help: "`crash --points N`: the simulated power-cut proof over N crash points (release)",
+        run: crash::main,
     },
 ];
 

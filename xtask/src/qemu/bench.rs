@@ -16,7 +16,11 @@ use super::util::{fmt_dur, log};
 use super::{build, repo_root, setup, vm};
 
 const HELP: &str = "\
-usage: cargo xtask bench --vm [options]
+usage: cargo xtask bench engine [--quick] [--markdown] [...]
+       cargo xtask bench --vm [options]
+
+`bench engine` runs the in-process engine benchmark against its copy+flush baseline
+(pcache-engine/benches/engine.rs; its options are listed there).
 
 Boots one TCG VM (setup as for qemu-test) and runs the same fio jobs on raw
 pmem, raw backing, pcache-ublk, the kernel's dm-pcache and dm-writecache, then
@@ -24,7 +28,7 @@ writes a table of IOPS and latency, each relative to the kernel's dm-pcache.
 
 options:
   --vm            required (the only bench mode so far)
-  --out FILE      where the table goes (default docs/performance.md)
+  --out FILE      where the table goes (default docs/performance-vm.md)
   --runtime S     seconds per fio job (default 5)
   --no-build      ship no pcache binaries (the pcache-ublk row is left out)
   -v, --verbose   copy the guest's serial console to stdout
@@ -159,8 +163,27 @@ fn table(results: &BTreeMap<String, BTreeMap<String, Sample>>, notes: &[String])
     s
 }
 
+/// `cargo xtask bench engine [ARGS]`: the in-process engine benchmark
+/// (`pcache-engine/benches/engine.rs`; ARGS go to it, e.g. `--quick`, `--markdown`).
+fn engine(args: &[String]) -> Result<ExitCode> {
+    let status = std::process::Command::new(env!("CARGO"))
+        .current_dir(repo_root())
+        .args(["bench", "-p", "pcache-engine", "--bench", "engine", "--"])
+        .args(args)
+        .status()
+        .context("running cargo bench")?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// Entry point of `cargo xtask bench`.
 pub fn main(args: &[String]) -> Result<ExitCode> {
+    if args.first().map(String::as_str) == Some("engine") {
+        return engine(&args[1..]);
+    }
     let mut vm_mode = false;
     let mut out = None;
     let mut runtime = 5u64;
@@ -188,11 +211,11 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
         }
     }
     if !vm_mode {
-        bail!("only `cargo xtask bench --vm` exists so far (see --help)");
+        bail!("`cargo xtask bench engine` or `cargo xtask bench --vm` (see --help)");
     }
     super::util::start_clock();
     let repo = repo_root();
-    let out = out.unwrap_or_else(|| repo.join("docs/performance.md"));
+    let out = out.unwrap_or_else(|| repo.join("docs/performance-vm.md"));
     let guest = repo.join("xtask/guest");
     let case = Case {
         name: "bench".into(),
