@@ -252,7 +252,7 @@ impl Cache {
             read_only,
             background: cfg.background && !read_only,
             size,
-            segs: Segments::new(loaded.chain, loaded.gens),
+            segs: Segments::new(loaded.chain, loaded.gens, info.data_crc),
             index: Index::new(size),
             heads: (0..queues).map(|_| Mutex::new(None)).collect(),
             ksets: (0..queues)

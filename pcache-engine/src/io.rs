@@ -221,12 +221,12 @@ impl Inner {
         let mut hit_bytes = 0u64;
         for &(s, e) in exts.iter() {
             let es = s.max(rel);
-            let ee = (s + e.len).min(end);
+            let ee = (s + e.len()).min(end);
             if es > cursor {
                 misses.push((cursor, es));
             }
             let dst = &mut buf[(es - rel) as usize..(ee - rel) as usize];
-            if self.read_hit(&e, e.seg_off + (es - s), dst)? {
+            if self.read_hit(&e, e.seg_off + (es - s), base + u64::from(es), dst)? {
                 hit_bytes += u64::from(ee - es);
             } else {
                 stale.push((s, e));
@@ -271,11 +271,12 @@ impl Inner {
 
     /// Copies a hit out of the cache. False if the extent turned out stale (its segment
     /// was invalidated): the caller reads the backing device instead.
-    fn read_hit(&self, e: &Extent, from: u32, dst: &mut [u8]) -> Result<bool> {
+    /// `logical` is the logical offset of the byte at `from`, for errors.
+    fn read_hit(&self, e: &Extent, from: u32, logical: u64, dst: &mut [u8]) -> Result<bool> {
         let Some(gen) = self.segs.read_gen(e.seg) else {
             return Ok(false);
         };
-        if *gen != e.gen {
+        if !e.is_live(*gen) {
             return Ok(false);
         }
         let abs = self.abs(CachePos::new(e.seg, from))?;
@@ -283,17 +284,21 @@ impl Inner {
             .read(abs, dst)
             .map_err(EngineError::media("read data"))?;
         if self.data_crc {
-            // The kernel never checks data CRCs on reads; we check the whole key.
-            let mut whole = vec![0; e.key_len() as usize];
+            // The kernel never checks data CRCs on reads; we check the whole key the
+            // bytes belong to.
+            let (start, len, crc) = self.segs.key_crc(e.seg, from).ok_or_else(|| {
+                EngineError::Inconsistent(format!("no data CRC for cache data at {}:{from}", e.seg))
+            })?;
+            let mut whole = vec![0; len as usize];
             self.media
-                .read(self.abs(CachePos::new(e.seg, e.key_seg_off))?, &mut whole)
+                .read(self.abs(CachePos::new(e.seg, start))?, &mut whole)
                 .map_err(EngineError::media("read data"))?;
-            if pcache_crc(&whole) != e.crc {
+            if pcache_crc(&whole) != crc {
                 self.counters.error();
                 return Err(EngineError::DataCrc {
-                    off: 0,
-                    len: e.key_len(),
-                    pos: CachePos::new(e.seg, e.key_seg_off),
+                    off: logical - u64::from(from - start),
+                    len,
+                    pos: CachePos::new(e.seg, start),
                 });
             }
         }

@@ -265,6 +265,9 @@ impl Inner {
         let (tree, rel) = self.index.subtree(key.off).ok_or_else(|| {
             EngineError::Inconsistent(format!("key at {:#x} outside the index", key.off))
         })?;
+        // The CRC is known before any reader can find the extent.
+        self.segs
+            .set_key_crc(key.pos.seg, key.pos.off, key.len, key.data_crc);
         {
             let mut t = tree.write();
             if let Some(e) = epoch {
@@ -281,7 +284,6 @@ impl Inner {
                     key.pos.off,
                     key.len,
                     key.seg_gen,
-                    key.data_crc,
                     key.is_clean(),
                 ),
             );

@@ -67,6 +67,8 @@ impl Inner {
                         self.verify_data(key)?;
                         self.segs.mark_used(key.pos.seg);
                         self.segs.get(key.pos.seg);
+                        self.segs
+                            .set_key_crc(key.pos.seg, key.pos.off, key.len, key.data_crc);
                         if dirty && !key.is_clean() {
                             stats.dirty_bytes += u64::from(key.len);
                         }
@@ -83,7 +85,6 @@ impl Inner {
                                 key.pos.off,
                                 key.len,
                                 key.seg_gen,
-                                key.data_crc,
                                 key.is_clean(),
                             ),
                         );

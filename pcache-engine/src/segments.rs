@@ -16,6 +16,7 @@ use crate::meta::DualState;
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 use pcache_format::layout::{seg_gen_off, SegmentChain};
 use pcache_format::record::SegGen;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -64,9 +65,15 @@ struct Map {
 }
 
 /// All segments, and the allocation map.
+/// The data CRCs of the keys whose data a segment holds, by data offset: start → (length,
+/// CRC). Keys' data never overlap within one use of a segment.
+type KeyCrcs = BTreeMap<u32, (u32, u32)>;
+
 #[derive(Debug)]
 pub(crate) struct Segments {
     segs: Box<[Segment]>,
+    /// Per segment, for caches with data CRCs only.
+    crcs: Option<Box<[RwLock<KeyCrcs>]>>,
     chain: SegmentChain,
     map: Mutex<Map>,
     freed: Condvar,
@@ -74,9 +81,10 @@ pub(crate) struct Segments {
 
 impl Segments {
     /// Segments with the given generations (and where each was read from), all free.
-    pub(crate) fn new(chain: SegmentChain, gens: Vec<(u64, DualState)>) -> Self {
+    pub(crate) fn new(chain: SegmentChain, gens: Vec<(u64, DualState)>, data_crc: bool) -> Self {
         let n = gens.len();
         Self {
+            crcs: data_crc.then(|| (0..n).map(|_| RwLock::default()).collect()),
             segs: gens
                 .into_iter()
                 .map(|(gen, st)| Segment {
@@ -118,6 +126,20 @@ impl Segments {
     /// Holds off invalidation of `id` while the guard lives; yields the generation.
     pub(crate) fn read_gen(&self, id: u32) -> Option<RwLockReadGuard<'_, u64>> {
         self.seg(id).map(|s| s.gen.read())
+    }
+
+    /// Records the data CRC of a key stored at `[off, off + len)` of segment `id`.
+    pub(crate) fn set_key_crc(&self, id: u32, off: u32, len: u32, crc: u32) {
+        if let Some(t) = self.crcs.as_ref().and_then(|c| c.get(id as usize)) {
+            t.write().insert(off, (len, crc));
+        }
+    }
+
+    /// The key whose data holds byte `at` of segment `id`: `(start, length, CRC)`.
+    pub(crate) fn key_crc(&self, id: u32, at: u32) -> Option<(u32, u32, u32)> {
+        let t = self.crcs.as_ref()?.get(id as usize)?.read();
+        let (&start, &(len, crc)) = t.range(..=at).next_back()?;
+        (at < start.saturating_add(len)).then_some((start, len, crc))
     }
 
     /// Takes a reference.
@@ -221,6 +243,10 @@ impl Segments {
                 .lock()
                 .persist(media, |slot| seg_gen_off(phys, slot), &SegGen(next))?;
             *gen = next;
+            // The segment's keys are all gone: so are their CRCs.
+            if let Some(t) = self.crcs.as_ref().and_then(|c| c.get(id as usize)) {
+                t.write().clear();
+            }
         }
         self.release(id);
         Ok(())

@@ -120,7 +120,7 @@ fn index_snapshot(c: &Cache) -> Snapshot {
     let mut out = Vec::new();
     for (base, t) in inner.index.all() {
         for (rel, e) in t.read().iter() {
-            if inner.segs.gen(e.seg) == e.gen {
+            if e.is_live(inner.segs.gen(e.seg)) {
                 out.push((base + u64::from(rel), *e));
             }
         }

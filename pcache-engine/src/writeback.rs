@@ -11,8 +11,32 @@ use std::collections::BTreeMap;
 /// Backing writes in flight at once for one kset.
 const WRITERS: usize = 4;
 
+/// A kset with at least this much dirty data is written back by several threads.
+const PARALLEL_BYTES: u64 = 8 << 20;
+
 /// One backing write: logical offset, cache position, length.
 type Job = (u64, CachePos, u32);
+
+/// Joins jobs (in logical order) that are adjacent both on the backing device and in the
+/// cache into one write.
+fn merge(jobs: Vec<Job>) -> Vec<Job> {
+    let mut out: Vec<Job> = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        if let Some(last) = out.last_mut() {
+            let (off, pos, len) = *last;
+            if off + u64::from(len) == j.0
+                && pos.seg == j.1.seg
+                && pos.off + len == j.1.off
+                && len.checked_add(j.2).is_some_and(|n| n <= 4 << 20)
+            {
+                last.2 = len + j.2;
+                continue;
+            }
+        }
+        out.push(j);
+    }
+    out
+}
 
 impl Inner {
     /// Writes back the kset at dirty_tail, or follows a LAST kset. False when the log is
@@ -55,7 +79,6 @@ impl Inner {
                             key.pos.off,
                             key.len,
                             key.seg_gen,
-                            0,
                             key.is_clean(),
                         ),
                     );
@@ -69,11 +92,12 @@ impl Inner {
                                 (
                                     base + u64::from(rel),
                                     CachePos::new(e.seg, e.seg_off),
-                                    e.len,
+                                    e.len(),
                                 )
                             })
                     })
                     .collect();
+                let jobs = merge(jobs);
                 let written: u64 = jobs.iter().map(|j| u64::from(j.2)).sum();
                 self.write_jobs(&jobs)?;
                 if !jobs.is_empty() {
@@ -102,9 +126,11 @@ impl Inner {
             .map_err(EngineError::backing("write", off, u64::from(len)))
     }
 
-    /// Writes the jobs to the backing device, several at a time.
+    /// Writes the jobs to the backing device: in this thread for a small kset (starting
+    /// threads would cost more than it saves), several at a time for a large one.
     fn write_jobs(&self, jobs: &[Job]) -> Result<()> {
-        if jobs.len() <= 1 {
+        let bytes: u64 = jobs.iter().map(|j| u64::from(j.2)).sum();
+        if jobs.len() <= 2 || bytes < PARALLEL_BYTES {
             let mut buf = Vec::new();
             return jobs.iter().try_for_each(|j| self.write_job(j, &mut buf));
         }
