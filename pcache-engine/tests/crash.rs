@@ -4,6 +4,9 @@
 //! right there could leave (nothing pending, and a random torn subset of the pending
 //! 8-byte words) is reopened and checked:
 //!
+//! Where only a few 8-byte words are pending at a crash point (a tail or generation
+//! record, a terminator), every subset of them is checked too.
+//!
 //! 1. opening never fails;
 //! 2. every write acknowledged before the last completed FLUSH, and every completed FUA
 //!    write or discard, reads back its data or newer data;
@@ -25,6 +28,9 @@ const SECTOR: usize = 512;
 const DEV: u64 = 8 << 20;
 const SECTORS: usize = (DEV / 512) as usize;
 const CACHE: u64 = 512 << 20;
+/// Crash points with at most this many pending 8-byte words are checked for every
+/// subset of them.
+const MAX_SUBSET_WORDS: usize = 6;
 
 /// A backing device that records each write with the media's fence count at issue, so
 /// the backing state at any crash point can be rebuilt.
@@ -312,6 +318,18 @@ fn power_cuts_never_lose_acknowledged_data() {
                 // The backing is shared: a recovery open never writes to it (no workers).
                 check_point(image, backing.clone(), &ops, &hist, k, &what);
                 points += 1;
+            }
+            // Few words pending (a tail, a generation, a terminator): every subset of
+            // them that may have reached the media.
+            let n = replayer.pending_words(k);
+            if (1..=MAX_SUBSET_WORDS).contains(&n) {
+                for mask in 1..(1u64 << n) {
+                    let what =
+                        format!("seed {seed}, fence {k}/{fences}, subset {mask:#b} of {n} words");
+                    let image: Arc<dyn CacheMedia> = Arc::new(replayer.image_subset(k, mask));
+                    check_point(image, backing.clone(), &ops, &hist, k, &what);
+                    points += 1;
+                }
             }
             k += step;
         }

@@ -239,6 +239,40 @@ impl CrashReplayer {
     /// # Panics
     /// If `at_fence` is smaller than at the previous call.
     pub fn image(&mut self, at_fence: usize, torn: Option<u64>) -> CrashImage {
+        match torn {
+            Some(seed) => {
+                let mut rng = SplitMix(seed);
+                self.build(at_fence, &mut |_| rng.next() & 1 == 1)
+            }
+            None => self.build(at_fence, &mut |_| false),
+        }
+    }
+
+    /// How many 8-byte words were issued but are not durable at crash point `at_fence`
+    /// (the words a torn image may or may not include). Crash points must not decrease.
+    ///
+    /// # Panics
+    /// As [`CrashReplayer::image`].
+    pub fn pending_words(&mut self, at_fence: usize) -> usize {
+        self.advance(at_fence);
+        self.pending
+            .iter()
+            .map(|&i| self.pieces[i].data.len().div_ceil(8))
+            .sum()
+    }
+
+    /// The image at crash point `at_fence` that includes exactly the pending words whose
+    /// bit is set in `mask` (word `i` in issue order is bit `i`): with
+    /// [`CrashReplayer::pending_words`] ≤ 64, every subset can be checked.
+    ///
+    /// # Panics
+    /// As [`CrashReplayer::image`].
+    pub fn image_subset(&mut self, at_fence: usize, mask: u64) -> CrashImage {
+        self.build(at_fence, &mut |i| i < 64 && mask >> i & 1 == 1)
+    }
+
+    /// Moves the durable lines and the pending set to crash point `at_fence`.
+    fn advance(&mut self, at_fence: usize) {
         assert!(at_fence >= self.at, "crash points must not decrease");
         self.at = at_fence;
         while self
@@ -259,20 +293,26 @@ impl CrashReplayer {
             self.pending.remove(&i);
             self.next += 1;
         }
+    }
+
+    /// The image at `at_fence` with each pending word (numbered in issue order) included
+    /// when `pick(word)` says so.
+    fn build(&mut self, at_fence: usize, pick: &mut dyn FnMut(usize) -> bool) -> CrashImage {
+        self.advance(at_fence);
         let mut extra = Lines::new();
-        if let Some(seed) = torn {
-            let mut rng = SplitMix(seed);
-            for p in self.pending.iter().map(|&i| &self.pieces[i]) {
-                for (i, word) in p.data.chunks(8).enumerate() {
-                    if rng.next() & 1 == 1 {
-                        let off = p.off + 8 * i as u64;
-                        let line = off / CACHE_LINE as u64;
-                        let durable = &self.durable;
-                        extra.entry(line).or_insert_with(|| {
-                            durable.get(&line).copied().unwrap_or([0; CACHE_LINE])
-                        });
-                        apply(&mut extra, off, word);
-                    }
+        let mut n = 0usize;
+        for p in self.pending.iter().map(|&i| &self.pieces[i]) {
+            for (i, word) in p.data.chunks(8).enumerate() {
+                let take = pick(n);
+                n += 1;
+                if take {
+                    let off = p.off + 8 * i as u64;
+                    let line = off / CACHE_LINE as u64;
+                    let durable = &self.durable;
+                    extra
+                        .entry(line)
+                        .or_insert_with(|| durable.get(&line).copied().unwrap_or([0; CACHE_LINE]));
+                    apply(&mut extra, off, word);
                 }
             }
         }
