@@ -355,8 +355,30 @@ impl Cache {
     /// # Errors
     /// A bad request, a read-only or failed cache, media errors.
     pub fn write(&self, queue: u32, off: u64, data: &[u8], fua: bool) -> Result<()> {
+        self.write_with(queue, off, data.len(), fua, &mut crate::io::copy_from(data))
+    }
+
+    /// Writes `len` bytes at `off` like [`Cache::write`], but the bytes come from `src`,
+    /// which writes them straight into the cache space: `src(at, dst)` must fill all of
+    /// `dst` (whose previous content is unspecified) with the request's bytes from byte
+    /// `at` of the request on. A write is cut into pieces (at 4 MiB boundaries and segment
+    /// ends); `src` is called once per piece, in order, and the pieces cover `[0, len)`
+    /// exactly once. The data is copied once, e.g. by a `pread` into `dst`.
+    ///
+    /// # Errors
+    /// As [`Cache::write`]; [`EngineError::WriteSource`] if `src` fails. The piece being
+    /// filled then takes no effect (its space is released, no key points at it); pieces
+    /// of earlier 4 MiB regions may already be written, as with any failed write.
+    pub fn write_with(
+        &self,
+        queue: u32,
+        off: u64,
+        len: usize,
+        fua: bool,
+        src: &mut dyn FnMut(u64, &mut [u8]) -> std::io::Result<()>,
+    ) -> Result<()> {
         self.inner.check_writable()?;
-        self.inner.write(queue, off, data, fua)
+        self.inner.write(queue, off, len, fua, src)
     }
 
     /// Makes every completed write durable: closes every open kset.

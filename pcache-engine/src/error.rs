@@ -109,6 +109,18 @@ pub enum EngineError {
         #[source]
         source: io::Error,
     },
+    /// The data source of a [`Cache::write_with`](crate::Cache::write_with) failed while
+    /// filling the piece at `off`; the write failed (no key points at that piece).
+    #[error("write source failed for logical {off:#x}+{len:#x}")]
+    WriteSource {
+        /// Logical offset of the piece being filled.
+        off: u64,
+        /// Its length.
+        len: u64,
+        /// The source's error.
+        #[source]
+        source: io::Error,
+    },
     /// A write to a read-only cache.
     #[error("the cache is read-only")]
     ReadOnly,
@@ -135,7 +147,10 @@ impl EngineError {
             Self::TooSmall { .. } => ErrorKind::NoSpace,
             Self::Full => ErrorKind::Busy,
             Self::Corrupt { .. } | Self::Inconsistent(_) | Self::NotFormatted => ErrorKind::Corrupt,
-            Self::DataCrc { .. } | Self::Media { .. } | Self::Backing { .. } => ErrorKind::Io,
+            Self::DataCrc { .. }
+            | Self::Media { .. }
+            | Self::Backing { .. }
+            | Self::WriteSource { .. } => ErrorKind::Io,
             Self::ReadOnly => ErrorKind::ReadOnly,
             Self::Failed(_) => ErrorKind::Failed,
             Self::Closed => ErrorKind::Closed,
@@ -197,6 +212,12 @@ mod tests {
         let e = EngineError::Media {
             op: "read",
             source: MediaError::ReadOnly,
+        };
+        assert_eq!(e.errno(), -libc::EIO);
+        let e = EngineError::WriteSource {
+            off: 0,
+            len: 512,
+            source: io::Error::from_raw_os_error(libc::EFAULT),
         };
         assert_eq!(e.errno(), -libc::EIO);
     }

@@ -4,10 +4,12 @@ use crate::cache::Inner;
 use crate::error::{EngineError, Result};
 use crate::index::Extent;
 use crate::log::Space;
+use crate::media::MediaError;
 use pcache_format::kset::KEY_FLAG_CLEAN;
 use pcache_format::layout::{self, CachePos, SUBTREE_SIZE};
 use pcache_format::{pcache_crc, Key};
 use std::cell::Cell;
+use std::io;
 
 /// Zeros for discard and write-zeroes, written through the cache in pieces this large.
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
@@ -32,6 +34,23 @@ fn recycle_staged(mut v: Vec<(Key, Space)>) {
     }
 }
 
+/// Where a write's bytes come from: `src(at, dst)` fills all of `dst` with the request's
+/// bytes from byte `at` of the request on (see [`crate::Cache::write_with`]).
+pub(crate) type Source<'a> = dyn FnMut(u64, &mut [u8]) -> io::Result<()> + 'a;
+
+/// A [`Source`] that copies out of `data`.
+pub(crate) fn copy_from(data: &[u8]) -> impl FnMut(u64, &mut [u8]) -> io::Result<()> + '_ {
+    move |at, dst| {
+        let piece = usize::try_from(at)
+            .ok()
+            .and_then(|at| data.get(at..))
+            .and_then(|rest| rest.get(..dst.len()))
+            .ok_or_else(|| io::Error::other("piece outside the source buffer"))?;
+        dst.copy_from_slice(piece);
+        Ok(())
+    }
+}
+
 /// Length of the piece of `[off, off + left)` that stays inside one 4 MiB region.
 fn piece_len(off: u64, left: usize) -> usize {
     // At most 4 MiB.
@@ -41,13 +60,17 @@ fn piece_len(off: u64, left: usize) -> usize {
 }
 
 impl Inner {
-    /// Copies data into fresh cache space and returns its keys (not yet logged). The data
-    /// is flushed; the caller fences (D1) before logging the keys.
+    /// Fills fresh cache space with `len` bytes from `src` (the first of them being byte
+    /// `src_at` of the request) and returns their keys (not yet logged). The data is
+    /// flushed; the caller fences (D1) before logging the keys.
+    #[allow(clippy::too_many_arguments)]
     fn stage(
         &self,
         q: usize,
         off: u64,
-        data: &[u8],
+        len: usize,
+        src: &mut Source<'_>,
+        src_at: u64,
         flags: u32,
         wait: bool,
     ) -> Result<Vec<(Key, Space)>> {
@@ -55,15 +78,15 @@ impl Inner {
         staged.clear();
         let mut done = 0usize;
         let r = (|| {
-            while done < data.len() {
+            while done < len {
                 let cur = off + done as u64;
                 // Pieces are at most 4 MiB.
                 #[allow(clippy::cast_possible_truncation)]
-                let want = piece_len(cur, data.len() - done) as u32;
+                let want = piece_len(cur, len - done) as u32;
                 let Some(space) = self.alloc_data(q, want, wait)? else {
                     break;
                 };
-                let piece = &data[done..done + space.len as usize];
+                let n = space.len as usize;
                 let abs = self.abs(space.pos)?;
                 staged.push((
                     Key {
@@ -72,15 +95,35 @@ impl Inner {
                         flags,
                         pos: space.pos,
                         seg_gen: space.gen,
-                        data_crc: if self.data_crc { pcache_crc(piece) } else { 0 },
+                        data_crc: 0,
                     },
                     space,
                 ));
+                // The bytes go straight into the cache space; the CRC is of what landed.
+                let at = src_at + done as u64;
+                let with_crc = self.data_crc;
+                let mut crc = 0;
                 self.media
-                    .write(abs, piece)
-                    .map_err(EngineError::media("write data"))?;
+                    .fill(abs, n, &mut |dst| {
+                        src(at, dst)?;
+                        if with_crc {
+                            crc = pcache_crc(dst);
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e| match e {
+                        MediaError::Source(source) => EngineError::WriteSource {
+                            off: cur,
+                            len: n as u64,
+                            source,
+                        },
+                        e => EngineError::media("write data")(e),
+                    })?;
+                if let Some((key, _)) = staged.last_mut() {
+                    key.data_crc = crc;
+                }
                 self.media.flush(abs, u64::from(space.len));
-                done += space.len as usize;
+                done += n;
             }
             Ok(())
         })();
@@ -94,9 +137,18 @@ impl Inner {
         Ok(staged)
     }
 
-    pub(crate) fn write(&self, q: u32, off: u64, data: &[u8], fua: bool) -> Result<()> {
-        self.check_request(off, data.len() as u64)?;
-        if data.is_empty() {
+    /// Writes `len` bytes at `off`, taken from `src` piece by piece as they go into the
+    /// cache (each byte of the request is asked for once, in order, unless a step fails).
+    pub(crate) fn write(
+        &self,
+        q: u32,
+        off: u64,
+        len: usize,
+        fua: bool,
+        src: &mut Source<'_>,
+    ) -> Result<()> {
+        self.check_request(off, len as u64)?;
+        if len == 0 {
             return Ok(());
         }
         let q = self.queue(q);
@@ -104,10 +156,10 @@ impl Inner {
         // logged before the next takes space, so even a write larger than the cache only
         // ever waits for space that earlier pieces' writeback can free.
         let mut done = 0;
-        while done < data.len() {
+        while done < len {
             let cur = off + done as u64;
-            let n = piece_len(cur, data.len() - done);
-            let staged = self.stage(q, cur, &data[done..done + n], 0, true)?;
+            let n = piece_len(cur, len - done);
+            let staged = self.stage(q, cur, n, src, done as u64, 0, true)?;
             let r = self.log_staged(&staged, n, fua);
             recycle_staged(staged);
             r?;
@@ -168,7 +220,7 @@ impl Inner {
             // Spread over the queues by region, as the ksets are.
             #[allow(clippy::cast_possible_truncation)]
             let q = (at >> layout::SUBTREE_SHIFT) as u32;
-            self.write(q, at, &ZEROS[..n], durable)?;
+            self.write(q, at, n, durable, &mut copy_from(&ZEROS[..n]))?;
             done += n as u64;
         }
         Ok(())
@@ -310,7 +362,15 @@ impl Inner {
     /// space.
     fn fill(&self, q: usize, off: u64, data: &[u8], epoch: u64) -> Result<()> {
         debug_assert!(off % SUBTREE_SIZE + data.len() as u64 <= SUBTREE_SIZE);
-        let staged = self.stage(q, off, data, KEY_FLAG_CLEAN, false)?;
+        let staged = self.stage(
+            q,
+            off,
+            data.len(),
+            &mut copy_from(data),
+            0,
+            KEY_FLAG_CLEAN,
+            false,
+        )?;
         let r = self.log_fill(&staged, epoch);
         recycle_staged(staged);
         r

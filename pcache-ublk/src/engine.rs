@@ -12,7 +12,7 @@ use pcache_engine::media::{CacheMedia, DaxMedia};
 use pcache_engine::{Cache, CacheConfig, EngineError, Status};
 
 use crate::error::Error;
-use crate::target::{Errno, Target};
+use crate::target::{Errno, Target, WriteSource};
 
 /// A [`Cache`] served as a ublk target.
 pub struct EngineTarget {
@@ -156,6 +156,35 @@ impl Target for EngineTarget {
         self.cache
             .write(queue, off, data, fua)
             .map_err(|e| errno("write", off, data.len() as u64, &e))
+    }
+
+    /// The payload goes straight from `src` into the cache space ([`Cache::write_with`]):
+    /// in user-copy mode, one `pread` from the request into the cache media.
+    fn write_with(
+        &self,
+        queue: u32,
+        off: u64,
+        len: usize,
+        fua: bool,
+        src: &mut WriteSource<'_>,
+        _scratch: &mut [u8],
+    ) -> Result<(), Errno> {
+        // The source's own errno is what the request fails with (as when staging).
+        let mut src_errno = None;
+        let r = self.cache.write_with(queue, off, len, fua, &mut |at, dst| {
+            src(at, dst).map_err(|e| {
+                src_errno = Some(e);
+                std::io::Error::from_raw_os_error(e.saturating_neg())
+            })
+        });
+        match (r, src_errno) {
+            (Ok(()), _) => Ok(()),
+            (Err(e), Some(code)) => {
+                tracing::debug!(off, len, error = %e, "write payload could not be read");
+                Err(code)
+            }
+            (Err(e), None) => Err(errno("write", off, len as u64, &e)),
+        }
     }
 
     fn flush(&self) -> Result<(), Errno> {

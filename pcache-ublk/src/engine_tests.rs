@@ -327,3 +327,121 @@ fn a_backing_device_smaller_than_the_cached_keys_is_refused() {
         Err(_) => panic!("the engine panicked on keys past the end of the backing device"),
     }
 }
+
+/// A fake `/dev/ublkcN` holding one request's payload at `pos`, served in short chunks;
+/// counts the bytes read and can fail every read.
+struct FakeCdev {
+    pos: u64,
+    data: Vec<u8>,
+    chunk: usize,
+    fail: Option<i32>,
+    read: std::cell::Cell<usize>,
+}
+
+impl crate::request::UserCopyIo for FakeCdev {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+        if let Some(e) = self.fail {
+            return Err(std::io::Error::from_raw_os_error(e));
+        }
+        let start = usize::try_from(pos - self.pos).unwrap();
+        let n = buf.len().min(self.chunk).min(self.data.len() - start);
+        buf[..n].copy_from_slice(&self.data[start..start + n]);
+        self.read.set(self.read.get() + n);
+        Ok(n)
+    }
+    fn write_at(&self, _: &[u8], _: u64) -> std::io::Result<usize> {
+        Err(std::io::Error::from_raw_os_error(libc::EBADF))
+    }
+}
+
+/// User-copy writes `pread` the payload straight into the cache (the staging buffer is
+/// left alone), across a 4 MiB boundary, with and without data_crc.
+#[test]
+fn user_copy_writes_go_straight_into_the_cache() {
+    for data_crc in [false, true] {
+        let media = formatted();
+        let backing = Arc::new(MemBacking::new(BACKING));
+        let t = open(media.clone(), backing.clone(), data_crc).unwrap();
+        let pos = crate::request::user_copy_pos(1, 3);
+        let len = 1 << 20;
+        let cdev = FakeCdev {
+            pos,
+            data: pattern(3, len),
+            chunk: 100_000,
+            fail: None,
+            read: std::cell::Cell::new(0),
+        };
+        let mut scratch = vec![0xa5_u8; 1 << 20];
+        // 512 KiB before the 4 MiB boundary, FUA.
+        let start = ((4_u64 << 20) - (512 << 10)) / 512;
+        let d = desc(sys::UBLK_IO_OP_WRITE, sys::UBLK_IO_F_FUA, start, 2048);
+        let dp = DataPath::UserCopy {
+            dev: &cdev,
+            pos,
+            scratch: &mut scratch,
+        };
+        assert_eq!(handle(&t, 1, &d, dp), 1 << 20);
+        assert_eq!(cdev.read.get(), len, "every byte read once");
+        assert!(scratch.iter().all(|&b| b == 0xa5), "not staged");
+        let mut back = vec![0_u8; len];
+        assert_eq!(
+            io(&t, 0, desc(sys::UBLK_IO_OP_READ, 0, start, 2048), &mut back),
+            1 << 20
+        );
+        assert_eq!(back, cdev.data);
+        t.close().unwrap();
+        // FUA: durable without a flush.
+        let t = open(media, backing, data_crc).unwrap();
+        back.fill(0);
+        assert_eq!(
+            io(&t, 0, desc(sys::UBLK_IO_OP_READ, 0, start, 2048), &mut back),
+            1 << 20
+        );
+        assert_eq!(back, cdev.data);
+        t.close().unwrap();
+    }
+}
+
+/// A `pread` failure fails the request with its errno, and the old data stays.
+#[test]
+fn user_copy_read_errors_fail_the_write_with_their_errno() {
+    let t = target();
+    let mut old = pattern(5, 8192);
+    assert_eq!(
+        io(&t, 0, desc(sys::UBLK_IO_OP_WRITE, 0, 0, 16), &mut old),
+        8192
+    );
+    let pos = crate::request::user_copy_pos(0, 0);
+    let mut cdev = FakeCdev {
+        pos,
+        data: vec![0xee; 8192],
+        chunk: 8192,
+        fail: Some(libc::EFAULT),
+        read: std::cell::Cell::new(0),
+    };
+    let mut scratch = vec![0_u8; 8192];
+    let d = desc(sys::UBLK_IO_OP_WRITE, 0, 0, 16);
+    let dp = DataPath::UserCopy {
+        dev: &cdev,
+        pos,
+        scratch: &mut scratch,
+    };
+    assert_eq!(handle(&t, 0, &d, dp), -libc::EFAULT);
+    // A request shorter than its descriptor (pread returns 0) is EIO.
+    cdev.fail = None;
+    cdev.data.truncate(4096);
+    let dp = DataPath::UserCopy {
+        dev: &cdev,
+        pos,
+        scratch: &mut scratch,
+    };
+    assert_eq!(handle(&t, 0, &d, dp), -libc::EIO);
+    let mut back = vec![0_u8; 8192];
+    assert_eq!(
+        io(&t, 0, desc(sys::UBLK_IO_OP_READ, 0, 0, 16), &mut back),
+        8192
+    );
+    assert_eq!(back, pattern(5, 8192));
+    assert!(t.cache().status().failed.is_none());
+    t.close().unwrap();
+}

@@ -3,9 +3,10 @@
 //!
 //! Each queue thread calls the target directly and synchronously: there is no hand-off
 //! to another thread on the I/O path. Two data paths exist:
-//! - **user-copy** (`UBLK_F_USER_COPY`, Linux 6.5+): no per-tag buffers; the request's data
-//!   is `pread`/`pwrite`d through `/dev/ublkcN` into one staging buffer per queue, right
-//!   before (write) or after (read) the target call;
+//! - **user-copy** (`UBLK_F_USER_COPY`, Linux 6.5+): no per-tag buffers; a write's data is
+//!   `pread` from `/dev/ublkcN` straight into the cache media during the target call (data
+//!   moves once; see `Target::write_with`), a read's is `pwrite`d from one staging buffer
+//!   per queue after the target call;
 //! - **buffer** (fallback): libublk allocates one buffer per tag and the kernel copies the
 //!   data into it when the request is fetched (write) or out of it on commit (read).
 //!

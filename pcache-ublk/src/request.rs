@@ -166,7 +166,9 @@ pub enum DataPath<'a> {
     /// copies a read's payload out of it when the request completes.
     Buffer(&'a mut [u8]),
     /// User-copy mode: the payload is moved with `pread`/`pwrite` on `/dev/ublkcN` at `pos`
-    /// (see [`user_copy_pos`]), staged in `scratch`.
+    /// (see [`user_copy_pos`]). A write's payload is `pread` straight into the target's
+    /// storage ([`Target::write_with`]) unless the target stages it in `scratch`; a read's
+    /// is staged in `scratch`.
     UserCopy {
         /// The ublk character device.
         dev: &'a dyn UserCopyIo,
@@ -257,13 +259,18 @@ pub fn execute(target: &dyn Target, queue: u16, req: Request, data: DataPath<'_>
         (Request::Write { off, len, fua }, DataPath::Buffer(buf)) => prefix_mut(buf, len)
             .and_then(|b| target.write(q, off, b, fua))
             .map(|()| len),
-        (Request::Write { off, len, fua }, DataPath::UserCopy { dev, pos, scratch }) => {
-            prefix_mut(scratch, len).and_then(|b| {
-                copy_in(dev, b, pos)?;
-                target.write(q, off, b, fua)?;
-                Ok(len)
-            })
-        }
+        // Each piece is `pread` from the request straight to where the target keeps it
+        // (for the engine: the cache media); `scratch` only if the target stages.
+        (Request::Write { off, len, fua }, DataPath::UserCopy { dev, pos, scratch }) => target
+            .write_with(
+                q,
+                off,
+                len,
+                fua,
+                &mut |at, dst| copy_in(dev, dst, pos.saturating_add(at)),
+                scratch,
+            )
+            .map(|()| len),
         (Request::Flush, _) => target.flush().map(|()| 0),
         (Request::Discard { off, len }, _) => target.discard(off, len).map(|()| 0),
         (Request::WriteZeroes { off, len }, _) => target.write_zeroes(off, len).map(|()| 0),

@@ -13,6 +13,11 @@ use std::sync::RwLock;
 /// A negative errno value (`-libc::EIO`, …).
 pub type Errno = i32;
 
+/// Where the payload of [`Target::write_with`] comes from: `src(at, dst)` fills all of
+/// `dst` with the payload's bytes from byte `at` on (user-copy mode `pread`s them from the
+/// request on `/dev/ublkcN`), or fails with a negative errno.
+pub type WriteSource<'a> = dyn FnMut(u64, &mut [u8]) -> Result<(), Errno> + 'a;
+
 /// A block target served through ublk. All offsets and lengths are in bytes.
 ///
 /// Implementations must be callable concurrently from every queue thread and must never
@@ -27,6 +32,26 @@ pub trait Target: Send + Sync {
 
     /// Writes `data` at `off`. With `fua`, the data must be durable when this returns.
     fn write(&self, queue: u32, off: u64, data: &[u8], fua: bool) -> Result<(), Errno>;
+
+    /// Writes `len` bytes at `off` whose payload `src` produces, as [`Target::write`] does
+    /// with a buffer. A failure of `src` fails the write with `src`'s errno.
+    ///
+    /// The provided method stages the whole payload in `scratch` (which must hold `len`
+    /// bytes, else `-EINVAL`) and calls [`Target::write`]. A target that can have `src`
+    /// fill the bytes where they are stored overrides it, so the data moves once.
+    fn write_with(
+        &self,
+        queue: u32,
+        off: u64,
+        len: usize,
+        fua: bool,
+        src: &mut WriteSource<'_>,
+        scratch: &mut [u8],
+    ) -> Result<(), Errno> {
+        let buf = scratch.get_mut(..len).ok_or(-libc::EINVAL)?;
+        src(0, buf)?;
+        self.write(queue, off, buf, fua)
+    }
 
     /// Makes every completed write durable (the device advertises a volatile write cache).
     fn flush(&self) -> Result<(), Errno>;

@@ -83,6 +83,15 @@ impl CacheMedia for DaxMedia {
         self.inner.write(off, data)
     }
 
+    fn fill(
+        &self,
+        off: u64,
+        len: usize,
+        f: &mut dyn FnMut(&mut [u8]) -> std::io::Result<()>,
+    ) -> Result<(), MediaError> {
+        self.inner.fill(off, len, f)
+    }
+
     fn flush(&self, off: u64, len: u64) {
         self.inner.flush(off, len);
     }

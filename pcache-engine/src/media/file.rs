@@ -149,6 +149,15 @@ impl CacheMedia for FileMedia {
         self.map.write(off, data)
     }
 
+    fn fill(
+        &self,
+        off: u64,
+        len: usize,
+        f: &mut dyn FnMut(&mut [u8]) -> std::io::Result<()>,
+    ) -> Result<(), MediaError> {
+        self.map.fill(off, len, f)
+    }
+
     fn flush(&self, off: u64, len: u64) {
         self.flush_range(off, len);
     }

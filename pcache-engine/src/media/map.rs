@@ -134,6 +134,28 @@ impl Mapping {
         Ok(())
     }
 
+    /// Hands `f` the mapped bytes `[off, off + len)` to fill in place
+    /// ([`super::CacheMedia::fill`]).
+    pub(crate) fn fill(
+        &self,
+        off: u64,
+        len: usize,
+        f: &mut dyn FnMut(&mut [u8]) -> io::Result<()>,
+    ) -> Result<(), MediaError> {
+        if !self.writable {
+            return Err(MediaError::ReadOnly);
+        }
+        let start = check_range(off, len, self.len())?;
+        // SAFETY: [start, start + len) is inside a writable mapping (checked above), so the
+        // pointer is valid, non-null and (for u8) aligned for `len` bytes, which stay mapped
+        // while `self` is borrowed. The slice is the only access to these bytes while `f`
+        // runs: the engine fills only fresh data space it has just allocated, and nobody
+        // else reads or writes that space before its key is indexed (`docs/design.md`,
+        // "Locks"); the slice does not outlive this call.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.at(start), len) };
+        f(dst).map_err(MediaError::Source)
+    }
+
     pub(crate) fn zero(&self, off: u64, len: u64) -> Result<(), MediaError> {
         if !self.writable {
             return Err(MediaError::ReadOnly);

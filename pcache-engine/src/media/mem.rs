@@ -65,6 +65,15 @@ impl CacheMedia for MemMedia {
         self.map.write(off, data)
     }
 
+    fn fill(
+        &self,
+        off: u64,
+        len: usize,
+        f: &mut dyn FnMut(&mut [u8]) -> std::io::Result<()>,
+    ) -> Result<(), MediaError> {
+        self.map.fill(off, len, f)
+    }
+
     fn flush(&self, _off: u64, _len: u64) {}
 
     fn fence(&self) {

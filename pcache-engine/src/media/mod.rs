@@ -59,6 +59,9 @@ pub enum MediaError {
     /// The media is not usable as a cache device.
     #[error("unsupported media: {0}")]
     Unsupported(String),
+    /// The callback of [`CacheMedia::fill`] failed; the media itself did not.
+    #[error("the data source failed")]
+    Source(#[source] io::Error),
 }
 
 impl MediaError {
@@ -92,6 +95,32 @@ pub trait CacheMedia: Send + Sync + 'static {
     /// # Errors
     /// [`MediaError::OutOfRange`], [`MediaError::ReadOnly`].
     fn write(&self, off: u64, data: &[u8]) -> Result<(), MediaError>;
+
+    /// Stores `len` bytes at `off` that `f` produces: `f` is handed the bytes to fill
+    /// (their previous content is unspecified, so it must overwrite all of them). Not
+    /// durable until flushed and fenced, as with [`CacheMedia::write`].
+    ///
+    /// The provided method lets `f` fill a temporary buffer and then [`CacheMedia::write`]s
+    /// it; the mapped media override it to hand `f` the mapped bytes themselves, so the
+    /// data is copied once (e.g. `pread` straight into the cache).
+    ///
+    /// # Errors
+    /// As [`CacheMedia::write`]; [`MediaError::Source`] if `f` failed (the range then
+    /// holds unspecified bytes).
+    fn fill(
+        &self,
+        off: u64,
+        len: usize,
+        f: &mut dyn FnMut(&mut [u8]) -> io::Result<()>,
+    ) -> Result<(), MediaError> {
+        if self.is_read_only() {
+            return Err(MediaError::ReadOnly);
+        }
+        check_range(off, len, self.len())?;
+        let mut buf = vec![0; len];
+        f(&mut buf).map_err(MediaError::Source)?;
+        self.write(off, &buf)
+    }
 
     /// Starts making the stores to `[off, off + len)` durable (CLWB; `msync` for a file).
     /// A failure is latched and reported by [`CacheMedia::check`].
