@@ -478,6 +478,24 @@ impl Cache {
     /// # Errors
     /// Media errors while closing ksets.
     pub fn close(&self) -> Result<()> {
+        if self.stop_workers() && !self.inner.read_only {
+            self.inner.close_all()?;
+        }
+        Ok(())
+    }
+
+    /// Simulates a crash of the process: stops the workers and abandons every open
+    /// kset, persisting nothing more. What the media holds is what a power cut would
+    /// leave if every store had reached it (tests use `CrashMedia` for the rest).
+    #[doc(hidden)]
+    pub fn crash(self) {
+        // Drop then sees the cache stopped and closes nothing.
+        self.stop_workers();
+    }
+
+    /// Stops new requests and the workers, and waits for the workers to end. True for
+    /// the call that stopped the cache.
+    fn stop_workers(&self) -> bool {
         let first = !self.inner.stop.swap(true, Ordering::AcqRel);
         for k in [
             &self.inner.kick_writeback,
@@ -489,29 +507,7 @@ impl Cache {
         for w in self.workers.lock().drain(..) {
             let _ = w.join();
         }
-        if first && !self.inner.read_only {
-            self.inner.close_all()?;
-        }
-        Ok(())
-    }
-
-    /// Simulates a crash of the process: stops the workers and abandons every open
-    /// kset, persisting nothing more. What the media holds is what a power cut would
-    /// leave if every store had reached it (tests use `CrashMedia` for the rest).
-    #[doc(hidden)]
-    pub fn crash(self) {
-        self.inner.stop.store(true, Ordering::Release);
-        for k in [
-            &self.inner.kick_writeback,
-            &self.inner.kick_gc,
-            &self.inner.kick_flush,
-        ] {
-            k.kick();
-        }
-        for w in self.workers.lock().drain(..) {
-            let _ = w.join();
-        }
-        // Drop sees `stop` set and closes nothing.
+        first
     }
 
     #[cfg(test)]
