@@ -20,7 +20,7 @@ usage: cargo xtask bench engine [--quick] [--markdown] [...]
        cargo xtask bench --vm [options]
 
 `bench engine` runs the in-process engine benchmark against its copy+flush baseline
-(pcache-engine/benches/engine.rs; its options are listed there).
+(pcache-engine/benches/engine/main.rs; its options are listed there).
 
 Boots one TCG VM (setup as for qemu-test) and runs the same fio jobs on raw
 pmem, raw backing, pcache-ublk, the kernel's dm-pcache and dm-writecache, then
@@ -164,7 +164,7 @@ fn table(results: &BTreeMap<String, BTreeMap<String, Sample>>, notes: &[String])
 }
 
 /// `cargo xtask bench engine [ARGS]`: the in-process engine benchmark
-/// (`pcache-engine/benches/engine.rs`; ARGS go to it, e.g. `--quick`, `--markdown`).
+/// (`pcache-engine/benches/engine/main.rs`; ARGS go to it, e.g. `--quick`, `--markdown`).
 fn engine(args: &[String]) -> Result<ExitCode> {
     let status = std::process::Command::new(env!("CARGO"))
         .current_dir(repo_root())

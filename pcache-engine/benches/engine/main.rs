@@ -42,7 +42,6 @@ use pcache_engine::backing::{Backing, FileBacking};
 use pcache_engine::format::{fresh, layout};
 use pcache_engine::media::{CacheMedia, FileMedia};
 use pcache_engine::{Cache, CacheConfig};
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
@@ -51,87 +50,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+mod hist;
+mod report;
+
+use hist::Hist;
+use report::{best, kiops, print_table, us, Row};
+
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 const GIB: u64 = 1024 * MIB;
-
-// ---------------------------------------------------------------------------------------
-// Latency histogram: log-linear buckets (32 per power of two, ≤ 3 % error), in ns.
-
-const SUB_BITS: u32 = 5;
-const SUB: u64 = 1 << SUB_BITS;
-const LINEAR: u64 = 2 * SUB;
-const BUCKETS: usize = (LINEAR + (64 - SUB_BITS as u64 - 1) * SUB) as usize;
-
-#[derive(Clone)]
-struct Hist {
-    counts: Vec<u64>,
-    n: u64,
-}
-
-impl Hist {
-    fn new() -> Self {
-        Self {
-            counts: vec![0; BUCKETS],
-            n: 0,
-        }
-    }
-
-    fn index(v: u64) -> usize {
-        if v < LINEAR {
-            return v as usize;
-        }
-        let e = u64::from(63 - v.leading_zeros());
-        let sub = (v >> (e - u64::from(SUB_BITS))) & (SUB - 1);
-        (LINEAR + (e - u64::from(SUB_BITS) - 1) * SUB + sub) as usize
-    }
-
-    /// The middle of bucket `i`.
-    fn value(i: usize) -> u64 {
-        let i = i as u64;
-        if i < LINEAR {
-            return i;
-        }
-        let e = (i - LINEAR) / SUB + u64::from(SUB_BITS) + 1;
-        let sub = (i - LINEAR) % SUB;
-        let width = 1u64 << (e - u64::from(SUB_BITS));
-        ((SUB + sub) << (e - u64::from(SUB_BITS))) + width / 2
-    }
-
-    fn record(&mut self, ns: u64) {
-        self.counts[Self::index(ns)] += 1;
-        self.n += 1;
-    }
-
-    fn merge(&mut self, o: &Self) {
-        for (a, b) in self.counts.iter_mut().zip(&o.counts) {
-            *a += b;
-        }
-        self.n += o.n;
-    }
-
-    /// The `q` quantile (0..=1) in ns.
-    fn quantile(&self, q: f64) -> u64 {
-        if self.n == 0 {
-            return 0;
-        }
-        // Rounded rank, at least 1.
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        let rank = ((q * self.n as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (i, &c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Self::value(i);
-            }
-        }
-        Self::value(BUCKETS - 1)
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // A small PRNG (splitmix64): no dependency, and cheap next to the I/O it chooses.
@@ -657,133 +584,6 @@ fn run_baseline(o: &Opts, w: Workload, threads: usize) -> (Run, String) {
         }
     });
     (run, desc)
-}
-
-// ---------------------------------------------------------------------------------------
-// Report.
-
-fn us(ns: u64) -> String {
-    #[allow(clippy::cast_precision_loss)]
-    let v = ns as f64 / 1000.0;
-    format!("{v:.2}")
-}
-
-fn kiops(r: &Run) -> String {
-    format!("{:.1}k", r.iops() / 1000.0)
-}
-
-struct Row {
-    w: Workload,
-    threads: usize,
-    engine: Option<Run>,
-    baseline: Option<Run>,
-}
-
-fn print_table(rows: &[Row], markdown: bool) -> String {
-    let mut s = String::new();
-    let header = [
-        "workload",
-        "thr",
-        "engine IOPS",
-        "p50 µs",
-        "p99 µs",
-        "CPU µs",
-        "bg CPU µs",
-        "baseline IOPS",
-        "p50 µs",
-        "p99 µs",
-        "CPU µs",
-        "IOPS ratio",
-        "CPU ratio",
-    ];
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            let side = |x: &Option<Run>| match x {
-                Some(x) => vec![
-                    kiops(x),
-                    us(x.hist.quantile(0.5)),
-                    us(x.hist.quantile(0.99)),
-                    format!("{:.2}", x.cpu_us()),
-                ],
-                None => vec!["-".into(); 4],
-            };
-            let bg = r
-                .engine
-                .as_ref()
-                .map_or_else(|| "-".into(), |x| format!("{:.2}", x.bg_cpu_us()));
-            let (ratio, cpu_ratio) = match (&r.engine, &r.baseline) {
-                (Some(e), Some(b)) => (
-                    format!("{:.2}", e.iops() / b.iops()),
-                    format!("{:.2}", b.cpu_us() / e.cpu_us()),
-                ),
-                _ => ("-".into(), "-".into()),
-            };
-            let mut v = vec![r.w.name().to_string(), r.threads.to_string()];
-            v.extend(side(&r.engine));
-            v.push(bg);
-            v.extend(side(&r.baseline));
-            v.push(ratio);
-            v.push(cpu_ratio);
-            v
-        })
-        .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            cells
-                .iter()
-                .map(|c| c[i].chars().count())
-                .chain(std::iter::once(header[i].chars().count()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |s: &mut String, v: &[String]| {
-        if markdown {
-            s.push('|');
-        }
-        for (i, c) in v.iter().enumerate() {
-            let pad = widths[i] - c.chars().count();
-            if i < 2 {
-                let _ = write!(s, " {c}{} ", " ".repeat(pad));
-            } else {
-                let _ = write!(s, " {}{c} ", " ".repeat(pad));
-            }
-            if markdown {
-                s.push('|');
-            }
-        }
-        s.push('\n');
-    };
-    line(&mut s, &header.map(String::from));
-    if markdown {
-        let sep: Vec<String> = widths
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| {
-                if i < 2 {
-                    "-".repeat(w)
-                } else {
-                    format!("{}:", "-".repeat(w - 1))
-                }
-            })
-            .collect();
-        line(&mut s, &sep);
-    } else {
-        let total: usize = widths.iter().map(|w| w + 2).sum();
-        let _ = writeln!(s, "{}", "-".repeat(total));
-    }
-    for c in &cells {
-        line(&mut s, c);
-    }
-    s
-}
-
-fn best(a: Option<Run>, b: Run) -> Option<Run> {
-    match a {
-        Some(a) if a.iops() >= b.iops() => Some(a),
-        _ => Some(b),
-    }
 }
 
 fn main() {
