@@ -3,7 +3,6 @@
 //! acknowledged is lost.
 
 use pcache_engine::backing::{Backing, MemBacking};
-use pcache_engine::format::{fresh, layout};
 use pcache_engine::media::{CacheMedia, MediaError, MemMedia};
 use pcache_engine::{Cache, CacheConfig, EngineError};
 use std::io;
@@ -88,14 +87,13 @@ impl CacheMedia for FaultyMedia {
     }
 }
 
+mod common;
+
 const DEV: u64 = 16 << 20;
 
 fn media() -> Arc<FaultyMedia> {
-    let m = MemMedia::new(512 << 20);
-    let n = layout::seg_num_for_device(512 << 20).unwrap();
-    m.write(layout::SB_OFF, &fresh::superblock(n)).unwrap();
     Arc::new(FaultyMedia {
-        inner: m,
+        inner: common::formatted(512 << 20),
         fail_writes: AtomicBool::new(false),
     })
 }

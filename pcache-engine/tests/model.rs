@@ -8,8 +8,7 @@
 //! adopts what it found.
 
 use pcache_engine::backing::MemBacking;
-use pcache_engine::format::{fresh, layout};
-use pcache_engine::media::{CacheMedia, MemMedia};
+use pcache_engine::media::MemMedia;
 use pcache_engine::{Cache, CacheConfig};
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -18,12 +17,10 @@ const SECTOR: usize = 512;
 const DEV: u64 = 24 << 20;
 const SECTORS: usize = (DEV / 512) as usize;
 
+mod common;
+
 fn formatted_media(len: u64) -> Arc<MemMedia> {
-    let m = MemMedia::new(len);
-    let seg_num = layout::seg_num_for_device(len).unwrap();
-    m.write(layout::SB_OFF, &fresh::superblock(seg_num))
-        .unwrap();
-    Arc::new(m)
+    Arc::new(common::formatted(len))
 }
 
 fn stamp(tag: u64, sector: usize, out: &mut [u8]) {

@@ -2,9 +2,9 @@
 
 use pcache_engine::backing::{Backing, MemBacking};
 use pcache_engine::format::kset::KsetBuf;
-use pcache_engine::format::layout::{self, CachePos, SB_OFF, SEG_DATA_SIZE};
+use pcache_engine::format::layout::{self, CachePos, SEG_DATA_SIZE};
 use pcache_engine::format::record::{encode_meta, TailPos};
-use pcache_engine::format::{fresh, Key};
+use pcache_engine::format::Key;
 use pcache_engine::media::{CacheMedia, MediaError, MemMedia};
 use pcache_engine::{Cache, CacheConfig, EngineError};
 use std::io;
@@ -15,11 +15,10 @@ use zerocopy::IntoBytes;
 
 const CACHE: u64 = 512 << 20;
 
+mod common;
+
 fn formatted() -> MemMedia {
-    let m = MemMedia::new(CACHE);
-    let n = layout::seg_num_for_device(CACHE).unwrap();
-    m.write(SB_OFF, &fresh::superblock(n)).unwrap();
-    m
+    common::formatted(CACHE)
 }
 
 /// Runs `f` on a thread; `None` if it has not finished after `secs` (a hang).

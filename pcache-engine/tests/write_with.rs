@@ -3,8 +3,6 @@
 //! fails the write without effect.
 
 use pcache_engine::backing::MemBacking;
-use pcache_engine::format::fresh;
-use pcache_engine::format::layout::{self, SB_OFF};
 use pcache_engine::media::{CacheMedia, MediaError, MemMedia};
 use pcache_engine::{Cache, CacheConfig, EngineError, ErrorKind};
 use std::io;
@@ -37,11 +35,10 @@ impl CacheMedia for PlainMedia {
     }
 }
 
+mod common;
+
 fn formatted() -> Arc<MemMedia> {
-    let m = MemMedia::new(CACHE);
-    let n = layout::seg_num_for_device(CACHE).unwrap();
-    m.write(SB_OFF, &fresh::superblock(n)).unwrap();
-    Arc::new(m)
+    Arc::new(common::formatted(CACHE))
 }
 
 fn cfg(data_crc: bool) -> CacheConfig {
@@ -162,10 +159,7 @@ fn write_with_produces_the_same_cache_and_reads_as_write() {
 #[test]
 fn write_with_on_media_without_a_mapping() {
     for data_crc in [false, true] {
-        let mem = MemMedia::new(CACHE);
-        let n = layout::seg_num_for_device(CACHE).unwrap();
-        mem.write(SB_OFF, &fresh::superblock(n)).unwrap();
-        let media = Arc::new(PlainMedia(mem));
+        let media = Arc::new(PlainMedia(common::formatted(CACHE)));
         let backing = Arc::new(MemBacking::new(DEV));
         let c = Cache::open(media.clone(), backing.clone(), cfg(data_crc)).unwrap();
         let model = run(&c, true);
