@@ -164,7 +164,8 @@ fn load_existing(
     })
 }
 
-fn write_durable(media: &dyn CacheMedia, off: u64, bytes: &[u8]) -> Result<()> {
+/// Stores `bytes` at `off` and flushes them (durable at the next fence).
+fn write_flushed(media: &dyn CacheMedia, off: u64, bytes: &[u8]) -> Result<()> {
     media
         .write(off, bytes)
         .map_err(EngineError::media("format"))?;
@@ -183,16 +184,17 @@ fn format(
     let n = sb.seg_num;
     // F1: both tails in slot 0 (seq 1, position 0:0), slot 1 zero — written whole, so no
     // tail of an older cache can outrank them.
-    write_durable(media, CACHE_CTRL_OFF, &fresh::ctrl_block())?;
+    write_flushed(media, CACHE_CTRL_OFF, &fresh::ctrl_block())?;
     // F1: every segment's metadata block and its empty kset (the end-of-log terminator).
     for phys in 0..n {
-        write_durable(
+        write_flushed(
             media,
             layout::segment_base(phys),
             &*fresh::segment_meta(phys, n),
         )?;
-        write_durable(media, data_area_off(phys), &[0; KSET_HEADER_SIZE as usize])?;
+        write_flushed(media, data_area_off(phys), &[0; KSET_HEADER_SIZE as usize])?;
     }
+    // F1 ends: all of it is durable before cache_info with INIT_DONE (F3) is written.
     media.fence();
     media.check().map_err(EngineError::media("format"))?;
     let gc = opts.gc_percent.unwrap_or(GC_PERCENT_DEFAULT);
