@@ -345,7 +345,37 @@ impl Cache {
         if self.inner.stop.load(Ordering::Acquire) {
             return Err(EngineError::Closed);
         }
-        self.inner.read(queue, off, buf)
+        let len = buf.len();
+        self.inner
+            .read(queue, off, len, &mut crate::io::Dest::Buf(buf))
+    }
+
+    /// Reads `len` bytes at `off` like [`Cache::read`], but hands them to `sink` instead
+    /// of copying them into a buffer: `sink(at, bytes)` takes the request's bytes from
+    /// byte `at` of the request on. Hits are handed over straight from the cache media
+    /// (a run of extents stored one after another is one piece), misses from a buffer
+    /// the backing device was read into; the pieces cover `[0, len)` exactly once, in no
+    /// particular order. The data is copied once, e.g. by a `pwrite` of `bytes`.
+    ///
+    /// `bytes` may be the cache media's own memory: `sink` must not keep it, and a
+    /// poisoned line in it is only caught where the kernel copies it (see
+    /// [`CacheMedia::view`](crate::media::CacheMedia::view)).
+    ///
+    /// # Errors
+    /// As [`Cache::read`]; [`EngineError::ReadSink`] if `sink` fails (pieces handed over
+    /// before stay handed over).
+    pub fn read_with(
+        &self,
+        queue: u32,
+        off: u64,
+        len: usize,
+        sink: &mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>,
+    ) -> Result<()> {
+        if self.inner.stop.load(Ordering::Acquire) {
+            return Err(EngineError::Closed);
+        }
+        self.inner
+            .read(queue, off, len, &mut crate::io::Dest::Sink(sink))
     }
 
     /// Writes `data` at `off`. Returns once the data is durable in the cache; its key is

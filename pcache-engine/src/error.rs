@@ -109,6 +109,18 @@ pub enum EngineError {
         #[source]
         source: io::Error,
     },
+    /// The sink of a [`Cache::read_with`](crate::Cache::read_with) failed while taking
+    /// the piece at `off`; the read failed.
+    #[error("read sink failed for logical {off:#x}+{len:#x}")]
+    ReadSink {
+        /// Logical offset of the piece being handed over.
+        off: u64,
+        /// Its length.
+        len: u64,
+        /// The sink's error.
+        #[source]
+        source: io::Error,
+    },
     /// The data source of a [`Cache::write_with`](crate::Cache::write_with) failed while
     /// filling the piece at `off`; the write failed (no key points at that piece).
     #[error("write source failed for logical {off:#x}+{len:#x}")]
@@ -150,7 +162,8 @@ impl EngineError {
             Self::DataCrc { .. }
             | Self::Media { .. }
             | Self::Backing { .. }
-            | Self::WriteSource { .. } => ErrorKind::Io,
+            | Self::WriteSource { .. }
+            | Self::ReadSink { .. } => ErrorKind::Io,
             Self::ReadOnly => ErrorKind::ReadOnly,
             Self::Failed(_) => ErrorKind::Failed,
             Self::Closed => ErrorKind::Closed,

@@ -19,11 +19,16 @@ static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 /// entries (a huge request) is dropped rather than kept.
 const KEEP_BUF: usize = 64;
 
+/// A miss buffer that grew past this many bytes is dropped rather than kept.
+const KEEP_MISS_BUF: usize = 1 << 20;
+
 thread_local! {
     /// [`Inner::stage`]'s result vector, recycled by [`recycle_staged`].
     static STAGED: Cell<Vec<(Key, Space)>> = const { Cell::new(Vec::new()) };
     /// The extents [`Inner::read_region`] looks at.
     static EXTENTS: Cell<Vec<(u32, Extent)>> = const { Cell::new(Vec::new()) };
+    /// Where [`Inner::read_misses`] puts backing data for a sink.
+    static MISS_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 /// Returns a vector from [`Inner::stage`] for the next request of this thread.
@@ -37,6 +42,41 @@ fn recycle_staged(mut v: Vec<(Key, Space)>) {
 /// Where a write's bytes come from: `src(at, dst)` fills all of `dst` with the request's
 /// bytes from byte `at` of the request on (see [`crate::Cache::write_with`]).
 pub(crate) type Source<'a> = dyn FnMut(u64, &mut [u8]) -> io::Result<()> + 'a;
+
+/// Where a read's bytes go (see [`crate::Cache::read_with`]): `sink(at, bytes)` takes
+/// the request's bytes from byte `at` of the request on.
+pub(crate) type Sink<'a> = dyn FnMut(u64, &[u8]) -> io::Result<()> + 'a;
+
+/// Where a read's bytes go.
+pub(crate) enum Dest<'a, 'b> {
+    /// Into this buffer, which is the whole request.
+    Buf(&'a mut [u8]),
+    /// Handed to a sink, piece by piece: hits straight from the media, misses from a
+    /// per-thread buffer.
+    Sink(&'a mut Sink<'b>),
+}
+
+/// The part of one 4 MiB region a read covers: region-relative `[rel, end)`, the region
+/// starting at logical `base`, its first byte being byte `at` of the request.
+struct Region {
+    base: u64,
+    rel: u32,
+    end: u32,
+    at: usize,
+}
+
+impl Region {
+    /// Byte of the request that region-relative byte `r` is.
+    fn at_of(&self, r: u32) -> usize {
+        self.at + (r - self.rel) as usize
+    }
+}
+
+/// Whether extent `b` (region-relative start, extent) starts where `a` ends, both
+/// logically and in the same segment, so that both can be served as one piece.
+fn follows(a: (u32, Extent), b: (u32, Extent)) -> bool {
+    a.0 + a.1.len() == b.0 && a.1.seg == b.1.seg && a.1.seg_off + a.1.len() == b.1.seg_off
+}
 
 /// A [`Source`] that copies out of `data`.
 pub(crate) fn copy_from(data: &[u8]) -> impl FnMut(u64, &mut [u8]) -> io::Result<()> + '_ {
@@ -226,16 +266,24 @@ impl Inner {
         Ok(())
     }
 
-    pub(crate) fn read(&self, q: u32, off: u64, buf: &mut [u8]) -> Result<()> {
-        self.check_request(off, buf.len() as u64)?;
+    pub(crate) fn read(&self, q: u32, off: u64, len: usize, dest: &mut Dest<'_, '_>) -> Result<()> {
+        if let Dest::Buf(buf) = dest {
+            if buf.len() != len {
+                return Err(EngineError::Inconsistent(format!(
+                    "read of {len:#x} bytes into a buffer of {:#x}",
+                    buf.len()
+                )));
+            }
+        }
+        self.check_request(off, len as u64)?;
         let q = self.queue(q);
         let mut done = 0;
         let mut exts = EXTENTS.take();
         let mut r = Ok(());
-        while done < buf.len() && r.is_ok() {
+        while done < len && r.is_ok() {
             let cur = off + done as u64;
-            let n = piece_len(cur, buf.len() - done);
-            r = self.read_region(q, cur, &mut buf[done..done + n], &mut exts);
+            let n = piece_len(cur, len - done);
+            r = self.read_region(q, cur, done, n, dest, &mut exts);
             done += n;
         }
         if exts.capacity() <= KEEP_BUF {
@@ -245,12 +293,15 @@ impl Inner {
         r
     }
 
-    /// Reads inside one 4 MiB region.
+    /// Reads the `len` bytes at `off`, inside one 4 MiB region, which are bytes
+    /// `[at, at + len)` of the request.
     fn read_region(
         &self,
         q: usize,
         off: u64,
-        buf: &mut [u8],
+        at: usize,
+        len: usize,
+        dest: &mut Dest<'_, '_>,
         exts: &mut Vec<(u32, Extent)>,
     ) -> Result<()> {
         let (tree, rel) = self
@@ -260,31 +311,35 @@ impl Inner {
         let base = off - u64::from(rel);
         // Inside one region: fits.
         #[allow(clippy::cast_possible_truncation)]
-        let end = rel + buf.len() as u32;
+        let end = rel + len as u32;
         exts.clear();
         let epoch = {
             let t = tree.read();
             t.overlapping(rel, end, exts);
             t.epoch
         };
+        let region = Region { base, rel, end, at };
         let mut misses: Vec<(u32, u32)> = Vec::new();
         let mut stale: Vec<(u32, Extent)> = Vec::new();
         let mut cursor = rel;
         let mut hit_bytes = 0u64;
-        for &(s, e) in exts.iter() {
+        let mut i = 0;
+        while i < exts.len() {
+            let (s, _) = exts[i];
             let es = s.max(rel);
-            let ee = (s + e.len()).min(end);
             if es > cursor {
                 misses.push((cursor, es));
             }
-            let dst = &mut buf[(es - rel) as usize..(ee - rel) as usize];
-            if self.read_hit(&e, e.seg_off + (es - s), base + u64::from(es), dst)? {
-                hit_bytes += u64::from(ee - es);
-            } else {
-                stale.push((s, e));
-                misses.push((es, ee));
+            // A run: extents that follow each other both logically and in one segment,
+            // handed out as one piece.
+            let mut j = i + 1;
+            while j < exts.len() && follows(exts[j - 1], exts[j]) {
+                j += 1;
             }
-            cursor = ee;
+            hit_bytes += self.read_run(&exts[i..j], &region, dest, &mut stale, &mut misses)?;
+            let (ls, le) = exts[j - 1];
+            cursor = (ls + le.len()).min(end);
+            i = j;
         }
         if cursor < end {
             misses.push((cursor, end));
@@ -296,65 +351,177 @@ impl Inner {
             }
         }
         self.counters.hit(hit_bytes);
-        let mut miss_bytes = 0;
-        for &(s, e) in &misses {
-            let dst = &mut buf[(s - rel) as usize..(e - rel) as usize];
-            let at = base + u64::from(s);
-            self.backing.read_at(at, dst).map_err(EngineError::backing(
-                "read",
-                at,
-                dst.len() as u64,
-            ))?;
-            miss_bytes += u64::from(e - s);
+        if misses.is_empty() {
+            return Ok(());
         }
-        self.counters.miss(miss_bytes);
-        if !misses.is_empty() && !self.read_only && !self.has_failed() {
-            for &(s, e) in &misses {
-                let data = &buf[(s - rel) as usize..(e - rel) as usize];
+        misses.sort_unstable();
+        let mut spare = match dest {
+            Dest::Buf(_) => Vec::new(),
+            Dest::Sink(_) => MISS_BUF.take(),
+        };
+        let r = self.read_misses(q, &misses, &region, dest, epoch, &mut spare);
+        if spare.capacity() <= KEEP_MISS_BUF {
+            MISS_BUF.set(spare);
+        }
+        r
+    }
+
+    /// Serves the misses of a region from the backing device and caches them.
+    fn read_misses(
+        &self,
+        q: usize,
+        misses: &[(u32, u32)],
+        region: &Region,
+        dest: &mut Dest<'_, '_>,
+        epoch: u64,
+        spare: &mut Vec<u8>,
+    ) -> Result<()> {
+        let mut miss_bytes = 0;
+        let mut filling = !self.read_only && !self.has_failed();
+        for &(s, e) in misses {
+            let logical = region.base + u64::from(s);
+            let at = region.at_of(s);
+            let n = (e - s) as usize;
+            let (data, sink): (&mut [u8], Option<&mut Sink<'_>>) = match dest {
+                Dest::Buf(buf) => (&mut buf[at..at + n], None),
+                Dest::Sink(sink) => {
+                    spare.resize(n, 0);
+                    (&mut spare[..], Some(&mut **sink))
+                }
+            };
+            self.backing
+                .read_at(logical, data)
+                .map_err(EngineError::backing("read", logical, n as u64))?;
+            miss_bytes += n as u64;
+            if let Some(sink) = sink {
+                sink(at as u64, data).map_err(|source| EngineError::ReadSink {
+                    off: logical,
+                    len: n as u64,
+                    source,
+                })?;
+            }
+            if filling {
                 // The read is served either way: a fill that fails just does not cache.
-                if let Err(err) = self.fill(q, base + u64::from(s), data, epoch) {
-                    tracing::debug!("read-miss fill at {:#x}: {err}", base + u64::from(s));
-                    break;
+                if let Err(err) = self.fill(q, logical, data, epoch) {
+                    tracing::debug!("read-miss fill at {logical:#x}: {err}");
+                    filling = false;
                 }
             }
         }
+        self.counters.miss(miss_bytes);
         Ok(())
     }
 
-    /// Copies a hit out of the cache. False if the extent turned out stale (its segment
-    /// was invalidated): the caller reads the backing device instead.
-    /// `logical` is the logical offset of the byte at `from`, for errors.
-    fn read_hit(&self, e: &Extent, from: u32, logical: u64, dst: &mut [u8]) -> Result<bool> {
-        let Some(gen) = self.segs.read_gen(e.seg) else {
-            return Ok(false);
-        };
-        if !e.is_live(*gen) {
-            return Ok(false);
-        }
-        let abs = self.abs(CachePos::new(e.seg, from))?;
-        self.media
-            .read(abs, dst)
-            .map_err(EngineError::media("read data"))?;
-        if self.data_crc {
-            // The kernel never checks data CRCs on reads; we check the whole key the
-            // bytes belong to.
-            let (start, len, crc) = self.segs.key_crc(e.seg, from).ok_or_else(|| {
-                EngineError::Inconsistent(format!("no data CRC for cache data at {}:{from}", e.seg))
-            })?;
-            let mut whole = vec![0; len as usize];
-            self.media
-                .read(self.abs(CachePos::new(e.seg, start))?, &mut whole)
-                .map_err(EngineError::media("read data"))?;
-            if pcache_crc(&whole) != crc {
-                self.counters.error();
-                return Err(EngineError::DataCrc {
-                    off: logical - u64::from(from - start),
-                    len,
-                    pos: CachePos::new(e.seg, start),
-                });
+    /// Copies (or hands to the sink) a run of hits, under one look at their segment's
+    /// generation. Extents that turned out stale (their segment was invalidated) go to
+    /// `stale` and their bytes to `misses`: the caller reads the backing device instead.
+    /// Returns the bytes served from the cache.
+    fn read_run(
+        &self,
+        run: &[(u32, Extent)],
+        region: &Region,
+        dest: &mut Dest<'_, '_>,
+        stale: &mut Vec<(u32, Extent)>,
+        misses: &mut Vec<(u32, u32)>,
+    ) -> Result<u64> {
+        let clip = |(s, e): (u32, Extent)| (s.max(region.rel), (s + e.len()).min(region.end));
+        let seg = run[0].1.seg;
+        let Some(gen) = self.segs.read_gen(seg) else {
+            for &x in run {
+                stale.push(x);
+                misses.push(clip(x));
             }
+            return Ok(0);
+        };
+        let mut served = 0u64;
+        // The live piece being gathered: logical [start, stop) at segment offset `from`.
+        let mut piece: Option<(u32, u32, u32)> = None;
+        for &(s, e) in run {
+            let (es, ee) = clip((s, e));
+            if !e.is_live(*gen) {
+                stale.push((s, e));
+                misses.push((es, ee));
+                if let Some(p) = piece.take() {
+                    served += self.copy_hit(seg, p, region, dest)?;
+                }
+                continue;
+            }
+            let from = e.seg_off + (es - s);
+            if self.data_crc {
+                self.verify_hit(seg, from, region.base + u64::from(es))?;
+            }
+            piece = match piece {
+                Some((start, stop, pfrom)) if stop == es => Some((start, ee, pfrom)),
+                Some(p) => {
+                    served += self.copy_hit(seg, p, region, dest)?;
+                    Some((es, ee, from))
+                }
+                None => Some((es, ee, from)),
+            };
         }
-        Ok(true)
+        if let Some(p) = piece {
+            served += self.copy_hit(seg, p, region, dest)?;
+        }
+        drop(gen);
+        Ok(served)
+    }
+
+    /// Copies the live bytes `[start, stop)` of a region, stored from `from` on in
+    /// segment `seg`, to where the read wants them. The caller holds the segment's
+    /// generation.
+    fn copy_hit(
+        &self,
+        seg: u32,
+        (start, stop, from): (u32, u32, u32),
+        region: &Region,
+        dest: &mut Dest<'_, '_>,
+    ) -> Result<u64> {
+        let abs = self.abs(CachePos::new(seg, from))?;
+        let at = region.at_of(start);
+        let n = (stop - start) as usize;
+        match dest {
+            Dest::Buf(buf) => self
+                .media
+                .read(abs, &mut buf[at..at + n])
+                .map_err(EngineError::media("read data"))?,
+            Dest::Sink(sink) => self
+                .media
+                .view(abs, n, &mut |bytes| sink(at as u64, bytes))
+                .map_err(|e| match e {
+                    MediaError::Source(source) => EngineError::ReadSink {
+                        off: region.base + u64::from(start),
+                        len: n as u64,
+                        source,
+                    },
+                    e => EngineError::Media {
+                        op: "read data",
+                        source: e,
+                    },
+                })?,
+        }
+        Ok(n as u64)
+    }
+
+    /// Checks the data CRC of the key whose data holds byte `from` of segment `seg`
+    /// (logical offset `logical`). The kernel never checks data CRCs on reads; we check
+    /// the whole key the bytes belong to.
+    fn verify_hit(&self, seg: u32, from: u32, logical: u64) -> Result<()> {
+        let (start, len, crc) = self.segs.key_crc(seg, from).ok_or_else(|| {
+            EngineError::Inconsistent(format!("no data CRC for cache data at {seg}:{from}"))
+        })?;
+        let mut whole = vec![0; len as usize];
+        self.media
+            .read(self.abs(CachePos::new(seg, start))?, &mut whole)
+            .map_err(EngineError::media("read data"))?;
+        if pcache_crc(&whole) != crc {
+            self.counters.error();
+            return Err(EngineError::DataCrc {
+                off: logical - u64::from(from - start),
+                len,
+                pos: CachePos::new(seg, start),
+            });
+        }
+        Ok(())
     }
 
     /// Caches data just read from the backing device, as CLEAN keys, unless a write

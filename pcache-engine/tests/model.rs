@@ -140,6 +140,32 @@ impl Harness {
             let got = tag_of(s, &buf[i * SECTOR..(i + 1) * SECTOR]);
             assert_eq!(got, Some(self.now[s]), "sector {s}");
         }
+        // The same range through `read_with`: its pieces must cover the range exactly
+        // once and carry the same bytes.
+        let mut pieced = vec![0u8; len * SECTOR];
+        let mut covered = vec![false; len * SECTOR];
+        self.cache()
+            .read_with(
+                q,
+                (sector * SECTOR) as u64,
+                len * SECTOR,
+                &mut |at, bytes| {
+                    let at = usize::try_from(at).unwrap();
+                    pieced[at..at + bytes.len()].copy_from_slice(bytes);
+                    for c in &mut covered[at..at + bytes.len()] {
+                        assert!(!*c, "byte {at} handed over twice");
+                        *c = true;
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+        assert!(covered.iter().all(|&c| c), "read_with left bytes out");
+        for i in 0..len {
+            let s = sector + i;
+            let got = tag_of(s, &pieced[i * SECTOR..(i + 1) * SECTOR]);
+            assert_eq!(got, Some(self.now[s]), "sector {s} through read_with");
+        }
     }
 
     fn apply(&mut self, op: &Op) {

@@ -12,7 +12,7 @@ use pcache_engine::media::{CacheMedia, DaxMedia};
 use pcache_engine::{Cache, CacheConfig, EngineError, Status};
 
 use crate::error::Error;
-use crate::target::{Errno, Target, WriteSource};
+use crate::target::{Errno, ReadSink, Target, WriteSource};
 
 /// A [`Cache`] served as a ublk target.
 pub struct EngineTarget {
@@ -184,6 +184,34 @@ impl Target for EngineTarget {
                 Err(code)
             }
             (Err(e), None) => Err(errno("write", off, len as u64, &e)),
+        }
+    }
+
+    /// Hits go straight from the cache media to `sink` ([`Cache::read_with`]): in
+    /// user-copy mode, one `pwrite` from the media into the request.
+    fn read_with(
+        &self,
+        queue: u32,
+        off: u64,
+        len: usize,
+        sink: &mut ReadSink<'_>,
+        _scratch: &mut [u8],
+    ) -> Result<(), Errno> {
+        // The sink's own errno is what the request fails with (as when staging).
+        let mut sink_errno = None;
+        let r = self.cache.read_with(queue, off, len, &mut |at, bytes| {
+            sink(at, bytes).map_err(|e| {
+                sink_errno = Some(e);
+                std::io::Error::from_raw_os_error(e.saturating_neg())
+            })
+        });
+        match (r, sink_errno) {
+            (Ok(()), _) => Ok(()),
+            (Err(e), Some(code)) => {
+                tracing::debug!(off, len, error = %e, "read payload could not be written");
+                Err(code)
+            }
+            (Err(e), None) => Err(errno("read", off, len as u64, &e)),
         }
     }
 

@@ -371,7 +371,7 @@ fn user_copy_writes_go_straight_into_the_cache() {
             fail: None,
             read: std::cell::Cell::new(0),
         };
-        let mut scratch = vec![0xa5_u8; 1 << 20];
+        let mut scratch = vec![0xa5_u8; 2 << 20];
         // 512 KiB before the 4 MiB boundary, FUA.
         let start = ((4_u64 << 20) - (512 << 10)) / 512;
         let d = desc(sys::UBLK_IO_OP_WRITE, sys::UBLK_IO_F_FUA, start, 2048);
@@ -419,7 +419,7 @@ fn user_copy_read_errors_fail_the_write_with_their_errno() {
         fail: Some(libc::EFAULT),
         read: std::cell::Cell::new(0),
     };
-    let mut scratch = vec![0_u8; 8192];
+    let mut scratch = vec![0_u8; 16384];
     let d = desc(sys::UBLK_IO_OP_WRITE, 0, 0, 16);
     let dp = DataPath::UserCopy {
         dev: &cdev,
@@ -443,5 +443,109 @@ fn user_copy_read_errors_fail_the_write_with_their_errno() {
     );
     assert_eq!(back, pattern(5, 8192));
     assert!(t.cache().status().failed.is_none());
+    t.close().unwrap();
+}
+
+/// A fake `/dev/ublkcN` for user-copy reads: `pwrite`s land in `data`, and are counted.
+struct ReadCdev {
+    pos: u64,
+    data: std::cell::RefCell<Vec<u8>>,
+    writes: std::cell::Cell<usize>,
+}
+
+impl crate::request::UserCopyIo for ReadCdev {
+    fn read_at(&self, _: &mut [u8], _: u64) -> std::io::Result<usize> {
+        Err(std::io::Error::from_raw_os_error(libc::EBADF))
+    }
+    fn write_at(&self, buf: &[u8], pos: u64) -> std::io::Result<usize> {
+        let start = usize::try_from(pos - self.pos).unwrap();
+        self.data.borrow_mut()[start..start + buf.len()].copy_from_slice(buf);
+        self.writes.set(self.writes.get() + 1);
+        Ok(buf.len())
+    }
+}
+
+/// User-copy reads through the engine: hits come straight from the cache media, misses
+/// from the backing device, fragments are gathered; the request gets exactly the
+/// device's bytes, with and without data_crc, before and after the misses are cached.
+#[test]
+fn user_copy_reads_hand_over_hits_misses_and_fragments() {
+    use pcache_engine::backing::Backing;
+    const K: usize = 1024;
+    for data_crc in [false, true] {
+        let backing = Arc::new(MemBacking::new(BACKING));
+        let old = pattern(1, 1 << 20);
+        backing.write_at(0, &old).unwrap();
+        let t = open(formatted(), backing, data_crc).unwrap();
+        let mut want = old.clone();
+        // [0, 128 KiB) in 4 KiB writes, last first: 32 extents, none adjacent in the
+        // cache to the next, so 32 fragments.
+        for i in (0..32).rev() {
+            let mut piece = pattern(100 + i as u8, 4 * K);
+            want[i * 4 * K..(i + 1) * 4 * K].copy_from_slice(&piece);
+            let d = desc(sys::UBLK_IO_OP_WRITE, 0, (i * 8) as u64, 8);
+            assert_eq!(io(&t, 0, d, &mut piece), 4096);
+        }
+        // [256 KiB, 512 KiB) in one write: one piece.
+        let mut big = pattern(7, 256 * K);
+        want[256 * K..512 * K].copy_from_slice(&big);
+        let d = desc(sys::UBLK_IO_OP_WRITE, 0, 512, 512);
+        assert_eq!(io(&t, 1, d, &mut big), 256 * K as i32);
+        for round in 0..2 {
+            let pos = crate::request::user_copy_pos(1, 4);
+            let cdev = ReadCdev {
+                pos,
+                data: std::cell::RefCell::new(vec![0; 1 << 20]),
+                writes: std::cell::Cell::new(0),
+            };
+            let mut scratch = vec![0_u8; 2 << 20];
+            let d = desc(sys::UBLK_IO_OP_READ, 0, 0, 2048);
+            let dp = DataPath::UserCopy {
+                dev: &cdev,
+                pos,
+                scratch: &mut scratch,
+            };
+            assert_eq!(handle(&t, 1, &d, dp), 1 << 20);
+            assert!(
+                *cdev.data.borrow() == want,
+                "round {round}, data_crc {data_crc}"
+            );
+            if round == 0 {
+                // The fragments as one run, the two misses and the big hit directly.
+                assert_eq!(cdev.writes.get(), 4, "pwrites");
+            }
+        }
+        t.close().unwrap();
+    }
+}
+
+/// Extents written one after another (logically and in the cache) are handed over as
+/// one piece: 32 sequential 4 KiB writes read back with one `pwrite`.
+#[test]
+fn user_copy_reads_join_extents_stored_one_after_another() {
+    let t = target();
+    let mut want = Vec::new();
+    for i in 0..32_u8 {
+        let mut piece = pattern(i, 4096);
+        want.extend_from_slice(&piece);
+        let d = desc(sys::UBLK_IO_OP_WRITE, 0, u64::from(i) * 8, 8);
+        assert_eq!(io(&t, 0, d, &mut piece), 4096);
+    }
+    let pos = crate::request::user_copy_pos(0, 1);
+    let cdev = ReadCdev {
+        pos,
+        data: std::cell::RefCell::new(vec![0; want.len()]),
+        writes: std::cell::Cell::new(0),
+    };
+    let mut scratch = vec![0_u8; 2 * want.len()];
+    let d = desc(sys::UBLK_IO_OP_READ, 0, 0, 256);
+    let dp = DataPath::UserCopy {
+        dev: &cdev,
+        pos,
+        scratch: &mut scratch,
+    };
+    assert_eq!(handle(&t, 0, &d, dp), 128 << 10);
+    assert!(*cdev.data.borrow() == want);
+    assert_eq!(cdev.writes.get(), 1, "one piece");
     t.close().unwrap();
 }

@@ -5,8 +5,9 @@
 //! to another thread on the I/O path. Two data paths exist:
 //! - **user-copy** (`UBLK_F_USER_COPY`, Linux 6.5+): no per-tag buffers; a write's data is
 //!   `pread` from `/dev/ublkcN` straight into the cache media during the target call (data
-//!   moves once; see `Target::write_with`), a read's is `pwrite`d from one staging buffer
-//!   per queue after the target call;
+//!   moves once; see `Target::write_with`), a read's is `pwrite`d straight from the
+//!   cache media during the target call (`Target::read_with`; small fragments are
+//!   gathered in a per-queue staging buffer first);
 //! - **buffer** (fallback): libublk allocates one buffer per tag and the kernel copies the
 //!   data into it when the request is fetched (write) or out of it on commit (read).
 //!
@@ -102,8 +103,9 @@ fn dup_cdev(dev: &UblkDev) -> std::io::Result<File> {
 
 fn serve_user_copy(qid: u16, dev: &UblkDev, target: &dyn Target) -> Result<(), UblkError> {
     let cdev = dup_cdev(dev)?;
-    // Requests on one queue are handled one at a time, so one staging buffer is enough.
-    let mut scratch = IoBuf::<u8>::new(dev.dev_info.max_io_buf_bytes as usize);
+    // Requests on one queue are handled one at a time, so one staging buffer is enough;
+    // it is twice the largest request (see `DataPath::UserCopy`).
+    let mut scratch = IoBuf::<u8>::new(2 * dev.dev_info.max_io_buf_bytes as usize);
     let queue =
         UblkQueue::new(qid, dev)?.submit_fetch_commands_unified(BufDescList::Slices(None))?;
     queue.wait_and_handle_io(|q, tag, _ctx| {

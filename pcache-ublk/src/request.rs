@@ -168,13 +168,15 @@ pub enum DataPath<'a> {
     /// User-copy mode: the payload is moved with `pread`/`pwrite` on `/dev/ublkcN` at `pos`
     /// (see [`user_copy_pos`]). A write's payload is `pread` straight into the target's
     /// storage ([`Target::write_with`]) unless the target stages it in `scratch`; a read's
-    /// is staged in `scratch`.
+    /// is `pwrite`n straight from the target's storage ([`Target::read_with`]), its small
+    /// pieces gathered in `scratch` first.
     UserCopy {
         /// The ublk character device.
         dev: &'a dyn UserCopyIo,
         /// [`user_copy_pos`] of this request.
         pos: u64,
-        /// Staging buffer, at least as large as the largest request.
+        /// Staging buffer, at least twice as large as the largest request: a read may
+        /// need one half for a target that stages and the other to gather pieces in.
         scratch: &'a mut [u8],
     },
 }
@@ -194,7 +196,7 @@ impl DataPath<'_> {
     fn capacity(&self) -> usize {
         match self {
             DataPath::Buffer(b) => b.len(),
-            DataPath::UserCopy { scratch, .. } => scratch.len(),
+            DataPath::UserCopy { scratch, .. } => scratch.len() / 2,
         }
     }
 }
@@ -234,6 +236,59 @@ fn copy_out(dev: &dyn UserCopyIo, buf: &[u8], pos: u64) -> Result<(), Errno> {
     Ok(())
 }
 
+/// A piece of a read at least this long is `pwrite`n into the request straight from
+/// where the target keeps it; a shorter one (a fragment of a read the cache holds in many
+/// places) is gathered in the staging buffer first, so that one `pwrite` carries many.
+const DIRECT_PIECE: usize = 32 << 10;
+
+/// A user-copy read: the target hands over the payload in pieces ([`Target::read_with`]).
+/// The whole payload, or any piece of at least [`DIRECT_PIECE`] bytes, is `pwrite`n into
+/// the request at once (for the engine: from the cache media, so the data moves once);
+/// smaller pieces are gathered in the second half of `scratch` and written in runs at the
+/// end; a target that stages gets the first half.
+fn read_user_copy(
+    target: &dyn Target,
+    q: u32,
+    off: u64,
+    len: usize,
+    dev: &dyn UserCopyIo,
+    pos: u64,
+    scratch: &mut [u8],
+) -> Result<(), Errno> {
+    // Half for a target that stages, half to gather pieces in (`DataPath::UserCopy`).
+    let (stage, gather) = scratch.split_at_mut(scratch.len() / 2);
+    if gather.len() < len {
+        return Err(-libc::EINVAL);
+    }
+    // (start, end) in the request of each gathered piece.
+    let mut gathered: Vec<(usize, usize)> = Vec::new();
+    let mut sink = |at: u64, bytes: &[u8]| -> Result<(), Errno> {
+        let start = usize::try_from(at).map_err(|_| -libc::EINVAL)?;
+        let end = start.checked_add(bytes.len()).ok_or(-libc::EINVAL)?;
+        if end > len {
+            return Err(-libc::EINVAL);
+        }
+        if bytes.len() >= DIRECT_PIECE || bytes.len() == len {
+            return copy_out(dev, bytes, pos.saturating_add(at));
+        }
+        gather[start..end].copy_from_slice(bytes);
+        gathered.push((start, end));
+        Ok(())
+    };
+    target.read_with(q, off, len, &mut sink, stage)?;
+    gathered.sort_unstable();
+    let mut i = 0;
+    while let Some(&(start, mut end)) = gathered.get(i) {
+        i += 1;
+        while let Some(&(_, e)) = gathered.get(i).filter(|&&(s, _)| s == end) {
+            end = e;
+            i += 1;
+        }
+        copy_out(dev, &gather[start..end], pos.saturating_add(start as u64))?;
+    }
+    Ok(())
+}
+
 /// The first `len` bytes of `buf`, or `-EINVAL` if it is shorter (a request that was
 /// not checked by [`decode`]; never a panic).
 fn prefix_mut(buf: &mut [u8], len: usize) -> Result<&mut [u8], Errno> {
@@ -250,11 +305,7 @@ pub fn execute(target: &dyn Target, queue: u16, req: Request, data: DataPath<'_>
             .and_then(|b| target.read(q, off, b))
             .map(|()| len),
         (Request::Read { off, len }, DataPath::UserCopy { dev, pos, scratch }) => {
-            prefix_mut(scratch, len).and_then(|b| {
-                target.read(q, off, b)?;
-                copy_out(dev, b, pos)?;
-                Ok(len)
-            })
+            read_user_copy(target, q, off, len, dev, pos, scratch).map(|()| len)
         }
         (Request::Write { off, len, fua }, DataPath::Buffer(buf)) => prefix_mut(buf, len)
             .and_then(|b| target.write(q, off, b, fua))

@@ -414,7 +414,7 @@ fn user_copy_device_errors_fail_the_request_without_touching_the_target() {
         chunk: 512,
         fail: Some(libc::EFAULT),
     };
-    let mut scratch = vec![0_u8; 512];
+    let mut scratch = vec![0_u8; 1024];
     let d = desc(sys::UBLK_IO_OP_WRITE, 0, 0, 1);
     let res = handle(
         &t,
@@ -441,7 +441,7 @@ fn user_copy_short_device_is_eio() {
         chunk: 512,
         fail: None,
     };
-    let mut scratch = vec![0_u8; 512];
+    let mut scratch = vec![0_u8; 1024];
     let d = desc(sys::UBLK_IO_OP_WRITE, 0, 0, 1);
     let dp = DataPath::UserCopy {
         dev: &cdev,
@@ -496,4 +496,175 @@ fn a_zero_length_read_is_a_successful_no_op() {
     let t = MemTarget::new(MIB);
     let mut none: [u8; 0] = [];
     assert_eq!(run(&t, desc(sys::UBLK_IO_OP_READ, 0, 0, 0), &mut none), 0);
+}
+
+/// A target whose `read_with` hands out a read in given pieces (request-relative start,
+/// length), in the given order, from a pattern (byte `i` of the device is `i % 253`).
+struct PieceTarget(Vec<(usize, usize)>);
+
+fn device_byte(i: u64) -> u8 {
+    (i % 253) as u8
+}
+
+impl Target for PieceTarget {
+    fn size(&self) -> u64 {
+        MIB
+    }
+    fn read(&self, _: u32, off: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = device_byte(off + i as u64);
+        }
+        Ok(())
+    }
+    fn read_with(
+        &self,
+        _: u32,
+        off: u64,
+        len: usize,
+        sink: &mut crate::target::ReadSink<'_>,
+        _: &mut [u8],
+    ) -> Result<(), Errno> {
+        assert_eq!(self.0.iter().map(|p| p.1).sum::<usize>(), len);
+        for &(at, n) in &self.0 {
+            let piece: Vec<u8> = (0..n).map(|i| device_byte(off + (at + i) as u64)).collect();
+            sink(at as u64, &piece)?;
+        }
+        Ok(())
+    }
+    fn write(&self, _: u32, _: u64, _: &[u8], _: bool) -> Result<(), Errno> {
+        Err(-libc::EROFS)
+    }
+    fn flush(&self) -> Result<(), Errno> {
+        Ok(())
+    }
+    fn discard(&self, _: u64, _: u64) -> Result<(), Errno> {
+        Ok(())
+    }
+    fn write_zeroes(&self, _: u64, _: u64) -> Result<(), Errno> {
+        Ok(())
+    }
+    fn status(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    fn set_gc_percent(&self, _: u8) -> Result<(), String> {
+        Ok(())
+    }
+    fn close(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A fake `/dev/ublkcN` that records each `pwrite` (request-relative start, length).
+struct RecordingCdev {
+    inner: FakeCdev,
+    writes: RefCell<Vec<(usize, usize)>>,
+}
+
+impl UserCopyIo for RecordingCdev {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, pos)
+    }
+    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
+        let n = self.inner.write_at(buf, pos)?;
+        let at = usize::try_from(pos - self.inner.pos).unwrap();
+        self.writes.borrow_mut().push((at, n));
+        Ok(n)
+    }
+}
+
+/// User-copy reads: a piece of 32 KiB or more, or the whole read, is written into the
+/// request as it comes; smaller pieces are gathered and written in runs of adjacent
+/// pieces. Whatever the order, the request ends up with exactly the device's bytes.
+#[test]
+fn user_copy_read_writes_big_pieces_directly_and_gathers_small_ones() {
+    const K: usize = 1024;
+    let len = 128 * K;
+    // [0, 8K) and [8K, 12K) small and adjacent; [12K, 76K) big; [76K, 80K) small;
+    // [80K, 128K) big; handed out of order.
+    let pieces = vec![
+        (80 * K, 48 * K),
+        (8 * K, 4 * K),
+        (12 * K, 64 * K),
+        (0, 8 * K),
+        (76 * K, 4 * K),
+    ];
+    let off = 3 * 4096_u64;
+    let pos = user_copy_pos(1, 2);
+    let cdev = RecordingCdev {
+        inner: FakeCdev {
+            pos,
+            data: RefCell::new(vec![0; len]),
+            chunk: usize::MAX,
+            fail: None,
+        },
+        writes: RefCell::new(Vec::new()),
+    };
+    let mut scratch = vec![0_u8; 2 * len];
+    let d = desc(sys::UBLK_IO_OP_READ, 0, off / 512, (len / 512) as u32);
+    let dp = DataPath::UserCopy {
+        dev: &cdev,
+        pos,
+        scratch: &mut scratch,
+    };
+    assert_eq!(handle(&PieceTarget(pieces), 1, &d, dp), len as i32);
+    let want: Vec<u8> = (0..len as u64).map(|i| device_byte(off + i)).collect();
+    assert!(
+        *cdev.inner.data.borrow() == want,
+        "request holds the device's bytes"
+    );
+    assert_eq!(
+        *cdev.writes.borrow(),
+        vec![
+            (80 * K, 48 * K),
+            (12 * K, 64 * K),
+            (0, 12 * K),
+            (76 * K, 4 * K)
+        ],
+        "big pieces as they come, then the gathered runs"
+    );
+
+    // One piece that is the whole (small) read goes straight in.
+    let cdev = RecordingCdev {
+        inner: FakeCdev {
+            pos,
+            data: RefCell::new(vec![0; 4 * K]),
+            chunk: usize::MAX,
+            fail: None,
+        },
+        writes: RefCell::new(Vec::new()),
+    };
+    let mut scratch = vec![0_u8; 8 * K];
+    let d = desc(sys::UBLK_IO_OP_READ, 0, 8, 8);
+    let dp = DataPath::UserCopy {
+        dev: &cdev,
+        pos,
+        scratch: &mut scratch,
+    };
+    assert_eq!(handle(&PieceTarget(vec![(0, 4 * K)]), 0, &d, dp), 4096);
+    assert_eq!(*cdev.writes.borrow(), vec![(0, 4 * K)]);
+    let want: Vec<u8> = (0..4096).map(|i| device_byte(4096 + i)).collect();
+    assert!(*cdev.inner.data.borrow() == want);
+}
+
+/// A piece outside the read, from a misbehaving target, fails the read with EINVAL
+/// instead of writing out of bounds.
+#[test]
+fn user_copy_read_refuses_pieces_outside_the_request() {
+    let pos = user_copy_pos(0, 0);
+    let cdev = FakeCdev {
+        pos,
+        data: RefCell::new(vec![0; 4096]),
+        chunk: usize::MAX,
+        fail: None,
+    };
+    let mut scratch = vec![0_u8; 8192];
+    let d = desc(sys::UBLK_IO_OP_READ, 0, 0, 8);
+    let dp = DataPath::UserCopy {
+        dev: &cdev,
+        pos,
+        scratch: &mut scratch,
+    };
+    // The lengths add up to the request, but the last piece lies past its end.
+    let t = PieceTarget(vec![(0, 2048), (3072, 1024), (4096, 1024)]);
+    assert_eq!(handle(&t, 0, &d, dp), -libc::EINVAL);
 }

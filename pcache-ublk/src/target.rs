@@ -18,6 +18,11 @@ pub type Errno = i32;
 /// request on `/dev/ublkcN`), or fails with a negative errno.
 pub type WriteSource<'a> = dyn FnMut(u64, &mut [u8]) -> Result<(), Errno> + 'a;
 
+/// Where the payload of [`Target::read_with`] goes: `sink(at, bytes)` takes the
+/// payload's bytes from byte `at` on (user-copy mode `pwrite`s them into the request on
+/// `/dev/ublkcN`), or fails with a negative errno.
+pub type ReadSink<'a> = dyn FnMut(u64, &[u8]) -> Result<(), Errno> + 'a;
+
 /// A block target served through ublk. All offsets and lengths are in bytes.
 ///
 /// Implementations must be callable concurrently from every queue thread and must never
@@ -51,6 +56,27 @@ pub trait Target: Send + Sync {
         let buf = scratch.get_mut(..len).ok_or(-libc::EINVAL)?;
         src(0, buf)?;
         self.write(queue, off, buf, fua)
+    }
+
+    /// Reads `len` bytes at `off` and hands them to `sink`, in pieces that cover
+    /// `[0, len)` exactly once (in any order). A failure of `sink` fails the read with
+    /// `sink`'s errno.
+    ///
+    /// The provided method reads the whole payload into `scratch` (which must hold `len`
+    /// bytes, else `-EINVAL`) with [`Target::read`] and hands it over as one piece. A
+    /// target that can hand over the bytes where they are stored overrides it, so the
+    /// data moves once.
+    fn read_with(
+        &self,
+        queue: u32,
+        off: u64,
+        len: usize,
+        sink: &mut ReadSink<'_>,
+        scratch: &mut [u8],
+    ) -> Result<(), Errno> {
+        let buf = scratch.get_mut(..len).ok_or(-libc::EINVAL)?;
+        self.read(queue, off, buf)?;
+        sink(0, buf)
     }
 
     /// Makes every completed write durable (the device advertises a volatile write cache).

@@ -83,6 +83,15 @@ impl CacheMedia for DaxMedia {
         self.inner.write(off, data)
     }
 
+    fn view(
+        &self,
+        off: u64,
+        len: usize,
+        f: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<(), MediaError> {
+        self.inner.view(off, len, f)
+    }
+
     fn fill(
         &self,
         off: u64,

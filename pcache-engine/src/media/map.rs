@@ -156,6 +156,24 @@ impl Mapping {
         f(dst).map_err(MediaError::Source)
     }
 
+    /// Hands `f` the mapped bytes `[off, off + len)` to read ([`super::CacheMedia::view`]).
+    pub(crate) fn view(
+        &self,
+        off: u64,
+        len: usize,
+        f: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> Result<(), MediaError> {
+        let start = check_range(off, len, self.len())?;
+        // SAFETY: [start, start + len) is inside the mapping (checked above), so the
+        // pointer is valid, non-null and aligned for `len` bytes, which stay mapped while
+        // `self` is borrowed. Nobody writes these bytes while `f` runs: the engine only
+        // views data of a live extent while it holds its segment's generation, and data
+        // space is written only when fresh, before any key points at it
+        // (`docs/design.md`, "Locks"); the slice does not outlive this call.
+        let src = unsafe { std::slice::from_raw_parts(self.at(start).cast_const(), len) };
+        f(src).map_err(MediaError::Source)
+    }
+
     pub(crate) fn zero(&self, off: u64, len: u64) -> Result<(), MediaError> {
         if !self.writable {
             return Err(MediaError::ReadOnly);

@@ -65,6 +65,15 @@ impl CacheMedia for MemMedia {
         self.map.write(off, data)
     }
 
+    fn view(
+        &self,
+        off: u64,
+        len: usize,
+        f: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<(), MediaError> {
+        self.map.view(off, len, f)
+    }
+
     fn fill(
         &self,
         off: u64,

@@ -122,6 +122,29 @@ pub trait CacheMedia: Send + Sync + 'static {
         self.write(off, &buf)
     }
 
+    /// Hands `f` the `len` bytes at `off`, for it to pass on without a copy of its own
+    /// (e.g. a `pwrite` of them into a request).
+    ///
+    /// The provided method [`CacheMedia::read`]s them into a temporary buffer; the mapped
+    /// media override it to hand `f` the mapped bytes themselves. Those are the media's
+    /// own: `f` must only read them, and a poisoned line in them is caught only where
+    /// the kernel copies them (a `write(2)` of them fails with `EFAULT`), not by a copy in
+    /// `f` itself: use [`CacheMedia::read`] for a checked copy.
+    ///
+    /// # Errors
+    /// As [`CacheMedia::read`]; [`MediaError::Source`] if `f` failed.
+    fn view(
+        &self,
+        off: u64,
+        len: usize,
+        f: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> Result<(), MediaError> {
+        check_range(off, len, self.len())?;
+        let mut buf = vec![0; len];
+        self.read(off, &mut buf)?;
+        f(&buf).map_err(MediaError::Source)
+    }
+
     /// Starts making the stores to `[off, off + len)` durable (CLWB; `msync` for a file).
     /// A failure is latched and reported by [`CacheMedia::check`].
     fn flush(&self, off: u64, len: u64);
