@@ -8,12 +8,6 @@ use pcache_format::kset::KsetRead;
 use pcache_format::layout::{CachePos, SUBTREE_SIZE};
 use std::collections::BTreeMap;
 
-/// Backing writes in flight at once for one kset.
-const WRITERS: usize = 4;
-
-/// A kset with at least this much dirty data is written back by several threads.
-const PARALLEL_BYTES: u64 = 8 << 20;
-
 /// One backing write: logical offset, cache position, length.
 type Job = (u64, CachePos, u32);
 
@@ -116,50 +110,79 @@ impl Inner {
         }
     }
 
-    fn write_job(&self, &(off, pos, len): &Job, buf: &mut Vec<u8>) -> Result<()> {
-        buf.resize(len as usize, 0);
-        self.media
-            .read(self.abs(pos)?, buf)
-            .map_err(EngineError::media("read data for writeback"))?;
-        self.backing
-            .write_at(off, buf)
-            .map_err(EngineError::backing("write", off, u64::from(len)))
-    }
-
-    /// Writes the jobs to the backing device: in this thread for a small kset (starting
-    /// threads would cost more than it saves), several at a time for a large one.
+    /// Writes the jobs to the backing device: each job's data is read from the media into
+    /// its own buffer, then the whole kset (up to [`BATCH_BYTES`] at a time) goes to the
+    /// backing in one [`Backing::write_many`](crate::backing::Backing::write_many), which
+    /// may keep its writes in flight together (`UringBacking`) or write a large batch from
+    /// several threads (`FileBacking`).
     fn write_jobs(&self, jobs: &[Job]) -> Result<()> {
-        let bytes: u64 = jobs.iter().map(|j| u64::from(j.2)).sum();
-        if jobs.len() <= 2 || bytes < PARALLEL_BYTES {
-            let mut buf = Vec::new();
-            return jobs.iter().try_for_each(|j| self.write_job(j, &mut buf));
-        }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let workers = WRITERS.min(jobs.len());
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    s.spawn(|| -> Result<()> {
-                        let mut buf = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(j) = jobs.get(i) else { return Ok(()) };
-                            self.write_job(j, &mut buf)?;
-                        }
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(EngineError::Inconsistent(
-                            "writeback worker panicked".into(),
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<()>>>()
-                .map(|_| ())
+        ARENA.with_borrow_mut(|arena| {
+            let mut rest = jobs;
+            while !rest.is_empty() {
+                // At least one job per batch (a job is at most 4 MiB, see `merge`).
+                let mut n = 0;
+                let mut bytes = 0u64;
+                while n < rest.len() && (n == 0 || bytes + padded(rest[n].2) <= BATCH_BYTES) {
+                    bytes += padded(rest[n].2);
+                    n += 1;
+                }
+                let (batch, later) = rest.split_at(n);
+                self.write_batch(batch, bytes, arena)?;
+                rest = later;
+            }
+            Ok(())
         })
     }
+
+    /// Reads `jobs` (`bytes` of buffer, each job padded to [`ALIGN`]) into `arena` and
+    /// writes them with one batch.
+    fn write_batch(&self, jobs: &[Job], bytes: u64, arena: &mut Vec<u8>) -> Result<()> {
+        // At most BATCH_BYTES (a batch of one job: at most 4 MiB).
+        #[allow(clippy::cast_possible_truncation)]
+        let need = bytes as usize + ALIGN;
+        if arena.len() < need {
+            arena.resize(need, 0);
+        }
+        // Each buffer starts ALIGN-aligned, so an aligned job can go out with O_DIRECT.
+        let start = arena.as_ptr().align_offset(ALIGN).min(ALIGN);
+        let mut free = &mut arena[start..];
+        let mut writes: Vec<(u64, &[u8])> = Vec::with_capacity(jobs.len());
+        for &(off, pos, len) in jobs {
+            // padded(len) <= what is left: the arena holds `bytes`.
+            #[allow(clippy::cast_possible_truncation)]
+            let (buf, after) = std::mem::take(&mut free).split_at_mut(padded(len) as usize);
+            free = after;
+            let buf = &mut buf[..len as usize];
+            self.media
+                .read(self.abs(pos)?, buf)
+                .map_err(EngineError::media("read data for writeback"))?;
+            writes.push((off, buf));
+        }
+        self.backing
+            .write_many(&writes)
+            .map_err(|e| EngineError::Backing {
+                op: "write",
+                off: e.off,
+                len: e.len,
+                source: e.source,
+            })
+    }
+}
+
+/// Alignment of each writeback buffer (direct I/O's, for logical blocks up to 4 KiB).
+const ALIGN: usize = 4096;
+
+/// Buffer bytes of one backing batch: a kset whose dirty data is larger goes out in
+/// several batches (one after the other, all before W1).
+const BATCH_BYTES: u64 = 8 << 20;
+
+/// `len` rounded up to [`ALIGN`].
+fn padded(len: u32) -> u64 {
+    u64::from(len).next_multiple_of(ALIGN as u64)
+}
+
+thread_local! {
+    /// The writeback buffers of this thread, reused from kset to kset: at most
+    /// [`BATCH_BYTES`] + [`ALIGN`] bytes.
+    static ARENA: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }

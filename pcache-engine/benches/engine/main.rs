@@ -13,7 +13,7 @@
 //! ```text
 //! cargo bench -p pcache-engine --bench engine -- [--quick] [--reps N] [--secs S]
 //!     [--dir DIR] [--only NAME] [--threads 1,2] [--target engine|baseline] [--markdown]
-//!     [--foreground] [--sparse]
+//!     [--foreground] [--sparse] [--backing file,uring] [--backing-dev PATH]
 //! ```
 //!
 //! Every run gets fresh files in `--dir` (default `/dev/shm`), so each starts with an empty
@@ -33,12 +33,22 @@
 //! baseline/engine (1 = as cheap).
 //!
 //! `--foreground` runs the engine without its background workers (no writeback during the
-//! run), to separate the request path from writeback. For profiling, the request is an
+//! run), to separate the request path from writeback.
+//!
+//! `--backing file,uring` (the default: both) picks the engine's backing device for the
+//! workloads that write with writeback running: a [`FileBacking`] (`pwrite` per extent) or
+//! a [`UringBacking`] (each kset's writes in flight together through io_uring). Each kind
+//! is its own row, run in the same repetitions (the kinds' order alternates between
+//! repetitions), against the same baseline. Read-only and `--foreground` rows use the
+//! first kind listed. `--backing-dev PATH` uses an existing file or block device of at
+//! least the device size (1 GiB) as the backing, as is (it is neither truncated nor
+//! removed), instead of a fresh sparse file in `--dir`: e.g. a loop device, to measure a
+//! block device's `O_DIRECT` path. For profiling, the request is an
 //! out-of-line function: `valgrind --tool=callgrind --collect-atstart=no
 //! --toggle-collect='*one_request*' <bench binary> --quick --only randread --threads 1
 //! --target engine`.
 
-use pcache_engine::backing::{Backing, FileBacking};
+use pcache_engine::backing::{Backing, FileBacking, UringBacking};
 use pcache_engine::format::{fresh, layout};
 use pcache_engine::media::{CacheMedia, FileMedia};
 use pcache_engine::{Cache, CacheConfig};
@@ -128,12 +138,42 @@ impl Workload {
             _ => 0,
         }
     }
+
+    /// Whether it writes (so writeback runs during the run).
+    fn writes(self) -> bool {
+        self.read_pct() < 100
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     Engine,
     Baseline,
+}
+
+/// The engine's backing device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BackingKind {
+    /// [`FileBacking`]: one `pwrite` per extent.
+    File,
+    /// [`UringBacking`]: a kset's writes through io_uring, in flight together.
+    Uring,
+}
+
+impl BackingKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Uring => "uring",
+        }
+    }
+
+    fn open(self, path: &Path) -> Arc<dyn Backing> {
+        match self {
+            Self::File => Arc::new(FileBacking::open(path, false).expect("backing")),
+            Self::Uring => Arc::new(UringBacking::open(path, false).expect("io_uring backing")),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +190,10 @@ struct Opts {
     foreground: bool,
     /// Leave the media files sparse (first touch of a page allocates it).
     sparse: bool,
+    /// The engine's backing kinds, each its own row for the writing workloads.
+    backings: Vec<BackingKind>,
+    /// An existing backing file or block device, used as is.
+    backing_dev: Option<PathBuf>,
     /// Cache media size.
     cache: u64,
     /// Logical device (backing file) size.
@@ -171,6 +215,8 @@ impl Opts {
             markdown: false,
             foreground: false,
             sparse: false,
+            backings: vec![BackingKind::File, BackingKind::Uring],
+            backing_dev: None,
             cache: 4 * GIB,
             dev: GIB,
             ws: 256 * MIB,
@@ -205,10 +251,22 @@ impl Opts {
                 "--markdown" => o.markdown = true,
                 "--foreground" => o.foreground = true,
                 "--sparse" => o.sparse = true,
+                "--backing-dev" => o.backing_dev = Some(PathBuf::from(val("--backing-dev"))),
+                "--backing" => {
+                    o.backings = val("--backing")
+                        .split(',')
+                        .map(|b| match b {
+                            "file" => BackingKind::File,
+                            "uring" => BackingKind::Uring,
+                            b => panic!("unknown backing {b} (file, uring)"),
+                        })
+                        .collect();
+                }
                 "-h" | "--help" => {
                     println!(
                         "engine [--quick] [--reps N] [--secs S] [--dir DIR] [--only NAME] \
-                         [--threads 1,2] [--target engine|baseline] [--markdown] [--foreground] [--sparse]"
+                         [--threads 1,2] [--target engine|baseline] [--markdown] [--foreground] [--sparse] \
+                         [--backing file,uring] [--backing-dev PATH]"
                     );
                     std::process::exit(0);
                 }
@@ -460,20 +518,32 @@ fn pick_offset(o: &Opts, w: Workload, threads: usize, ctx: &mut Ctx) -> u64 {
 // ---------------------------------------------------------------------------------------
 // Engine runs.
 
-fn run_engine(o: &Opts, w: Workload, threads: usize) -> (Run, String) {
+fn run_engine(o: &Opts, w: Workload, threads: usize, kind: BackingKind) -> (Run, String) {
     let media_path = temp_path(&o.dir, "media");
-    let backing_path = temp_path(&o.dir, "backing");
-    let _files = Files(vec![media_path.clone(), backing_path.clone()]);
+    let (backing_path, _files) = match &o.backing_dev {
+        Some(dev) => (dev.clone(), Files(vec![media_path.clone()])),
+        None => {
+            let p = temp_path(&o.dir, "backing");
+            (p.clone(), Files(vec![media_path.clone(), p]))
+        }
+    };
     {
         let f = media_file(o, &media_path);
         let seg_num = layout::seg_num_for_device(o.cache).expect("cache size");
         f.write_all_at(&fresh::superblock(seg_num), layout::SB_OFF)
             .expect("write superblock");
     }
-    drop(sparse_file(&backing_path, o.dev));
+    if o.backing_dev.is_none() {
+        drop(sparse_file(&backing_path, o.dev));
+    }
     let media: Arc<dyn CacheMedia> = Arc::new(FileMedia::open(&media_path, false).expect("media"));
-    let backing: Arc<dyn Backing> =
-        Arc::new(FileBacking::open(&backing_path, false).expect("backing"));
+    let backing = kind.open(&backing_path);
+    assert!(
+        backing.size() >= o.dev,
+        "the backing device has {} bytes, fewer than {}",
+        backing.size(),
+        o.dev
+    );
     let desc = format!(
         "media: {}; backing: {}",
         media.describe(),
@@ -601,56 +671,87 @@ fn main() {
         o.dir.display()
     );
     let mut rows = Vec::new();
-    let mut descs = (None, None);
+    let mut engine_descs: Vec<(BackingKind, String)> = Vec::new();
+    let mut baseline_desc = None;
     for w in Workload::ALL {
         if o.only.as_deref().is_some_and(|n| !w.name().contains(n)) {
             continue;
         }
+        // The backing matters where writeback runs during the run.
+        let kinds = if w.writes() && !o.foreground {
+            o.backings.clone()
+        } else {
+            o.backings[..1].to_vec()
+        };
         for &threads in &o.threads {
-            let mut row = Row {
-                w,
-                threads,
-                engine: None,
-                baseline: None,
-            };
+            let mut engines: Vec<Option<Run>> = vec![None; kinds.len()];
+            let mut baseline = None;
             for rep in 0..o.reps {
                 for &target in &o.targets {
-                    let (run, desc) = match target {
-                        Target::Engine => run_engine(&o, w, threads),
-                        Target::Baseline => run_baseline(&o, w, threads),
-                    };
-                    eprintln!(
-                        "  {:<16} thr {threads} rep {rep} {:<8}: {:>9} IOPS, p50 {} µs, p99 {} µs, \
-                         CPU {:.2} µs/op (workers {:.2}) ({} ops in {:.2} s)",
-                        w.name(),
-                        format!("{target:?}").to_lowercase(),
-                        kiops(&run),
-                        us(run.hist.quantile(0.5)),
-                        us(run.hist.quantile(0.99)),
-                        run.cpu_us(),
-                        run.bg_cpu_us(),
-                        run.ops,
-                        run.secs
-                    );
-                    match target {
+                    let runs: Vec<(Option<usize>, Run, String)> = match target {
                         Target::Engine => {
-                            descs.0.get_or_insert(desc);
-                            row.engine = best(row.engine.take(), run);
+                            // Alternate the kinds' order, so neither always runs first.
+                            let mut order: Vec<usize> = (0..kinds.len()).collect();
+                            if rep % 2 == 1 {
+                                order.reverse();
+                            }
+                            order
+                                .into_iter()
+                                .map(|k| {
+                                    let (run, desc) = run_engine(&o, w, threads, kinds[k]);
+                                    (Some(k), run, desc)
+                                })
+                                .collect()
                         }
                         Target::Baseline => {
-                            descs.1.get_or_insert(desc);
-                            row.baseline = best(row.baseline.take(), run);
+                            let (run, desc) = run_baseline(&o, w, threads);
+                            vec![(None, run, desc)]
+                        }
+                    };
+                    for (k, run, desc) in runs {
+                        eprintln!(
+                            "  {:<16} thr {threads} rep {rep} {:<14}: {:>9} IOPS, p50 {} µs, p99 {} µs, \
+                             CPU {:.2} µs/op (workers {:.2}) ({} ops in {:.2} s)",
+                            w.name(),
+                            k.map_or_else(|| "baseline".to_string(), |k| format!("engine/{}", kinds[k].name())),
+                            kiops(&run),
+                            us(run.hist.quantile(0.5)),
+                            us(run.hist.quantile(0.99)),
+                            run.cpu_us(),
+                            run.bg_cpu_us(),
+                            run.ops,
+                            run.secs
+                        );
+                        match k {
+                            Some(k) => {
+                                if !engine_descs.iter().any(|(b, _)| *b == kinds[k]) {
+                                    engine_descs.push((kinds[k], desc));
+                                }
+                                engines[k] = best(engines[k].take(), run);
+                            }
+                            None => {
+                                baseline_desc.get_or_insert(desc);
+                                baseline = best(baseline.take(), run);
+                            }
                         }
                     }
                 }
             }
-            rows.push(row);
+            for (k, engine) in engines.into_iter().enumerate() {
+                rows.push(Row {
+                    w,
+                    threads,
+                    backing: kinds[k].name(),
+                    engine,
+                    baseline: baseline.clone(),
+                });
+            }
         }
     }
-    if let Some(d) = descs.0 {
-        println!("engine   {d}");
+    for (kind, d) in &engine_descs {
+        println!("engine ({}) {d}", kind.name());
     }
-    if let Some(d) = descs.1 {
+    if let Some(d) = baseline_desc {
         println!("baseline media: {d}");
     }
     print!("{}", print_table(&rows, o.markdown));

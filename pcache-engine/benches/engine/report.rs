@@ -16,6 +16,8 @@ pub(crate) fn kiops(r: &Run) -> String {
 pub(crate) struct Row {
     pub(crate) w: Workload,
     pub(crate) threads: usize,
+    /// The engine's backing kind.
+    pub(crate) backing: &'static str,
     pub(crate) engine: Option<Run>,
     pub(crate) baseline: Option<Run>,
 }
@@ -25,6 +27,7 @@ pub(crate) fn print_table(rows: &[Row], markdown: bool) -> String {
     let header = [
         "workload",
         "thr",
+        "backing",
         "engine IOPS",
         "p50 µs",
         "p99 µs",
@@ -60,7 +63,11 @@ pub(crate) fn print_table(rows: &[Row], markdown: bool) -> String {
                 ),
                 _ => ("-".into(), "-".into()),
             };
-            let mut v = vec![r.w.name().to_string(), r.threads.to_string()];
+            let mut v = vec![
+                r.w.name().to_string(),
+                r.threads.to_string(),
+                r.backing.to_string(),
+            ];
             v.extend(side(&r.engine));
             v.push(bg);
             v.extend(side(&r.baseline));
@@ -85,7 +92,7 @@ pub(crate) fn print_table(rows: &[Row], markdown: bool) -> String {
         }
         for (i, c) in v.iter().enumerate() {
             let pad = widths[i] - c.chars().count();
-            if i < 2 {
+            if i < 3 {
                 let _ = write!(s, " {c}{} ", " ".repeat(pad));
             } else {
                 let _ = write!(s, " {}{c} ", " ".repeat(pad));
@@ -102,7 +109,7 @@ pub(crate) fn print_table(rows: &[Row], markdown: bool) -> String {
             .iter()
             .enumerate()
             .map(|(i, &w)| {
-                if i < 2 {
+                if i < 3 {
                     "-".repeat(w)
                 } else {
                     format!("{}:", "-".repeat(w - 1))

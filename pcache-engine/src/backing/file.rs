@@ -5,13 +5,15 @@
 //! cache; anything else goes through the buffered descriptor. Mixing the two is coherent
 //! on Linux (direct I/O writes back and invalidates the page-cache range it covers).
 
-use super::{check, Backing};
+use super::{check, Backing, BatchError};
 use crate::media::file::file_size;
+use parking_lot::Mutex;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// `_IO(0x12, 119)`: discard a byte range of a block device.
 const BLKDISCARD: libc::c_ulong = 0x1277;
@@ -19,6 +21,16 @@ const BLKDISCARD: libc::c_ulong = 0x1277;
 const BLKZEROOUT: libc::c_ulong = 0x127f;
 /// `_IO(0x12, 104)`: logical block size of a block device.
 const BLKSSZGET: libc::c_ulong = 0x1268;
+
+/// `statfs.f_type` of tmpfs.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// Threads that write one large batch ([`Backing::write_many`]) together.
+const WRITERS: usize = 4;
+
+/// A batch of at least this many bytes is written by [`WRITERS`] threads (starting threads
+/// costs more than it saves for a smaller one).
+const PARALLEL_BYTES: u64 = 8 << 20;
 
 /// A file or block device.
 #[derive(Debug)]
@@ -85,7 +97,43 @@ impl FileBacking {
         self.direct.is_some()
     }
 
-    fn pick(&self, off: u64, ptr: *const u8, len: usize) -> &File {
+    /// Whether aligned writes go straight to the device without the writer waiting on
+    /// them in the kernel: `O_DIRECT` to a block device, or to a file on a filesystem
+    /// other than tmpfs. That is where [`UringBacking`](super::UringBacking) pays off (see
+    /// [`open_best`](super::open_best)); tmpfs takes no write without blocking, so io_uring
+    /// hands each one to a kernel worker thread, which costs more than a `pwrite`.
+    #[must_use]
+    pub fn writes_async(&self) -> bool {
+        if self.direct.is_none() {
+            return false;
+        }
+        if self.is_block {
+            return true;
+        }
+        let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+        // SAFETY: fstatfs writes one `struct statfs` through the pointer, which points at
+        // enough (zeroed) memory for it, on our own open descriptor.
+        let rc = unsafe { libc::fstatfs(self.buffered.as_raw_fd(), st.as_mut_ptr()) };
+        if rc != 0 {
+            return false;
+        }
+        // SAFETY: fstatfs succeeded, so it initialised the struct (all-zero is valid too).
+        let st = unsafe { st.assume_init() };
+        // `f_type` is an i64 here, another integer type on other targets.
+        #[allow(clippy::unnecessary_cast, clippy::cast_possible_wrap)]
+        let f_type = st.f_type as i64;
+        f_type != TMPFS_MAGIC
+    }
+
+    /// The direct-I/O alignment (buffer address, offset and length).
+    #[must_use]
+    pub fn alignment(&self) -> u64 {
+        self.align
+    }
+
+    /// The descriptor for a transfer of `len` bytes at `off` from or to `ptr`: the
+    /// `O_DIRECT` one if the transfer is aligned, else the buffered one.
+    pub(super) fn pick(&self, off: u64, ptr: *const u8, len: usize) -> &File {
         match &self.direct {
             Some(d)
                 if off % self.align == 0
@@ -150,6 +198,41 @@ impl Backing for FileBacking {
         check(off, data.len() as u64, self.size)?;
         self.pick(off, data.as_ptr(), data.len())
             .write_all_at(data, off)
+    }
+
+    /// A large batch is written by several threads at once, a small one in the calling
+    /// thread.
+    fn write_many(&self, writes: &[(u64, &[u8])]) -> Result<(), BatchError> {
+        let bytes: u64 = writes.iter().map(|w| w.1.len() as u64).sum();
+        if writes.len() <= 2 || bytes < PARALLEL_BYTES {
+            for (i, &(off, data)) in writes.iter().enumerate() {
+                self.write_at(off, data)
+                    .map_err(|e| BatchError::new(i, writes, e))?;
+            }
+            return Ok(());
+        }
+        let next = AtomicUsize::new(0);
+        let first_err: Mutex<Option<BatchError>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..WRITERS.min(writes.len()) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(off, data)) = writes.get(i) else {
+                        return;
+                    };
+                    if let Err(e) = self.write_at(off, data) {
+                        let mut f = first_err.lock();
+                        if f.as_ref().is_none_or(|f| f.index > i) {
+                            *f = Some(BatchError::new(i, writes, e));
+                        }
+                        // No new writes after a failure.
+                        next.store(writes.len(), Ordering::Relaxed);
+                        return;
+                    }
+                });
+            }
+        });
+        first_err.into_inner().map_or(Ok(()), Err)
     }
 
     fn flush(&self) -> io::Result<()> {
