@@ -350,6 +350,15 @@ impl Cache {
             .read(queue, off, len, &mut crate::io::Dest::Buf(buf))
     }
 
+    /// Whether every byte of `[off, off + len)` is in the cache, so that a read of it is
+    /// served from the cache media alone (barring a stale extent or a data CRC error) and
+    /// will not wait for the backing device. A frontend can use it to run reads that miss
+    /// where waiting does not hold up other requests. False for a bad range.
+    #[must_use]
+    pub fn is_cached(&self, off: u64, len: u64) -> bool {
+        self.inner.is_cached(off, len)
+    }
+
     /// Reads `len` bytes at `off` like [`Cache::read`], but hands them to `sink` instead
     /// of copying them into a buffer: `sink(at, bytes)` takes the request's bytes from
     /// byte `at` of the request on. Hits are handed over straight from the cache media

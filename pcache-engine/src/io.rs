@@ -293,6 +293,44 @@ impl Inner {
         r
     }
 
+    /// Whether every byte of `[off, off + len)` is held by an extent of the index, so a
+    /// read of it will not wait for the backing device (unless an extent turns out stale
+    /// or its data CRC fails). A hint for a frontend choosing where to run a read.
+    pub(crate) fn is_cached(&self, off: u64, len: u64) -> bool {
+        if self.check_request(off, len).is_err() {
+            return false;
+        }
+        let mut exts = EXTENTS.take();
+        let mut done = 0;
+        let mut cached = true;
+        while done < len && cached {
+            let cur = off + done;
+            // At most 4 MiB.
+            #[allow(clippy::cast_possible_truncation)]
+            let n = (len - done).min(layout::bytes_to_subtree_end(cur)) as u32;
+            let Some((tree, rel)) = self.index.subtree(cur) else {
+                cached = false;
+                break;
+            };
+            exts.clear();
+            tree.read().overlapping(rel, rel + n, &mut exts);
+            let mut cursor = rel;
+            for &(s, e) in exts.iter() {
+                if s > cursor {
+                    break;
+                }
+                cursor = cursor.max(s + e.len());
+            }
+            cached = cursor >= rel + n;
+            done += u64::from(n);
+        }
+        if exts.capacity() <= KEEP_BUF {
+            exts.clear();
+            EXTENTS.set(exts);
+        }
+        cached
+    }
+
     /// Reads the `len` bytes at `off`, inside one 4 MiB region, which are bytes
     /// `[at, at + len)` of the request.
     fn read_region(

@@ -395,3 +395,41 @@ fn the_log_chains_segments_and_gc_frees_them() {
     );
     check(&c);
 }
+
+/// `is_cached` is true exactly when every byte of the range is in the index: after
+/// writes, across a 4 MiB boundary, and after a read miss cached its data.
+#[test]
+fn is_cached_tells_whether_a_read_stays_in_the_cache() {
+    let cache = Cache::open(
+        formatted(CACHE),
+        Arc::new(MemBacking::new(64 << 20)),
+        inline(2),
+    )
+    .unwrap();
+    const K: u64 = 1024;
+    const M: u64 = 1 << 20;
+    cache.write(0, 4 * K, &pattern(1, 8 << 10), false).unwrap();
+    assert!(cache.is_cached(4 * K, 8 * K));
+    assert!(cache.is_cached(8 * K, 512));
+    assert!(!cache.is_cached(0, 8 * K), "hole before");
+    assert!(!cache.is_cached(4 * K, 12 * K), "hole after");
+    assert!(!cache.is_cached(4 * K + 1, 512), "unaligned");
+    assert!(!cache.is_cached(64 << 20, 512), "past the end");
+    // Two writes that meet at the 4 MiB boundary.
+    cache
+        .write(1, 4 * M - 8 * K, &pattern(2, 8 << 10), false)
+        .unwrap();
+    assert!(!cache.is_cached(4 * M - 8 * K, 16 * K));
+    cache.write(0, 4 * M, &pattern(3, 8 << 10), false).unwrap();
+    assert!(cache.is_cached(4 * M - 8 * K, 16 * K));
+    // Two adjacent writes and a hole between them that a read miss fills.
+    cache.write(0, 20 * M, &pattern(4, 4 << 10), false).unwrap();
+    cache
+        .write(0, 20 * M + 8 * K, &pattern(5, 4 << 10), false)
+        .unwrap();
+    assert!(!cache.is_cached(20 * M, 12 * K));
+    let mut buf = vec![0; 12 << 10];
+    cache.read(0, 20 * M, &mut buf).unwrap();
+    assert!(cache.is_cached(20 * M, 12 * K), "the miss was cached");
+    cache.close().unwrap();
+}

@@ -14,6 +14,10 @@ use crate::error::Error;
 pub const MAX_QUEUES: u16 = 4096;
 /// The ublk driver's limit on the queue depth (`UBLK_MAX_QUEUE_DEPTH`).
 pub const MAX_DEPTH: u16 = 4096;
+/// The default number of worker threads per queue (`--workers`).
+pub const DEFAULT_WORKERS: u16 = 4;
+/// The most worker threads per queue.
+pub const MAX_WORKERS: u16 = 64;
 /// The default queue depth.
 pub const DEFAULT_DEPTH: u16 = 128;
 /// The largest device id the ublk driver hands out (ids are `int`s; keep to a sane range).
@@ -72,6 +76,12 @@ pub struct DaemonArgs {
     /// Where a background daemon's log goes (default: `<run dir>/daemon.log`).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// Worker threads per queue for requests that may wait for the backing device (read
+    /// misses, discards), so they do not hold up the queue's other requests; 0 serves
+    /// every request on its queue thread. Only in user-copy mode (Linux 6.5+).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_WORKERS,
+          value_parser = clap::value_parser!(u16).range(0..=i64::from(MAX_WORKERS)))]
+    pub workers: u16,
     /// Internal: this process is the detached daemon started by `add`/`recover`; it
     /// reports its outcome as one JSON line on stdout, then detaches stdout.
     #[arg(long, hide = true)]

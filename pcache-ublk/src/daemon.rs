@@ -73,6 +73,9 @@ pub struct Plan {
     pub queues: u16,
     /// Queue depth (for `recover`: replaced by what the device has).
     pub depth: u16,
+    /// Worker threads per queue for requests that may wait for the backing device
+    /// ([`crate::offload`]); 0 serves everything on the queue threads.
+    pub workers: u16,
 }
 
 /// `/dev/ublkbN`.
@@ -469,11 +472,15 @@ fn serve_target(
     let tgt_init = move |dev: &mut UblkDev| {
         dev.set_default_params(size);
         dev.tgt.params = device_params(size, dev.dev_info.max_io_buf_bytes);
+        // One more completion than requests: the poll of the workers' mailbox.
+        dev.tgt.cq_depth = dev.tgt.cq_depth.saturating_add(1);
+        dev.tgt.sq_depth = dev.tgt.sq_depth.saturating_add(1);
         dev.set_target_json(tgt_json);
         Ok(())
     };
     let q_target = Arc::clone(target);
-    let q_fn = move |qid: u16, dev: &UblkDev| queue::serve(qid, dev, &q_target);
+    let workers = usize::from(plan.workers);
+    let q_fn = move |qid: u16, dev: &UblkDev| queue::serve(qid, dev, &q_target, workers);
     let live_target = Arc::clone(target);
     let live_life = Arc::clone(life);
     let run_dir = state::run_dir();

@@ -62,6 +62,7 @@ fn plan(cache: &Path, backing: &Path, data_crc: bool) -> Plan {
         },
         queues: 2,
         depth: 16,
+        workers: 2,
     }
 }
 
@@ -270,6 +271,7 @@ fn ram_device_end_to_end_through_ublk() {
         backend: Backend::Ram { size: 64 << 20 },
         queues: 2,
         depth: 32,
+        workers: 2,
     };
     let l2 = Arc::clone(&life);
     let server = std::thread::spawn(move || serve(plan, &l2));

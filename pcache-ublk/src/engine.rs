@@ -215,6 +215,10 @@ impl Target for EngineTarget {
         }
     }
 
+    fn read_may_wait(&self, off: u64, len: usize) -> bool {
+        !self.cache.is_cached(off, len as u64)
+    }
+
     fn flush(&self) -> Result<(), Errno> {
         self.cache.flush().map_err(|e| errno("flush", 0, 0, &e))
     }

@@ -6,7 +6,8 @@
 //! - [`target`]: the [`target::Target`] trait the queue threads call, and an in-memory
 //!   model; [`engine`] adapts `pcache_engine::Cache` to it;
 //! - [`request`]: ublk I/O descriptor → target call → request result (errno mapping);
-//! - [`queue`]: one ublk queue thread (copy or user-copy data path);
+//! - [`queue`]: one ublk queue thread (copy or user-copy data path), with [`offload`]:
+//!   worker threads for requests that may wait for the backing device;
 //! - [`devices`]: exclusive claims on the cache and backing devices;
 //! - [`state`], [`rpc`]: what a running daemon leaves in the run directory and its
 //!   control socket;
@@ -20,6 +21,7 @@ pub mod devices;
 pub mod engine;
 pub mod error;
 pub mod lifecycle;
+pub mod offload;
 pub mod queue;
 pub mod request;
 pub mod rpc;

@@ -65,6 +65,7 @@ fn add(a: &AddArgs) -> anyhow::Result<()> {
         backend,
         queues: a.queues(),
         depth: a.depth,
+        workers: a.daemon.workers,
     };
     start(plan, &a.daemon)
 }
@@ -79,6 +80,7 @@ fn recover(r: &RecoverArgs) -> anyhow::Result<()> {
         },
         queues: 1,
         depth: 1,
+        workers: r.daemon.workers,
     };
     start(plan, &r.daemon)
 }

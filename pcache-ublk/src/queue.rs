@@ -1,8 +1,10 @@
 //! One ublk queue: a thread that fetches requests from the kernel, hands each to
 //! [`request::handle`], and commits the result.
 //!
-//! Each queue thread calls the target directly and synchronously: there is no hand-off
-//! to another thread on the I/O path. Two data paths exist:
+//! Each queue thread calls the target directly and synchronously for every request that
+//! stays in the cache; in user-copy mode, requests that may wait for the backing device
+//! (read misses, discards) go to the queue's worker threads instead ([`crate::offload`]),
+//! so that they do not hold up the rest of the queue. Two data paths exist:
 //! - **user-copy** (`UBLK_F_USER_COPY`, Linux 6.5+): no per-tag buffers; a write's data is
 //!   `pread` from `/dev/ublkcN` straight into the cache media during the target call (data
 //!   moves once; see `Target::write_with`), a read's is `pwrite`d straight from the
@@ -20,10 +22,11 @@ use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use libublk::helpers::IoBuf;
-use libublk::io::{UblkDev, UblkQueue};
+use libublk::io::{UblkDev, UblkIOCtx, UblkQueue};
 use libublk::{sys, BufDesc, BufDescList, UblkError, UblkIORes};
 
 use crate::error::describe_ublk;
+use crate::offload::{Mailbox, Pool, WorkerEnv};
 use crate::request::{self, DataPath, IoDesc};
 use crate::state::CopyMode;
 use crate::target::Target;
@@ -39,12 +42,14 @@ pub fn copy_mode_of(dev_flags: u64) -> CopyMode {
 }
 
 /// Serves queue `qid` of `dev` until the device stops. Runs on the queue's own thread
-/// (libublk's `run_target` spawns it).
-pub fn serve(qid: u16, dev: &UblkDev, target: &Arc<dyn Target>) {
+/// (libublk's `run_target` spawns it). In user-copy mode, up to `workers` threads serve
+/// the requests that may wait for the backing device ([`crate::offload`]); with 0, the
+/// queue thread serves everything.
+pub fn serve(qid: u16, dev: &UblkDev, target: &Arc<dyn Target>, workers: usize) {
     let mode = copy_mode_of(dev.dev_info.flags);
-    tracing::debug!(qid, %mode, "queue thread started");
+    tracing::debug!(qid, %mode, workers, "queue thread started");
     let res = match mode {
-        CopyMode::UserCopy => serve_user_copy(qid, dev, &**target),
+        CopyMode::UserCopy => serve_user_copy(qid, dev, target, workers),
         CopyMode::Buffer => serve_buffered(qid, dev, &**target),
     };
     match res {
@@ -101,23 +106,93 @@ fn dup_cdev(dev: &UblkDev) -> std::io::Result<File> {
     Ok(File::from(borrowed.try_clone_to_owned()?))
 }
 
-fn serve_user_copy(qid: u16, dev: &UblkDev, target: &dyn Target) -> Result<(), UblkError> {
-    let cdev = dup_cdev(dev)?;
-    // Requests on one queue are handled one at a time, so one staging buffer is enough;
+/// `user_data` of the mailbox poll: a target I/O (so libublk hands its completion to our
+/// closure) with an op code of our own.
+fn mailbox_poll_data() -> u64 {
+    UblkIOCtx::build_user_data(0, MAILBOX_POLL_OP, 0, true)
+}
+
+/// The op code of the mailbox poll in its `user_data` (any value libublk does not use for
+/// target I/O of ours).
+const MAILBOX_POLL_OP: u32 = 0xfe;
+
+/// Arms a one-shot poll of the mailbox's eventfd on the queue's ring.
+fn arm_mailbox(q: &UblkQueue<'_>, mailbox: &Mailbox) {
+    let sqe =
+        io_uring::opcode::PollAdd::new(io_uring::types::Fd(mailbox.fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(mailbox_poll_data());
+    if let Err(e) = q.ublk_submit_sqe_sync(sqe) {
+        // Without the poll, offloaded requests would never complete: this is fatal for
+        // the queue, and `submit_sqe_sync` only fails when the ring itself does.
+        tracing::error!(qid = q.get_qid(), error = %describe_ublk(&e), "cannot poll the queue's mailbox");
+    }
+}
+
+fn serve_user_copy(
+    qid: u16,
+    dev: &UblkDev,
+    target: &Arc<dyn Target>,
+    workers: usize,
+) -> Result<(), UblkError> {
+    let cdev = Arc::new(dup_cdev(dev)?);
+    let max_io = dev.dev_info.max_io_buf_bytes as usize;
+    // The queue thread serves one request at a time, so one staging buffer is enough;
     // it is twice the largest request (see `DataPath::UserCopy`).
-    let mut scratch = IoBuf::<u8>::new(2 * dev.dev_info.max_io_buf_bytes as usize);
+    let mut scratch = IoBuf::<u8>::new(2 * max_io);
+    let offload = if workers > 0 {
+        let mailbox = Arc::new(Mailbox::new().map_err(UblkError::IOError)?);
+        let env = Arc::new(WorkerEnv {
+            target: Arc::clone(target),
+            dev: cdev.clone(),
+            qid,
+            max_io,
+            mailbox: Arc::clone(&mailbox),
+        });
+        Some((
+            Pool::start(workers, &env).map_err(UblkError::IOError)?,
+            mailbox,
+        ))
+    } else {
+        None
+    };
     let queue =
         UblkQueue::new(qid, dev)?.submit_fetch_commands_unified(BufDescList::Slices(None))?;
-    queue.wait_and_handle_io(|q, tag, _ctx| {
+    if let Some((_, mailbox)) = &offload {
+        arm_mailbox(&queue, mailbox);
+    }
+    let mut done = Vec::new();
+    queue.wait_and_handle_io(|q, tag, ctx| {
+        if ctx.is_tgt_io() {
+            // Only the mailbox poll is target I/O: complete what the workers finished.
+            if let Some((_, mailbox)) = &offload {
+                mailbox.take(&mut done);
+                for (tag, res) in done.drain(..) {
+                    complete(q, tag, &[], res);
+                }
+                arm_mailbox(q, mailbox);
+            }
+            return;
+        }
         let desc = IoDesc::from_iod(q.get_iod(tag));
+        if let Some((pool, _)) = &offload {
+            if request::may_wait(&**target, &desc) && pool.submit(tag, desc).is_ok() {
+                return;
+            }
+        }
         let data = DataPath::UserCopy {
-            dev: &cdev,
+            dev: &*cdev,
             pos: request::user_copy_pos(qid, tag),
             scratch: scratch.as_mut_slice(),
         };
-        let res = request::handle(target, qid, &desc, data);
+        let res = request::handle(&**target, qid, &desc, data);
         complete(q, tag, &[], res);
     });
+    if let Some((pool, _)) = offload {
+        // The device has stopped, so no request is left with the workers (the block layer
+        // drains requests before ublk aborts the queue's commands); this joins them.
+        pool.stop();
+    }
     Ok(())
 }
 

@@ -336,6 +336,18 @@ pub fn execute(target: &dyn Target, queue: u16, req: Request, data: DataPath<'_>
     }
 }
 
+/// Whether the request `desc` may wait for a slow device, and so is better served off
+/// the queue thread ([`crate::offload`]): a read the target says may wait (a cache miss)
+/// and a discard (which reaches the backing device). A request that does not decode fails
+/// at once, so it never waits.
+pub fn may_wait(target: &dyn Target, desc: &IoDesc) -> bool {
+    match decode(desc, target.size(), usize::MAX) {
+        Ok(Request::Read { off, len }) => target.read_may_wait(off, len),
+        Ok(Request::Discard { .. }) => true,
+        Ok(Request::Write { .. } | Request::Flush | Request::WriteZeroes { .. }) | Err(_) => false,
+    }
+}
+
 /// Decodes and executes one request: the whole per-request work of a queue thread.
 pub fn handle(target: &dyn Target, queue: u16, desc: &IoDesc, data: DataPath<'_>) -> i32 {
     match decode(desc, target.size(), data.capacity()) {

@@ -668,3 +668,61 @@ fn user_copy_read_refuses_pieces_outside_the_request() {
     let t = PieceTarget(vec![(0, 2048), (3072, 1024), (4096, 1024)]);
     assert_eq!(handle(&t, 0, &d, dp), -libc::EINVAL);
 }
+
+/// Which requests go to the queue's workers: reads the target says may wait, and
+/// discards; never writes, flushes, write-zeroes or requests that do not decode.
+#[test]
+fn may_wait_picks_misses_and_discards() {
+    struct Slow(MemTarget);
+    impl Target for Slow {
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn read(&self, q: u32, off: u64, buf: &mut [u8]) -> Result<(), Errno> {
+            self.0.read(q, off, buf)
+        }
+        fn read_may_wait(&self, off: u64, _: usize) -> bool {
+            off >= 4096
+        }
+        fn write(&self, q: u32, off: u64, data: &[u8], fua: bool) -> Result<(), Errno> {
+            self.0.write(q, off, data, fua)
+        }
+        fn flush(&self) -> Result<(), Errno> {
+            Ok(())
+        }
+        fn discard(&self, _: u64, _: u64) -> Result<(), Errno> {
+            Ok(())
+        }
+        fn write_zeroes(&self, _: u64, _: u64) -> Result<(), Errno> {
+            Ok(())
+        }
+        fn status(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn set_gc_percent(&self, _: u8) -> Result<(), String> {
+            Ok(())
+        }
+        fn close(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let t = Slow(MemTarget::new(MIB));
+    assert!(!may_wait(&t, &desc(sys::UBLK_IO_OP_READ, 0, 0, 8)), "a hit");
+    assert!(may_wait(&t, &desc(sys::UBLK_IO_OP_READ, 0, 8, 8)), "a miss");
+    assert!(may_wait(&t, &desc(sys::UBLK_IO_OP_DISCARD, 0, 0, 8)));
+    for op in [
+        sys::UBLK_IO_OP_WRITE,
+        sys::UBLK_IO_OP_FLUSH,
+        sys::UBLK_IO_OP_WRITE_ZEROES,
+    ] {
+        assert!(!may_wait(&t, &desc(op, 0, 8, 8)), "op {op}");
+    }
+    // Past the end: fails at once on the queue thread.
+    assert!(!may_wait(&t, &desc(sys::UBLK_IO_OP_READ, 0, MIB / 512, 8)));
+    assert!(!may_wait(&t, &desc(0xee, 0, 8, 8)), "unknown op");
+    // The in-memory target never waits.
+    assert!(!may_wait(
+        &MemTarget::new(MIB),
+        &desc(sys::UBLK_IO_OP_READ, 0, 8, 8)
+    ));
+}

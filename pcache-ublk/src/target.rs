@@ -79,6 +79,13 @@ pub trait Target: Send + Sync {
         sink(0, buf)
     }
 
+    /// Whether a read of `len` bytes at `off` may wait for a slow device (for the engine:
+    /// whether it misses the cache). Such reads run off the queue thread, so they do not
+    /// hold up the queue's other requests. A hint: the provided method says no.
+    fn read_may_wait(&self, _off: u64, _len: usize) -> bool {
+        false
+    }
+
     /// Makes every completed write durable (the device advertises a volatile write cache).
     fn flush(&self) -> Result<(), Errno>;
 
