@@ -271,24 +271,7 @@ mod tests {
         fn write(&self, q: u32, off: u64, data: &[u8], fua: bool) -> Result<(), Errno> {
             self.inner.write(q, off, data, fua)
         }
-        fn flush(&self) -> Result<(), Errno> {
-            Ok(())
-        }
-        fn discard(&self, off: u64, len: u64) -> Result<(), Errno> {
-            self.inner.discard(off, len)
-        }
-        fn write_zeroes(&self, off: u64, len: u64) -> Result<(), Errno> {
-            self.inner.write_zeroes(off, len)
-        }
-        fn status(&self) -> serde_json::Value {
-            serde_json::Value::Null
-        }
-        fn set_gc_percent(&self, _: u8) -> Result<(), String> {
-            Ok(())
-        }
-        fn close(&self) -> Result<(), String> {
-            Ok(())
-        }
+        crate::target::no_op_control!();
     }
 
     fn read_desc(sector: u64, sectors: u32) -> IoDesc {

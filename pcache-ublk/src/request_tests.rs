@@ -225,24 +225,7 @@ fn a_non_negative_target_error_still_fails_the_request() {
         fn write(&self, _: u32, _: u64, _: &[u8], _: bool) -> Result<(), Errno> {
             Err(0)
         }
-        fn flush(&self) -> Result<(), Errno> {
-            Ok(())
-        }
-        fn discard(&self, _: u64, _: u64) -> Result<(), Errno> {
-            Ok(())
-        }
-        fn write_zeroes(&self, _: u64, _: u64) -> Result<(), Errno> {
-            Ok(())
-        }
-        fn status(&self) -> serde_json::Value {
-            serde_json::Value::Null
-        }
-        fn set_gc_percent(&self, _: u8) -> Result<(), String> {
-            Ok(())
-        }
-        fn close(&self) -> Result<(), String> {
-            Ok(())
-        }
+        crate::target::no_op_control!();
     }
     let mut buf = vec![0_u8; 512];
     let d = desc(sys::UBLK_IO_OP_READ, 0, 0, 1);
@@ -272,24 +255,7 @@ fn the_queue_id_reaches_the_target() {
             self.0.lock().unwrap().push(q);
             Ok(())
         }
-        fn flush(&self) -> Result<(), Errno> {
-            Ok(())
-        }
-        fn discard(&self, _: u64, _: u64) -> Result<(), Errno> {
-            Ok(())
-        }
-        fn write_zeroes(&self, _: u64, _: u64) -> Result<(), Errno> {
-            Ok(())
-        }
-        fn status(&self) -> serde_json::Value {
-            serde_json::Value::Null
-        }
-        fn set_gc_percent(&self, _: u8) -> Result<(), String> {
-            Ok(())
-        }
-        fn close(&self) -> Result<(), String> {
-            Ok(())
-        }
+        crate::target::no_op_control!();
     }
     let spy = QueueSpy(std::sync::Mutex::new(Vec::new()));
     let mut buf = vec![0_u8; 512];
@@ -534,24 +500,7 @@ impl Target for PieceTarget {
     fn write(&self, _: u32, _: u64, _: &[u8], _: bool) -> Result<(), Errno> {
         Err(-libc::EROFS)
     }
-    fn flush(&self) -> Result<(), Errno> {
-        Ok(())
-    }
-    fn discard(&self, _: u64, _: u64) -> Result<(), Errno> {
-        Ok(())
-    }
-    fn write_zeroes(&self, _: u64, _: u64) -> Result<(), Errno> {
-        Ok(())
-    }
-    fn status(&self) -> serde_json::Value {
-        serde_json::Value::Null
-    }
-    fn set_gc_percent(&self, _: u8) -> Result<(), String> {
-        Ok(())
-    }
-    fn close(&self) -> Result<(), String> {
-        Ok(())
-    }
+    crate::target::no_op_control!();
 }
 
 /// A fake `/dev/ublkcN` that records each `pwrite` (request-relative start, length).
@@ -687,24 +636,7 @@ fn may_wait_picks_misses_and_discards() {
         fn write(&self, q: u32, off: u64, data: &[u8], fua: bool) -> Result<(), Errno> {
             self.0.write(q, off, data, fua)
         }
-        fn flush(&self) -> Result<(), Errno> {
-            Ok(())
-        }
-        fn discard(&self, _: u64, _: u64) -> Result<(), Errno> {
-            Ok(())
-        }
-        fn write_zeroes(&self, _: u64, _: u64) -> Result<(), Errno> {
-            Ok(())
-        }
-        fn status(&self) -> serde_json::Value {
-            serde_json::Value::Null
-        }
-        fn set_gc_percent(&self, _: u8) -> Result<(), String> {
-            Ok(())
-        }
-        fn close(&self) -> Result<(), String> {
-            Ok(())
-        }
+        crate::target::no_op_control!();
     }
     let t = Slow(MemTarget::new(MIB));
     assert!(!may_wait(&t, &desc(sys::UBLK_IO_OP_READ, 0, 0, 8)), "a hit");

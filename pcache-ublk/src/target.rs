@@ -106,6 +106,35 @@ pub trait Target: Send + Sync {
     fn close(&self) -> Result<(), String>;
 }
 
+/// The methods of a [`Target`] besides the data path, doing nothing: flush, discard and
+/// write-zeroes succeed, status is null, tunables are accepted, close succeeds. For the
+/// small fake targets of the tests.
+#[cfg(test)]
+macro_rules! no_op_control {
+    () => {
+        fn flush(&self) -> Result<(), $crate::target::Errno> {
+            Ok(())
+        }
+        fn discard(&self, _: u64, _: u64) -> Result<(), $crate::target::Errno> {
+            Ok(())
+        }
+        fn write_zeroes(&self, _: u64, _: u64) -> Result<(), $crate::target::Errno> {
+            Ok(())
+        }
+        fn status(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn set_gc_percent(&self, _: u8) -> Result<(), String> {
+            Ok(())
+        }
+        fn close(&self) -> Result<(), String> {
+            Ok(())
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use no_op_control;
+
 /// Counters kept by [`MemTarget`], so tests can check what reached the target.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MemCounters {
