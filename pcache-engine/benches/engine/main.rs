@@ -29,8 +29,10 @@
 //! by the requests, which is much less sensitive than IOPS to other load on a shared
 //! machine; of which "bg": the part spent outside the request threads (the engine's
 //! writeback, GC and flush workers), including the writeback still due for the run's
-//! requests when it ends (the engine's CPU is counted until its log is clean); IOPS ratio engine/baseline; CPU ratio
-//! baseline/engine (1 = as cheap).
+//! requests when it ends (the engine's CPU is counted until its log is clean); "wb %":
+//! the share of the run's written bytes that writeback had written to the backing when
+//! the run ended (100 = it kept up; what it had not is the "still due" part above);
+//! IOPS ratio engine/baseline; CPU ratio baseline/engine (1 = as cheap).
 //!
 //! `--foreground` runs the engine without its background workers (no writeback during the
 //! run), to separate the request path from writeback.
@@ -304,6 +306,9 @@ struct Run {
     /// CPU time of the request threads alone (the rest is the engine's workers).
     req_cpu_secs: f64,
     hist: Hist,
+    /// The engine's writeback during the run: bytes written back over bytes written by
+    /// the run's requests (1 = writeback kept up).
+    wb: Option<f64>,
 }
 
 impl Run {
@@ -497,6 +502,7 @@ where
         cpu_secs,
         req_cpu_secs,
         hist,
+        wb: None,
     }
 }
 
@@ -578,6 +584,7 @@ fn run_engine(o: &Opts, w: Workload, threads: usize, kind: BackingKind) -> (Run,
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+    let st0 = cache.status();
     let run = timed(threads, o.secs, o.write_budget(w), w.block(), |ctx, buf| {
         let q = u32::try_from(ctx.t).expect("queue");
         let off = pick_offset(o, w, threads, ctx);
@@ -590,6 +597,13 @@ fn run_engine(o: &Opts, w: Workload, threads: usize, kind: BackingKind) -> (Run,
         }
     });
     let mut run = run;
+    let st1 = cache.status();
+    if st1.written > st0.written {
+        #[allow(clippy::cast_precision_loss)]
+        let frac =
+            (st1.written_back - st0.written_back) as f64 / (st1.written - st0.written) as f64;
+        run.wb = Some(frac.min(1.0));
+    }
     // Writeback may lag behind the requests: what it still has to do for them is part of
     // their cost, so the CPU time until the log is clean is added (to the workers' share).
     if !o.foreground {
@@ -711,7 +725,7 @@ fn main() {
                     for (k, run, desc) in runs {
                         eprintln!(
                             "  {:<16} thr {threads} rep {rep} {:<14}: {:>9} IOPS, p50 {} µs, p99 {} µs, \
-                             CPU {:.2} µs/op (workers {:.2}) ({} ops in {:.2} s)",
+                             CPU {:.2} µs/op (workers {:.2}){} ({} ops in {:.2} s)",
                             w.name(),
                             k.map_or_else(|| "baseline".to_string(), |k| format!("engine/{}", kinds[k].name())),
                             kiops(&run),
@@ -719,6 +733,7 @@ fn main() {
                             us(run.hist.quantile(0.99)),
                             run.cpu_us(),
                             run.bg_cpu_us(),
+                            run.wb.map_or_else(String::new, |f| format!(", written back {:.0} %", f * 100.0)),
                             run.ops,
                             run.secs
                         );

@@ -33,6 +33,7 @@ pub(crate) fn print_table(rows: &[Row], markdown: bool) -> String {
         "p99 µs",
         "CPU µs",
         "bg CPU µs",
+        "wb %",
         "baseline IOPS",
         "p50 µs",
         "p99 µs",
@@ -70,6 +71,12 @@ pub(crate) fn print_table(rows: &[Row], markdown: bool) -> String {
             ];
             v.extend(side(&r.engine));
             v.push(bg);
+            v.push(
+                r.engine
+                    .as_ref()
+                    .and_then(|x| x.wb)
+                    .map_or_else(|| "-".into(), |f| format!("{:.0}", f * 100.0)),
+            );
             v.extend(side(&r.baseline));
             v.push(ratio);
             v.push(cpu_ratio);
