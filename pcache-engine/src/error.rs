@@ -227,6 +227,17 @@ mod tests {
             source: MediaError::ReadOnly,
         };
         assert_eq!(e.errno(), -libc::EIO);
+        // A machine check or SIGBUS caught while reading the cache.
+        let e = EngineError::Media {
+            op: "read data",
+            source: MediaError::Poisoned {
+                off: 4096,
+                len: 512,
+                at: 4608,
+            },
+        };
+        assert_eq!(e.kind(), ErrorKind::Io);
+        assert_eq!(e.errno(), -libc::EIO);
         let e = EngineError::WriteSource {
             off: 0,
             len: 512,

@@ -207,6 +207,15 @@ impl Target for EngineTarget {
         });
         match (r, sink_errno) {
             (Ok(()), _) => Ok(()),
+            (Err(e), Some(code)) if code == -libc::EFAULT => {
+                // The kernel could not read the bytes handed to the sink. Those of a miss
+                // are in our own buffer, so these are the cache media's (a hit): a
+                // machine check on pmem, or a mapped file truncated underneath. That is a
+                // media error, EIO, as a checked read reports it (docs/design.md, "Media
+                // errors on read").
+                tracing::warn!(off, len, error = %e, "cache media unreadable (EFAULT)");
+                Err(-libc::EIO)
+            }
             (Err(e), Some(code)) => {
                 tracing::debug!(off, len, error = %e, "read payload could not be written");
                 Err(code)

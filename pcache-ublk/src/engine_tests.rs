@@ -549,3 +549,97 @@ fn user_copy_reads_join_extents_stored_one_after_another() {
     assert_eq!(cdev.writes.get(), 1, "one piece");
     t.close().unwrap();
 }
+
+/// A read hit on cache media that cannot be read (here: a mapped cache file truncated
+/// under a data segment; on pmem, a machine check) fails with EIO in both copy modes,
+/// and the daemon goes on serving the rest. In user-copy mode the kernel's `pwrite`
+/// from the media fails with EFAULT, which is the media's error too.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn an_unreadable_cache_segment_fails_reads_with_eio() {
+    use pcache_engine::media::FileMedia;
+    const LEN: usize = 64 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.img");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(CACHE)
+        .unwrap();
+    let media = Arc::new(FileMedia::open(&path, false).unwrap());
+    let n = layout::seg_num_for_device(CACHE).unwrap();
+    media.write(SB_OFF, &fresh::superblock(n)).unwrap();
+    let backing = Arc::new(MemBacking::new(BACKING));
+    let t = EngineTarget::open_on(
+        media.clone(),
+        backing,
+        cfg(false),
+        &path,
+        Path::new("/dev/backing-test"),
+    )
+    .unwrap();
+    // One write per queue: two data heads, two segments.
+    let data = [pattern(1, LEN), pattern(2, LEN)];
+    let sectors = (LEN / 512) as u32;
+    let start = |q: usize| q as u64 * (8 << 20) / 512;
+    for (q, d) in data.iter().enumerate() {
+        let mut buf = d.clone();
+        let d = desc(sys::UBLK_IO_OP_WRITE, 0, start(q), sectors);
+        assert_eq!(io(&t, q as u16, d, &mut buf), LEN as i32);
+    }
+    assert_eq!(t.flush(), Ok(()));
+    let seg = |want: &[u8]| {
+        let mut head = vec![0; 4096];
+        (0..n)
+            .find(|&p| {
+                media.read(layout::data_area_off(p), &mut head).unwrap();
+                head[..] == want[..4096]
+            })
+            .unwrap()
+    };
+    let segs = [seg(&data[0]), seg(&data[1])];
+    // Cut the file at the later segment; the log (segment 0) and the other stay.
+    let lost = usize::from(segs[1] > segs[0]);
+    let kept = 1 - lost;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(layout::segment_base(segs[lost]))
+        .unwrap();
+    let out_path = dir.path().join("request");
+    let out = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&out_path)
+        .unwrap();
+    let pos = crate::request::user_copy_pos(0, 0);
+    for (q, want) in [(lost, None), (kept, Some(&data[kept]))] {
+        let d = desc(sys::UBLK_IO_OP_READ, 0, start(q), sectors);
+        let mut buf = vec![0; LEN];
+        let res = io(&t, q as u16, d, &mut buf);
+        let mut scratch = vec![0_u8; 2 * LEN];
+        let dp = DataPath::UserCopy {
+            dev: &out,
+            pos,
+            scratch: &mut scratch,
+        };
+        let res_uc = handle(&t, q as u16, &d, dp);
+        match want {
+            None => {
+                assert_eq!(res, -libc::EIO, "buffer mode");
+                assert_eq!(res_uc, -libc::EIO, "user-copy mode");
+            }
+            Some(want) => {
+                assert_eq!(res, LEN as i32);
+                assert_eq!(&buf, want);
+                assert_eq!(res_uc, LEN as i32);
+                let mut got = vec![0; LEN];
+                std::os::unix::fs::FileExt::read_exact_at(&out, &mut got, pos).unwrap();
+                assert_eq!(&got, want);
+            }
+        }
+    }
+    assert!(t.cache().status().failed.is_none());
+    t.close().unwrap();
+}

@@ -1,7 +1,8 @@
 //! A memory mapping and bounds-checked copies in and out of it. All of the media's
-//! `unsafe` lives here and in `flush.rs`.
+//! `unsafe` lives here, in `flush.rs` and in `mcsafe.rs` (the reads that survive a
+//! machine check).
 
-use super::{check_range, MediaError};
+use super::{check_range, mcsafe, MediaError};
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -59,6 +60,8 @@ impl Mapping {
         writable: bool,
         try_sync: bool,
     ) -> io::Result<(Self, MapKind)> {
+        // Before the first read of a file mapping, which may raise SIGBUS.
+        mcsafe::install();
         let prot = if writable {
             libc::PROT_READ | libc::PROT_WRITE
         } else {
@@ -111,16 +114,26 @@ impl Mapping {
     }
 
     /// Address of byte `off` (callers bounds-check before dereferencing).
-    fn at(&self, off: usize) -> *mut u8 {
+    pub(super) fn at(&self, off: usize) -> *mut u8 {
         self.ptr.as_ptr().wrapping_add(off)
     }
 
+    /// Copies `[off, off + buf.len())` into `buf` with [`mcsafe::copy_from_media`]: a
+    /// machine check or SIGBUS while reading the mapping is [`MediaError::Poisoned`]
+    /// (where the platform allows catching it), not the end of the process.
     pub(crate) fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), MediaError> {
-        let start = check_range(off, buf.len(), self.len())?;
-        // SAFETY: [start, start + buf.len()) is inside the mapping (checked above), `buf`
-        // is a distinct Rust allocation, and no write to these bytes runs concurrently.
-        unsafe { std::ptr::copy_nonoverlapping(self.at(start), buf.as_mut_ptr(), buf.len()) };
-        Ok(())
+        let len = buf.len();
+        let start = check_range(off, len, self.len())?;
+        // SAFETY: [start, start + len) is inside the mapping (checked above), which stays
+        // mapped while `self` is borrowed; `buf` is a distinct Rust allocation, and no
+        // write to these bytes runs concurrently.
+        unsafe { mcsafe::copy_from_media(buf, self.at(start).cast_const()) }.map_err(|done| {
+            MediaError::Poisoned {
+                off,
+                len: len as u64,
+                at: off + done as u64,
+            }
+        })
     }
 
     pub(crate) fn write(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {

@@ -20,6 +20,7 @@ mod dax;
 pub(crate) mod file;
 mod flush;
 mod map;
+mod mcsafe;
 mod mem;
 
 pub use crash::{CrashImage, CrashMedia, CrashReplayer};
@@ -62,6 +63,21 @@ pub enum MediaError {
     /// The callback of [`CacheMedia::fill`] failed; the media itself did not.
     #[error("the data source failed")]
     Source(#[source] io::Error),
+    /// Reading the media raised a machine check (a poisoned line of persistent memory)
+    /// or a `SIGBUS` (e.g. a mapped file truncated underneath), and the copy was stopped
+    /// at `at` instead of the process being killed (`docs/design.md`, "Media errors on
+    /// read"). The bytes may read again later or never; nothing was changed.
+    #[error(
+        "media error (machine check or SIGBUS) reading {off:#x}+{len:#x}: the byte at {at:#x} cannot be read"
+    )]
+    Poisoned {
+        /// Offset of the read.
+        off: u64,
+        /// Length of the read.
+        len: u64,
+        /// Offset of the first byte that could not be read.
+        at: u64,
+    },
 }
 
 impl MediaError {
@@ -85,9 +101,18 @@ pub trait CacheMedia: Send + Sync + 'static {
 
     /// Copies `buf.len()` bytes at `off` into `buf`.
     ///
+    /// The mapped media ([`FileMedia`], [`DaxMedia`], [`MemMedia`]) copy with a routine
+    /// that survives a fault of the source: on x86-64 Linux, a machine check on poisoned
+    /// persistent memory (`SIGBUS`, `BUS_MCEERR_AR`) or a read past the end of a mapped
+    /// file that was truncated (`SIGBUS`, `BUS_ADRERR`) fails this read with
+    /// [`MediaError::Poisoned`] (an I/O error, `EIO`, for the engine's callers) instead of
+    /// killing the process. On other platforms such a fault still kills the process.
+    /// Only this copy is protected: stores, flushes, and mapped bytes handed out without
+    /// a copy are not (`docs/design.md`, "Media errors on read").
+    ///
     /// # Errors
-    /// [`MediaError::OutOfRange`]; an implementation that can catch a machine check may
-    /// also report [`MediaError::Io`].
+    /// [`MediaError::OutOfRange`]; [`MediaError::Poisoned`] if the media could not be read
+    /// (the content of `buf` is then unspecified).
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), MediaError>;
 
     /// Stores `data` at `off`. Not durable until flushed and fenced.
@@ -186,6 +211,22 @@ pub trait CacheMedia: Send + Sync + 'static {
     fn describe(&self) -> String {
         format!("media of {} bytes", self.len())
     }
+}
+
+/// Copies `src` into `dst` like [`slice::copy_from_slice`], but survives a machine check
+/// or `SIGBUS` while reading `src`, as [`CacheMedia::read`] does: for code that copies
+/// mapped bytes [`CacheMedia::view`] handed it. `Err(done)`: reading `src[done]` failed;
+/// `dst[..done]` holds the bytes before it, the rest of `dst` is unspecified. Only x86-64
+/// Linux catches the fault; elsewhere it still kills the process.
+///
+/// # Panics
+/// If the slices differ in length.
+pub fn copy_checked(dst: &mut [u8], src: &[u8]) -> Result<(), usize> {
+    assert_eq!(dst.len(), src.len(), "copy_checked: lengths differ");
+    // SAFETY: `src` is a live slice of `dst.len()` bytes for the whole call, a shared
+    // borrow (so not written concurrently through Rust) that cannot overlap the
+    // exclusive `dst`.
+    unsafe { mcsafe::copy_from_media(dst, src.as_ptr()) }
 }
 
 /// Checks that `[off, off + len)` lies inside a media of `size` bytes.

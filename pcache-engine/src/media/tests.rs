@@ -51,6 +51,63 @@ fn file_media_persists_and_honours_read_only() {
     assert!(FileMedia::open(dir.path().join("missing"), true).is_err());
 }
 
+/// A file mapping whose file was truncated under it: reads past the new end fail with
+/// `Poisoned` (SIGBUS caught) and the process goes on; reads before it are correct; a
+/// read across the end fails at the end; so does `copy_checked` of viewed bytes. Through
+/// `FileMedia` and `DaxMedia` (which maps a regular file as `FileMedia` does).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn reads_past_a_truncated_end_are_media_errors() {
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("media.img");
+    let data: Vec<u8> = (0..4 * MIB).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let file = FileMedia::open(&path, false).unwrap();
+    let dax = DaxMedia::open(&path, true).unwrap();
+    // A multiple of any page size: the pages after it are gone.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(2 * MIB)
+        .unwrap();
+    for m in [&file as &dyn CacheMedia, &dax] {
+        for _ in 0..2 {
+            let mut buf = vec![0; 64 << 10];
+            let e = m.read(3 * MIB + 512, &mut buf).unwrap_err();
+            assert!(
+                matches!(e, MediaError::Poisoned { off, len, at }
+                    if off == 3 * MIB + 512 && len == 64 << 10 && at == off),
+                "{e:?}"
+            );
+            assert!(e.to_string().contains("machine check or SIGBUS"), "{e}");
+            // Straddling the end: fails, at the end.
+            let e = m.read(2 * MIB - 4096, &mut buf).unwrap_err();
+            assert!(
+                matches!(e, MediaError::Poisoned { at, .. } if at == 2 * MIB),
+                "{e:?}"
+            );
+            // Before the end: correct.
+            m.read(2 * MIB - (64 << 10), &mut buf).unwrap();
+            let from = usize::try_from(2 * MIB).unwrap() - (64 << 10);
+            assert_eq!(buf, data[from..from + (64 << 10)]);
+            let mut byte = [0u8; 1];
+            m.read(2 * MIB - 1, &mut byte).unwrap();
+            assert_eq!(byte[0], data[data.len() / 2 - 1]);
+            // Mapped bytes handed out by `view`, copied with `copy_checked`.
+            m.view(2 * MIB - 4096, 8192, &mut |bytes| {
+                let mut dst = vec![0; bytes.len()];
+                assert_eq!(copy_checked(&mut dst, bytes), Err(4096));
+                assert_eq!(copy_checked(&mut dst[..4096], &bytes[..4096]), Ok(()));
+                assert_eq!(dst[..4096], data[from + (60 << 10)..from + (64 << 10)]);
+                Ok(())
+            })
+            .unwrap();
+        }
+    }
+}
+
 /// The crash model: a store is in a crash image only once it was flushed and then
 /// fenced; before that it is there only in a torn image, word by word.
 #[test]

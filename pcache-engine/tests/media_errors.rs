@@ -1,0 +1,127 @@
+//! Media errors on read: a read hit on cache data that cannot be read (a machine check on
+//! pmem, a SIGBUS on a mapped file) fails that request with EIO, and the cache and the
+//! process go on (`docs/design.md`, "Media errors on read").
+//!
+//! A truncated cache file stands in for poisoned pmem: a load from a mapped page past
+//! the end of its file raises SIGBUS (BUS_ADRERR), as a load of a poisoned line raises
+//! SIGBUS (BUS_MCEERR_AR), and both are caught the same way. Only x86-64 Linux catches
+//! them; elsewhere this test would kill the test process, so it is not built.
+#![cfg(all(target_arch = "x86_64", target_os = "linux"))]
+
+use pcache_engine::backing::MemBacking;
+use pcache_engine::format::{fresh, layout};
+use pcache_engine::media::{CacheMedia, FileMedia, MediaError};
+use pcache_engine::{Cache, CacheConfig, EngineError, ErrorKind};
+use std::path::Path;
+use std::sync::Arc;
+
+const CACHE: u64 = 512 << 20;
+const LEN: usize = 64 << 10;
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+/// A sparse cache file holding only a superblock (the first open formats it).
+fn cache_file(path: &Path) -> Arc<FileMedia> {
+    std::fs::File::create(path).unwrap().set_len(CACHE).unwrap();
+    let m = FileMedia::open(path, false).unwrap();
+    let n = layout::seg_num_for_device(CACHE).unwrap();
+    m.write(layout::SB_OFF, &fresh::superblock(n)).unwrap();
+    Arc::new(m)
+}
+
+/// The physical segment whose data area starts with `data`.
+fn segment_holding(m: &FileMedia, data: &[u8]) -> u32 {
+    let n = layout::seg_num_for_device(CACHE).unwrap();
+    let mut head = vec![0; 4096];
+    (0..n)
+        .find(|&phys| {
+            m.read(layout::data_area_off(phys), &mut head).unwrap();
+            head[..] == data[..4096]
+        })
+        .expect("the written data is at the start of a segment's data area")
+}
+
+/// Data in a segment that became unreadable fails its read hits with EIO; data in other
+/// segments, misses and the cache itself carry on.
+#[test]
+fn an_unreadable_data_segment_fails_its_reads_with_eio() {
+    for data_crc in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.img");
+        let media = cache_file(&path);
+        let backing = Arc::new(MemBacking::new(64 << 20));
+        // Two queues, so the two writes go to two segments (one data head per queue).
+        let cfg = CacheConfig {
+            data_crc,
+            queues: 2,
+            background: false,
+            ..CacheConfig::default()
+        };
+        let c = Cache::open(media.clone(), backing, cfg).unwrap();
+        let (a, b) = (pattern(1, LEN), pattern(2, LEN));
+        let (a_off, b_off) = (0u64, 8 << 20);
+        c.write(0, a_off, &a, false).unwrap();
+        c.write(1, b_off, &b, false).unwrap();
+        c.flush().unwrap();
+        let (seg_a, seg_b) = (segment_holding(&media, &a), segment_holding(&media, &b));
+        assert_ne!(seg_a, seg_b);
+        // Cut the file at the later of the two segments: everything from it on is gone,
+        // the log (segment 0, where a fresh cache starts it) and the other segment stay.
+        let ((lost_q, lost_off, _), (kept_q, kept_off, kept)) = if seg_a < seg_b {
+            ((1, b_off, &b), (0, a_off, &a))
+        } else {
+            ((0, a_off, &a), (1, b_off, &b))
+        };
+        let cut = layout::segment_base(seg_a.max(seg_b));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+
+        let mut buf = vec![0; LEN];
+        for len in [LEN, 512] {
+            let e = c.read(lost_q, lost_off, &mut buf[..len]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+            assert_eq!(e.errno(), -libc::EIO, "{e}");
+            assert!(
+                matches!(
+                    e,
+                    EngineError::Media {
+                        source: MediaError::Poisoned { .. },
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+            let msg = std::error::Error::source(&e).unwrap().to_string();
+            assert!(msg.contains("machine check or SIGBUS"), "{msg}");
+        }
+        // The other segment still reads, from either queue.
+        for q in 0..2 {
+            buf.fill(0);
+            c.read(q, kept_off, &mut buf).unwrap();
+            assert_eq!(&buf, kept, "data_crc {data_crc}, queue {q}");
+        }
+        // A miss is served by the backing device (and cached by the queue whose data
+        // head is still inside the file: a store past its end is not caught).
+        c.read(kept_q, 32 << 20, &mut buf).unwrap();
+        assert!(buf.iter().all(|&x| x == 0));
+        // The failed read changed nothing: it fails again the same way.
+        let e = c.read(lost_q, lost_off, &mut buf).unwrap_err();
+        assert_eq!(e.errno(), -libc::EIO, "{e}");
+        // Closing only writes the log and the metadata before the cut.
+        c.close().unwrap();
+    }
+}
