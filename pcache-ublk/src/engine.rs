@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use pcache_engine::backing::{Backing, FileBacking};
+use pcache_engine::backing::{open_best, Backing};
 use pcache_engine::media::{CacheMedia, DaxMedia};
 use pcache_engine::{Cache, CacheConfig, EngineError, Status};
 
@@ -64,7 +64,9 @@ impl EngineTarget {
             path: cache.to_owned(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let file = FileBacking::open(backing, false).map_err(|source| Error::Device {
+        // io_uring for writeback where it measured faster (O_DIRECT on a block device
+        // or a real file system), plain pwrite otherwise (docs/performance.md).
+        let backing_dev = open_best(backing, false).map_err(|source| Error::Device {
             role: "backing",
             path: backing.to_owned(),
             source,
@@ -76,7 +78,7 @@ impl EngineTarget {
             background: true,
             ..CacheConfig::default()
         };
-        Self::open_on(Arc::new(media), Arc::new(file), cfg, cache, backing)
+        Self::open_on(Arc::new(media), backing_dev, cfg, cache, backing)
     }
 
     /// Opens (replays) a cache on already-open media and backing device; `cache` and

@@ -271,7 +271,10 @@ fn read_user_copy(
         if bytes.len() >= DIRECT_PIECE || bytes.len() == len {
             return copy_out(dev, bytes, pos.saturating_add(at));
         }
-        gather[start..end].copy_from_slice(bytes);
+        // `bytes` may be the cache media's own: a checked copy turns a machine check (or
+        // a truncated cache file) into EIO, as a checked read does.
+        pcache_engine::media::copy_checked(&mut gather[start..end], bytes)
+            .map_err(|_| -libc::EIO)?;
         gathered.push((start, end));
         Ok(())
     };

@@ -1,6 +1,7 @@
 # xtask: timeout=1800
 # `cargo xtask bench --vm`: the same fio jobs on raw pmem, raw backing,
-# pcache-ublk, the kernel's dm-pcache and dm-writecache, over the same pmem
+# pcache-ublk (on /dev/pmem0 and on device DAX), the daemon's RAM target (the
+# ublk floor), the kernel's dm-pcache and dm-writecache, over the same pmem
 # and backing, in one VM run. Each device's results go to
 # $OUT/<device>.<job>.json (fio JSON); the host builds the table.
 # Jobs (name rw bs iodepth), each over a prefilled span, time-based:
@@ -39,6 +40,39 @@ if xt_have pcache-ublk && xt_have pcache-mkfs; then
     xt_ublk_del
 else
     echo "pcache-ublk: $(xt_why_not pcache-ublk)" >"$OUT/pcache-ublk.skipped"
+fi
+
+# The floor: the same daemon serving a RAM disk (ublk round trips, no cache).
+if xt_have pcache-ublk; then
+    xt_ublk_add --ram-target $(((SPAN + 64) << 20))
+    bench ublk-ram "$UBLK_DEV"
+    xt_ublk_del
+else
+    echo "ublk-ram: $(xt_why_not pcache-ublk)" >"$OUT/ublk-ram.skipped"
+fi
+
+# pcache-ublk on device DAX: the namespace turned into /dev/dax0.0 (cache-line
+# flushes instead of msync), then back to fsdax for the kernel's targets.
+# The device_dax driver must be bound for /dev/dax0.0 to open.
+devdax() {
+    modprobe device_dax 2>/dev/null
+    ndctl create-namespace -f -e namespace0.0 -m devdax --map=mem --align=2M >"$OUT/ndctl-devdax.json" 2>&1 &&
+        xt_wait_dev /dev/dax0.0 || return 1
+    [ -e /sys/bus/dax/devices/dax0.0/driver ] || daxctl enable-device dax0.0 >>"$OUT/ndctl-devdax.json" 2>&1
+    [ -e /sys/bus/dax/devices/dax0.0/driver ]
+}
+if xt_have pcache-ublk && xt_have pcache-mkfs && devdax; then
+    pcache-mkfs --force /dev/dax0.0 >/dev/null || xt_fail "pcache-mkfs /dev/dax0.0"
+    xt_ublk_add --cache /dev/dax0.0 --backing "$BACKING"
+    bench pcache-ublk-devdax "$UBLK_DEV"
+    xt_ublk_del
+else
+    echo "pcache-ublk-devdax: no device DAX here ($(tail -1 "$OUT/ndctl-devdax.json" 2>/dev/null))" >"$OUT/pcache-ublk-devdax.skipped"
+fi
+if [ ! -b "$PMEM" ]; then
+    ndctl create-namespace -f -e namespace0.0 -m fsdax --map=mem --align=2M >"$OUT/ndctl-fsdax.json" 2>&1 ||
+        xt_fail "ndctl: back to fsdax"
+    xt_wait_dev "$PMEM" || xt_fail "$PMEM did not come back"
 fi
 
 wipe_pmem

@@ -39,6 +39,8 @@ const DEVICES: &[(&str, &str)] = &[
     ("pmem", "raw /dev/pmem0"),
     ("backing", "raw /dev/vda"),
     ("pcache-ublk", "pcache-ublk"),
+    ("pcache-ublk-devdax", "pcache-ublk, device DAX"),
+    ("ublk-ram", "ublk RAM target (floor)"),
     ("dm-pcache", "kernel dm-pcache"),
     ("dm-writecache", "kernel dm-writecache"),
 ];
