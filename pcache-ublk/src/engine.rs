@@ -142,6 +142,22 @@ pub fn status_json(s: &Status) -> serde_json::Value {
     })
 }
 
+/// Runs an engine call that takes one of the request's callbacks (`write_with`'s source,
+/// `read_with`'s sink). `call` gets `record`, which the callback's error goes through: it
+/// keeps the errno and turns it into the `io::Error` the engine wants. A failure comes back
+/// with the callback's errno if the callback was what failed.
+fn with_callback_errno(
+    call: impl FnOnce(&mut dyn FnMut(Errno) -> std::io::Error) -> Result<(), EngineError>,
+) -> Result<(), (EngineError, Option<Errno>)> {
+    let mut failed = None;
+    let mut record = |e: Errno| {
+        failed = Some(e);
+        std::io::Error::from_raw_os_error(e.saturating_neg())
+    };
+    let r = call(&mut record);
+    r.map_err(|e| (e, failed))
+}
+
 impl Target for EngineTarget {
     fn size(&self) -> u64 {
         self.cache.size()
@@ -172,20 +188,18 @@ impl Target for EngineTarget {
         _scratch: &mut [u8],
     ) -> Result<(), Errno> {
         // The source's own errno is what the request fails with (as when staging).
-        let mut src_errno = None;
-        let r = self.cache.write_with(queue, off, len, fua, &mut |at, dst| {
-            src(at, dst).map_err(|e| {
-                src_errno = Some(e);
-                std::io::Error::from_raw_os_error(e.saturating_neg())
+        let r = with_callback_errno(|record| {
+            self.cache.write_with(queue, off, len, fua, &mut |at, dst| {
+                src(at, dst).map_err(&mut *record)
             })
         });
-        match (r, src_errno) {
-            (Ok(()), _) => Ok(()),
-            (Err(e), Some(code)) => {
+        match r {
+            Ok(()) => Ok(()),
+            Err((e, Some(code))) => {
                 tracing::debug!(off, len, error = %e, "write payload could not be read");
                 Err(code)
             }
-            (Err(e), None) => Err(errno("write", off, len as u64, &e)),
+            Err((e, None)) => Err(errno("write", off, len as u64, &e)),
         }
     }
 
@@ -200,16 +214,14 @@ impl Target for EngineTarget {
         _scratch: &mut [u8],
     ) -> Result<(), Errno> {
         // The sink's own errno is what the request fails with (as when staging).
-        let mut sink_errno = None;
-        let r = self.cache.read_with(queue, off, len, &mut |at, bytes| {
-            sink(at, bytes).map_err(|e| {
-                sink_errno = Some(e);
-                std::io::Error::from_raw_os_error(e.saturating_neg())
+        let r = with_callback_errno(|record| {
+            self.cache.read_with(queue, off, len, &mut |at, bytes| {
+                sink(at, bytes).map_err(&mut *record)
             })
         });
-        match (r, sink_errno) {
-            (Ok(()), _) => Ok(()),
-            (Err(e), Some(code)) if code == -libc::EFAULT => {
+        match r {
+            Ok(()) => Ok(()),
+            Err((e, Some(code))) if code == -libc::EFAULT => {
                 // The kernel could not read the bytes handed to the sink. Those of a miss
                 // are in our own buffer, so these are the cache media's (a hit): a
                 // machine check on pmem, or a mapped file truncated underneath. That is a
@@ -218,11 +230,11 @@ impl Target for EngineTarget {
                 tracing::warn!(off, len, error = %e, "cache media unreadable (EFAULT)");
                 Err(-libc::EIO)
             }
-            (Err(e), Some(code)) => {
+            Err((e, Some(code))) => {
                 tracing::debug!(off, len, error = %e, "read payload could not be written");
                 Err(code)
             }
-            (Err(e), None) => Err(errno("read", off, len as u64, &e)),
+            Err((e, None)) => Err(errno("read", off, len as u64, &e)),
         }
     }
 
