@@ -282,6 +282,7 @@ pub fn status(id: u32) -> Result<serde_json::Value, Error> {
         obj.insert("queues".into(), rec.target.queues.into());
         obj.insert("depth".into(), rec.target.depth.into());
         obj.insert("copy_mode".into(), rec.target.copy_mode.to_string().into());
+        obj.insert("workers".into(), rec.target.workers.into());
         if let Some(s) = kernel_state(id) {
             obj.insert("state".into(), s.into());
         }

@@ -206,6 +206,10 @@ fn target_data(plan: &Plan, copy_mode: CopyMode, size: u64) -> TargetData {
         queues: plan.queues,
         depth: plan.depth,
         copy_mode,
+        workers: match copy_mode {
+            CopyMode::UserCopy => plan.workers,
+            CopyMode::Buffer => 0,
+        },
         size,
         ram_target: ram,
     }

@@ -133,6 +133,7 @@ fn recover_refuses_other_devices_than_those_served() {
         queues: 2,
         depth: 64,
         copy_mode: CopyMode::Buffer,
+        workers: 0,
         size: 1 << 30,
         ram_target: None,
     };

@@ -55,6 +55,11 @@ pub struct TargetData {
     pub depth: u16,
     /// The copy mode in effect.
     pub copy_mode: CopyMode,
+    /// Worker threads per queue for requests that may wait for the backing device (0 in
+    /// copy mode, where the queue threads serve everything; 0 in records written before
+    /// workers existed).
+    #[serde(default)]
+    pub workers: u16,
     /// Size of the exported device in bytes.
     pub size: u64,
     /// `Some(bytes)` for the RAM debug target (no cache, nothing survives).
@@ -178,9 +183,20 @@ mod tests {
             queues: 2,
             depth: 128,
             copy_mode: CopyMode::UserCopy,
+            workers: 4,
             size: 2 << 30,
             ram_target: None,
         }
+    }
+
+    /// A record written before `workers` existed still reads, as 0 workers.
+    #[test]
+    fn records_without_workers_read_as_none() {
+        let mut v = sample().to_target_json();
+        v["pcache"].as_object_mut().unwrap().remove("workers");
+        let t = TargetData::from_target_json(&v).unwrap();
+        assert_eq!(t.workers, 0);
+        assert_eq!(t.queues, 2);
     }
 
     #[test]
