@@ -70,6 +70,52 @@ impl Region {
     fn at_of(&self, r: u32) -> usize {
         self.at + (r - self.rel) as usize
     }
+
+    /// The part of extent `(s, e)` (region-relative start) inside the read.
+    fn clip(&self, (s, e): (u32, Extent)) -> (u32, u32) {
+        (s.max(self.rel), (s + e.len()).min(self.end))
+    }
+}
+
+/// Whether a failed read of cached bytes is one the backing device can stand in for,
+/// when the bytes are CLEAN (the backing device holds the same): a media error (machine
+/// check, truncated cache file) or a data CRC mismatch.
+fn recoverable(err: &EngineError) -> bool {
+    matches!(
+        err,
+        EngineError::DataCrc { .. }
+            | EngineError::Media {
+                source: MediaError::Poisoned { .. },
+                ..
+            }
+    )
+}
+
+/// A piece of a run being gathered: logical `[start, stop)` of the region, stored from
+/// `from` on in the run's segment, made of the run's extents from index `first` on.
+#[derive(Clone, Copy)]
+struct Piece {
+    start: u32,
+    stop: u32,
+    from: u32,
+    first: usize,
+}
+
+impl Piece {
+    fn new(start: u32, stop: u32, from: u32, first: usize) -> Self {
+        Piece {
+            start,
+            stop,
+            from,
+            first,
+        }
+    }
+}
+
+/// Where [`Inner::read_run`] sends extents to read from the backing device instead.
+struct Miss<'a> {
+    stale: &'a mut Vec<(u32, Extent)>,
+    misses: &'a mut Vec<(u32, u32)>,
 }
 
 /// Whether extent `b` (region-relative start, extent) starts where `a` ends, both
@@ -453,7 +499,9 @@ impl Inner {
     /// Copies (or hands to the sink) a run of hits, under one look at their segment's
     /// generation. Extents that turned out stale (their segment was invalidated) go to
     /// `stale` and their bytes to `misses`: the caller reads the backing device instead.
-    /// Returns the bytes served from the cache.
+    /// So do CLEAN extents whose bytes cannot be read or fail their data CRC
+    /// ([`recoverable`]): the backing device holds the same bytes. Returns the bytes served
+    /// from the cache.
     fn read_run(
         &self,
         run: &[(u32, Extent)],
@@ -462,46 +510,100 @@ impl Inner {
         stale: &mut Vec<(u32, Extent)>,
         misses: &mut Vec<(u32, u32)>,
     ) -> Result<u64> {
-        let clip = |(s, e): (u32, Extent)| (s.max(region.rel), (s + e.len()).min(region.end));
         let seg = run[0].1.seg;
         let Some(gen) = self.segs.read_gen(seg) else {
             for &x in run {
                 stale.push(x);
-                misses.push(clip(x));
+                misses.push(region.clip(x));
             }
             return Ok(0);
         };
         let mut served = 0u64;
-        // The live piece being gathered: logical [start, stop) at segment offset `from`.
-        let mut piece: Option<(u32, u32, u32)> = None;
-        for &(s, e) in run {
-            let (es, ee) = clip((s, e));
-            if !e.is_live(*gen) {
-                stale.push((s, e));
-                misses.push((es, ee));
+        let mut out = Miss { stale, misses };
+        // The live piece being gathered: logical [start, stop) at segment offset `from`,
+        // made of `run[first..]` up to the current extent.
+        let mut piece: Option<Piece> = None;
+        for (k, &(s, e)) in run.iter().enumerate() {
+            let (es, ee) = region.clip((s, e));
+            let from = e.seg_off + (es - s);
+            let failed = if !e.is_live(*gen) {
+                true
+            } else if self.data_crc {
+                match self.verify_hit(seg, from, region.base + u64::from(es)) {
+                    Ok(()) => false,
+                    Err(err) if e.is_clean() && recoverable(&err) => {
+                        self.redirected(&err, region.base + u64::from(es));
+                        true
+                    }
+                    Err(err) => return Err(err),
+                }
+            } else {
+                false
+            };
+            if failed {
+                out.stale.push((s, e));
+                out.misses.push((es, ee));
                 if let Some(p) = piece.take() {
-                    served += self.copy_hit(seg, p, region, dest)?;
+                    served += self.serve_piece(seg, p, &run[p.first..k], region, dest, &mut out)?;
                 }
                 continue;
             }
-            let from = e.seg_off + (es - s);
-            if self.data_crc {
-                self.verify_hit(seg, from, region.base + u64::from(es))?;
-            }
             piece = match piece {
-                Some((start, stop, pfrom)) if stop == es => Some((start, ee, pfrom)),
+                Some(p) if p.stop == es => Some(Piece { stop: ee, ..p }),
                 Some(p) => {
-                    served += self.copy_hit(seg, p, region, dest)?;
-                    Some((es, ee, from))
+                    served += self.serve_piece(seg, p, &run[p.first..k], region, dest, &mut out)?;
+                    Some(Piece::new(es, ee, from, k))
                 }
-                None => Some((es, ee, from)),
+                None => Some(Piece::new(es, ee, from, k)),
             };
         }
         if let Some(p) = piece {
-            served += self.copy_hit(seg, p, region, dest)?;
+            served += self.serve_piece(seg, p, &run[p.first..], region, dest, &mut out)?;
         }
         drop(gen);
         Ok(served)
+    }
+
+    /// Serves a piece made of the live extents `exts`; if its bytes cannot be read and
+    /// all of them are CLEAN, sends them to the backing device instead (see
+    /// [`Inner::read_run`]).
+    fn serve_piece(
+        &self,
+        seg: u32,
+        p: Piece,
+        exts: &[(u32, Extent)],
+        region: &Region,
+        dest: &mut Dest<'_, '_>,
+        out: &mut Miss<'_>,
+    ) -> Result<u64> {
+        match self.copy_hit(seg, (p.start, p.stop, p.from), region, dest) {
+            Ok(n) => Ok(n),
+            Err(err) if recoverable(&err) && exts.iter().all(|(_, e)| e.is_clean()) => {
+                self.redirected(&err, region.base + u64::from(p.start));
+                for &x in exts {
+                    out.stale.push(x);
+                    out.misses.push(region.clip(x));
+                }
+                Ok(0)
+            }
+            Err(err) => {
+                if recoverable(&err) {
+                    self.counters.error();
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Counts and logs a hit served from the backing device instead, after `err`.
+    fn redirected(&self, err: &EngineError, logical: u64) {
+        if !matches!(err, EngineError::DataCrc { .. }) {
+            // verify_hit counts its own mismatches.
+            self.counters.error();
+        }
+        tracing::warn!(
+            "clean cache data at logical {logical:#x} is unreadable ({err}); served from the backing device"
+        );
     }
 
     /// Copies the live bytes `[start, stop)` of a region, stored from `from` on in

@@ -1,6 +1,7 @@
-//! Media errors on read: a read hit on cache data that cannot be read (a machine check on
-//! pmem, a SIGBUS on a mapped file) fails that request with EIO, and the cache and the
-//! process go on (`docs/design.md`, "Media errors on read").
+//! Media errors on read: a read hit on dirty cache data that cannot be read (a machine
+//! check on pmem, a SIGBUS on a mapped file) fails that request with EIO, one on clean data
+//! is served from the backing device, and the cache and the process go on
+//! (`docs/design.md`, "Media errors on read").
 //!
 //! A truncated cache file stands in for poisoned pmem: a load from a mapped page past
 //! the end of its file raises SIGBUS (BUS_ADRERR), as a load of a poisoned line raises
@@ -122,6 +123,66 @@ fn an_unreadable_data_segment_fails_its_reads_with_eio() {
         let e = c.read(lost_q, lost_off, &mut buf).unwrap_err();
         assert_eq!(e.errno(), -libc::EIO, "{e}");
         // Closing only writes the log and the metadata before the cut.
+        c.close().unwrap();
+    }
+}
+
+/// CLEAN data (a read-miss fill) in a segment that became unreadable is served from the
+/// backing device, which holds the same bytes: the read succeeds, the media error is
+/// counted, and the bytes are cached again in a readable segment.
+#[test]
+fn unreadable_clean_data_is_served_from_the_backing() {
+    for data_crc in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.img");
+        let media = cache_file(&path);
+        let backing = Arc::new(MemBacking::new(64 << 20));
+        let clean = pattern(3, LEN);
+        pcache_engine::backing::Backing::write_at(&*backing, 16 << 20, &clean).unwrap();
+        let cfg = CacheConfig {
+            data_crc,
+            queues: 2,
+            background: false,
+            ..CacheConfig::default()
+        };
+        let c = Cache::open(media.clone(), backing, cfg).unwrap();
+        // Queue 1 takes a data segment first (dirty data), then queue 0 caches the miss
+        // in the next one.
+        let dirty = pattern(4, LEN);
+        c.write(1, 0, &dirty, false).unwrap();
+        let mut buf = vec![0; LEN];
+        c.read(0, 16 << 20, &mut buf).unwrap();
+        assert_eq!(buf, clean);
+        c.flush().unwrap();
+        let (seg_dirty, seg_clean) = (
+            segment_holding(&media, &dirty),
+            segment_holding(&media, &clean),
+        );
+        assert!(seg_dirty < seg_clean, "segments {seg_dirty} {seg_clean}");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(layout::segment_base(seg_clean))
+            .unwrap();
+        let errors = c.status().errors;
+        // Queue 1, whose data head is inside the file, re-caches what it reads.
+        buf.fill(0);
+        c.read(1, 16 << 20, &mut buf).unwrap();
+        assert_eq!(
+            buf, clean,
+            "data_crc {data_crc}: served from the backing device"
+        );
+        assert_eq!(c.status().errors, errors + 1);
+        let hits = c.status().hits;
+        buf.fill(0);
+        c.read(1, 16 << 20, &mut buf).unwrap();
+        assert_eq!(buf, clean);
+        assert_eq!(c.status().hits, hits + LEN as u64, "cached again, readable");
+        assert_eq!(c.status().errors, errors + 1);
+        // The dirty data is still there.
+        c.read(1, 0, &mut buf).unwrap();
+        assert_eq!(buf, dirty);
         c.close().unwrap();
     }
 }
