@@ -368,7 +368,11 @@ impl Cache {
     ///
     /// `bytes` may be the cache media's own memory: `sink` must not keep it, and a
     /// poisoned line in it is only caught where the kernel copies it (see
-    /// [`CacheMedia::view`](crate::media::CacheMedia::view)).
+    /// [`CacheMedia::view`](crate::media::CacheMedia::view)) or where the sink copies it
+    /// with [`copy_checked`](crate::media::copy_checked). A sink that cannot read the bytes
+    /// it was lent fails with `EFAULT` (as `write(2)` does): for clean data, the engine
+    /// then hands the piece over again from the backing device, which holds the same
+    /// bytes; for dirty data the read fails.
     ///
     /// # Errors
     /// As [`Cache::read`]; [`EngineError::ReadSink`] if `sink` fails (pieces handed over

@@ -91,6 +91,12 @@ fn recoverable(err: &EngineError) -> bool {
     )
 }
 
+/// Whether a sink failed because it could not read the bytes lent to it (`EFAULT`, as
+/// `write(2)` reports it): for a hit, the cache media's bytes are unreadable.
+fn sink_could_not_read(err: &EngineError) -> bool {
+    matches!(err, EngineError::ReadSink { source, .. } if source.raw_os_error() == Some(libc::EFAULT))
+}
+
 /// A piece of a run being gathered: logical `[start, stop)` of the region, stored from
 /// `from` on in the run's segment, made of the run's extents from index `first` on.
 #[derive(Clone, Copy)]
@@ -578,7 +584,10 @@ impl Inner {
     ) -> Result<u64> {
         match self.copy_hit(seg, (p.start, p.stop, p.from), region, dest) {
             Ok(n) => Ok(n),
-            Err(err) if recoverable(&err) && exts.iter().all(|(_, e)| e.is_clean()) => {
+            Err(err)
+                if (recoverable(&err) || sink_could_not_read(&err))
+                    && exts.iter().all(|(_, e)| e.is_clean()) =>
+            {
                 self.redirected(&err, region.base + u64::from(p.start));
                 for &x in exts {
                     out.stale.push(x);

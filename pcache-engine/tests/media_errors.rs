@@ -186,3 +186,56 @@ fn unreadable_clean_data_is_served_from_the_backing() {
         c.close().unwrap();
     }
 }
+
+/// The same through `read_with`: the sink copies the lent bytes with `copy_checked` and
+/// fails with EFAULT when it cannot; for clean data the engine hands the piece over
+/// again from the backing device, for dirty data the read fails.
+#[test]
+fn a_sink_that_cannot_read_clean_bytes_gets_them_from_the_backing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.img");
+    let media = cache_file(&path);
+    let backing = Arc::new(MemBacking::new(64 << 20));
+    let clean = pattern(5, LEN);
+    pcache_engine::backing::Backing::write_at(&*backing, 16 << 20, &clean).unwrap();
+    let cfg = CacheConfig {
+        queues: 2,
+        background: false,
+        ..CacheConfig::default()
+    };
+    let c = Cache::open(media.clone(), backing, cfg).unwrap();
+    let dirty = pattern(6, LEN);
+    c.write(1, 0, &dirty, false).unwrap();
+    let mut buf = vec![0; LEN];
+    c.read(0, 16 << 20, &mut buf).unwrap();
+    // Dirty data queue 0 wrote after the fill: in the same (lost) segment.
+    let lost_dirty = pattern(7, LEN);
+    c.write(0, 24 << 20, &lost_dirty, false).unwrap();
+    c.flush().unwrap();
+    let (seg_dirty, seg_clean) = (
+        segment_holding(&media, &dirty),
+        segment_holding(&media, &clean),
+    );
+    assert!(seg_dirty < seg_clean, "segments {seg_dirty} {seg_clean}");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(layout::segment_base(seg_clean))
+        .unwrap();
+    let read_with = |off: u64, out: &mut Vec<u8>| {
+        c.read_with(1, off, LEN, &mut |at, bytes| {
+            let at = usize::try_from(at).unwrap();
+            pcache_engine::media::copy_checked(&mut out[at..at + bytes.len()], bytes)
+                .map_err(|_| std::io::Error::from_raw_os_error(libc::EFAULT))
+        })
+    };
+    let errors = c.status().errors;
+    let mut out = vec![0; LEN];
+    read_with(16 << 20, &mut out).unwrap();
+    assert_eq!(out, clean, "clean: from the backing device");
+    assert_eq!(c.status().errors, errors + 1);
+    let e = read_with(24 << 20, &mut out).unwrap_err();
+    assert_eq!(e.errno(), -libc::EIO, "dirty: {e}");
+    c.close().unwrap();
+}

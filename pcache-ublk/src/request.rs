@@ -272,9 +272,11 @@ fn read_user_copy(
             return copy_out(dev, bytes, pos.saturating_add(at));
         }
         // `bytes` may be the cache media's own: a checked copy turns a machine check (or
-        // a truncated cache file) into EIO, as a checked read does.
+        // a truncated cache file) into EFAULT, as the kernel's copy in a `pwrite` does
+        // (the target serves clean data again from the backing device, and reports EIO
+        // for dirty data).
         pcache_engine::media::copy_checked(&mut gather[start..end], bytes)
-            .map_err(|_| -libc::EIO)?;
+            .map_err(|_| -libc::EFAULT)?;
         gathered.push((start, end));
         Ok(())
     };
