@@ -1,6 +1,10 @@
 //! The proof by simulated power cuts (issue 5): random workloads of writes, overwrites,
-//! FUA writes, flushes, discards, writeback and GC run on a `CrashMedia`, which records
-//! every store, flush and fence. Then, for every fence of the run, the image a power cut
+//! FUA writes, reads (whose misses are cached), flushes, discards, writeback and GC run on
+//! a `CrashMedia`, which records every store, flush and fence. Each operation runs on a
+//! thread of its own, and a fence only makes durable what its own thread flushed, so a
+//! persistence step that relies on some other call's fence is caught (dropping D1 of a
+//! write or of a read-miss fill fails this test). The backing device starts with data of
+//! its own, so cached misses carry data that no write produced. Then, for every fence of the run, the image a power cut
 //! right there could leave (nothing pending, and a random torn subset of the pending
 //! 8-byte words) is reopened and checked:
 //!
@@ -112,6 +116,23 @@ impl Rng {
     }
 }
 
+/// The tag of sector `s` in the backing device's initial content: below every tag a
+/// write of the workload stamps.
+fn initial_tag(s: usize) -> u64 {
+    s as u64 + 1
+}
+
+/// A backing device holding the initial content.
+fn prefilled() -> MemBacking {
+    let b = MemBacking::new(DEV);
+    let mut buf = vec![0u8; DEV as usize];
+    for (s, sector) in buf.chunks_mut(SECTOR).enumerate() {
+        stamp(initial_tag(s), s, sector);
+    }
+    b.write_at(0, &buf).unwrap();
+    b
+}
+
 fn stamp(tag: u64, sector: usize, out: &mut [u8]) {
     out[..8].copy_from_slice(&tag.to_le_bytes());
     out[8..16].copy_from_slice(&(sector as u64).to_le_bytes());
@@ -136,6 +157,9 @@ enum Kind {
     Discard,
     /// FLUSH (or writeback_all, which flushes first).
     Flush,
+    /// A read: checked against the history at once; its misses are cached as CLEAN keys,
+    /// whose data must be durable before they are (D1 of a fill).
+    Read,
 }
 
 #[derive(Debug)]
@@ -156,10 +180,15 @@ fn workload(seed: u64) -> (Arc<CrashMedia>, Arc<RecBacking>, Vec<OpRec>, History
         .unwrap();
     media.flush(layout::SB_OFF, 24);
     media.fence();
-    let hist = Arc::new(Mutex::new(vec![Vec::new(); SECTORS]));
+    // The backing starts with data of its own (op 0, below), so that a read miss caches
+    // data no cache write produced: a fill whose data was not durable would read back
+    // wrong.
+    let hist = Arc::new(Mutex::new(
+        (0..SECTORS).map(|s| vec![(0, initial_tag(s))]).collect(),
+    ));
     let backing = Arc::new(RecBacking {
         media: media.clone(),
-        live: MemBacking::new(DEV),
+        live: prefilled(),
         writes: Mutex::new(Vec::new()),
         hist: hist.clone(),
         seen: Mutex::new(vec![0; SECTORS]),
@@ -172,45 +201,76 @@ fn workload(seed: u64) -> (Arc<CrashMedia>, Arc<RecBacking>, Vec<OpRec>, History
         ..CacheConfig::default()
     };
     let mut rng = Rng(seed);
-    let mut ops = Vec::new();
-    let mut tag = 1u64;
+    // Op 0: the backing's initial content, there (and durable) from the start.
+    let mut ops = vec![OpRec {
+        kind: Kind::Write { fua: true },
+        start: 0,
+        end: 0,
+    }];
+    let mut tag = SECTORS as u64 + 1;
     let cache = Cache::open(media.clone(), backing.clone(), cfg).unwrap();
     // Hot spots around the 4 MiB boundary and the start, so writes overlap.
-    for i in 0..70 {
+    for _ in 0..70 {
+        let i = ops.len();
         let start = media.fences();
-        let r = rng.below(100);
-        let kind = if r < 70 {
-            let base = [0usize, SECTORS / 2 - 64, SECTORS - 256][rng.below(3) as usize];
-            let sector = base + rng.below(200) as usize;
-            let len = (1 + rng.below(48) as usize).min(SECTORS - sector);
-            let fua = rng.below(5) == 0;
-            let mut buf = vec![0u8; len * SECTOR];
-            for j in 0..len {
-                stamp(tag, sector + j, &mut buf[j * SECTOR..(j + 1) * SECTOR]);
-                hist.lock().unwrap()[sector + j].push((i, tag));
-                tag += 1;
-            }
-            cache
-                .write(rng.below(2) as u32, (sector * SECTOR) as u64, &buf, fua)
-                .unwrap();
-            Kind::Write { fua }
-        } else if r < 78 {
-            let sector = rng.below(SECTORS as u64 - 64) as usize;
-            let len = 1 + rng.below(32) as usize;
-            cache
-                .discard((sector * SECTOR) as u64, (len * SECTOR) as u64)
-                .unwrap();
-            for j in 0..len {
-                hist.lock().unwrap()[sector + j].push((i, 0));
-            }
-            Kind::Discard
-        } else if r < 90 {
-            cache.flush().unwrap();
-            Kind::Flush
-        } else {
-            cache.writeback_all().unwrap();
-            Kind::Flush
-        };
+        // Each op runs on a thread of its own: a fence only covers the flushes of its own
+        // thread (CrashMedia), so a persistence step that leans on a fence some other
+        // call issued (a missing D1, say) shows up as lost data.
+        let kind = std::thread::scope(|s| {
+            s.spawn(|| {
+                let r = rng.below(100);
+                if r < 70 {
+                    let base = [0usize, SECTORS / 2 - 64, SECTORS - 256][rng.below(3) as usize];
+                    let sector = base + rng.below(200) as usize;
+                    let len = (1 + rng.below(48) as usize).min(SECTORS - sector);
+                    let fua = rng.below(5) == 0;
+                    let mut buf = vec![0u8; len * SECTOR];
+                    for j in 0..len {
+                        stamp(tag, sector + j, &mut buf[j * SECTOR..(j + 1) * SECTOR]);
+                        hist.lock().unwrap()[sector + j].push((i, tag));
+                        tag += 1;
+                    }
+                    cache
+                        .write(rng.below(2) as u32, (sector * SECTOR) as u64, &buf, fua)
+                        .unwrap();
+                    Kind::Write { fua }
+                } else if r < 78 {
+                    let sector = rng.below(SECTORS as u64 - 64) as usize;
+                    let len = 1 + rng.below(32) as usize;
+                    cache
+                        .discard((sector * SECTOR) as u64, (len * SECTOR) as u64)
+                        .unwrap();
+                    for j in 0..len {
+                        hist.lock().unwrap()[sector + j].push((i, 0));
+                    }
+                    Kind::Discard
+                } else if r < 84 {
+                    // Reads of spans writes rarely touch, so that they miss.
+                    let sector = rng.below(SECTORS as u64 - 64) as usize;
+                    let len = 1 + rng.below(64) as usize;
+                    let mut buf = vec![0u8; len * SECTOR];
+                    cache
+                        .read(rng.below(2) as u32, (sector * SECTOR) as u64, &mut buf)
+                        .unwrap();
+                    let hist = hist.lock().unwrap();
+                    for j in 0..len {
+                        let s = sector + j;
+                        let want = hist[s].last().map_or(0, |&(_, t)| t);
+                        let got = tag_of(s, &buf[j * SECTOR..(j + 1) * SECTOR]);
+                        assert_eq!(got, Some(want), "live read of sector {s}");
+                    }
+                    Kind::Read
+                } else if r < 92 {
+                    cache.flush().unwrap();
+                    Kind::Flush
+                } else {
+                    cache.writeback_all().unwrap();
+                    Kind::Flush
+                }
+            })
+            .join()
+            .unwrap()
+        });
         ops.push(OpRec {
             kind,
             start,
@@ -295,12 +355,12 @@ fn power_cuts_never_lose_acknowledged_data() {
         let (media, rec, ops, hist) = workload(seed);
         let fences = media.fences();
         let mut replayer = media.replayer();
-        let backing = Arc::new(MemBacking::new(DEV));
+        let backing = Arc::new(prefilled());
         let writes = rec.writes.lock().unwrap();
         let mut applied = 0;
         // Crash points from the first fence after format onwards; sampled evenly when the
         // run has more than the remaining budget.
-        let first = ops.first().map_or(0, |o| o.start);
+        let first = ops.get(1).map_or(0, |o| o.start);
         let budget = ((target - points) / 2).max(1);
         let step = ((fences - first) / budget).max(1);
         let mut k = first;

@@ -3,7 +3,9 @@
 //! on persistent memory.
 //!
 //! The model is the pmem one the engine is written against: a store is guaranteed
-//! durable once a flush of its cache line *and then* a fence have happened. A store that
+//! durable once a flush of its cache line *and then* a fence **in the thread that
+//! flushed it** have happened (SFENCE orders only its own CPU's CLWBs; a thread standing
+//! for a CPU is the strict reading, since migrating a thread serializes). A store that
 //! is not yet guaranteed may or may not have reached the media, in any order, at 8-byte
 //! granularity (the unit the CPU writes atomically); `crash_image` with a seed includes
 //! a random subset of those words, without a seed none of them.
@@ -14,6 +16,7 @@ use super::{CacheMedia, MediaError};
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::thread::ThreadId;
 
 /// One recorded store, cut at cache-line boundaries.
 #[derive(Debug)]
@@ -31,8 +34,9 @@ struct Log {
     pieces: Vec<Piece>,
     /// Pieces not flushed yet, by cache line.
     unflushed: HashMap<u64, Vec<usize>>,
-    /// Pieces flushed but not fenced yet.
-    flushed: Vec<usize>,
+    /// Pieces flushed but not fenced yet, by the thread that flushed them: a fence only
+    /// orders the flushes of its own thread (SFENCE orders the CLWBs of its CPU).
+    flushed: HashMap<ThreadId, Vec<usize>>,
     fences: usize,
 }
 
@@ -173,15 +177,17 @@ impl CacheMedia for CrashMedia {
                 .copied()
                 .filter(|l| (first..last).contains(l))
                 .collect();
+            let mine = log.flushed.entry(std::thread::current().id()).or_default();
             for l in lines {
                 if let Some(ids) = log.unflushed.remove(&l) {
-                    log.flushed.extend(ids);
+                    mine.extend(ids);
                 }
             }
         } else {
+            let mine = log.flushed.entry(std::thread::current().id()).or_default();
             for l in first..last {
                 if let Some(ids) = log.unflushed.remove(&l) {
-                    log.flushed.extend(ids);
+                    mine.extend(ids);
                 }
             }
         }
@@ -191,7 +197,10 @@ impl CacheMedia for CrashMedia {
         let mut log = self.log.lock();
         log.fences += 1;
         let now = log.fences;
-        let flushed = std::mem::take(&mut log.flushed);
+        let flushed = log
+            .flushed
+            .remove(&std::thread::current().id())
+            .unwrap_or_default();
         for id in flushed {
             if let Some(p) = log.pieces.get_mut(id) {
                 p.durable_at = Some(now);
