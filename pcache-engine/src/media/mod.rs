@@ -223,6 +223,9 @@ pub trait CacheMedia: Send + Sync + 'static {
 /// If the slices differ in length.
 pub fn copy_checked(dst: &mut [u8], src: &[u8]) -> Result<(), usize> {
     assert_eq!(dst.len(), src.len(), "copy_checked: lengths differ");
+    // The bytes may come from a mapping the engine did not make (a tool's own): the
+    // handler must be there (once; an atomic load afterwards).
+    mcsafe::install();
     // SAFETY: `src` is a live slice of `dst.len()` bytes for the whole call, a shared
     // borrow (so not written concurrently through Rust) that cannot overlap the
     // exclusive `dst`.
