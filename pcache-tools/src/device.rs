@@ -240,13 +240,10 @@ impl Media for Device {
 /// pmem block device reports it, instead of killing the tool.
 fn checked_copy(buf: &mut [u8], src: &[u8], off: u64) -> io::Result<()> {
     pcache_engine::media::copy_checked(buf, src).map_err(|done| {
-        io::Error::new(
-            io::ErrorKind::Other,
-            format!(
-                "media error (machine check or SIGBUS) at byte {:#x}",
-                off + done as u64
-            ),
-        )
+        io::Error::other(format!(
+            "media error (machine check or SIGBUS) at byte {:#x}",
+            off + done as u64
+        ))
     })
 }
 
