@@ -78,10 +78,14 @@ pub struct DaemonArgs {
     pub log_file: Option<PathBuf>,
     /// Worker threads per queue for requests that may wait for the backing device (read
     /// misses, discards), so they do not hold up the queue's other requests; 0 serves
-    /// every request on its queue thread. Only in user-copy mode (Linux 6.5+).
+    /// every request on its queue thread.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_WORKERS,
           value_parser = clap::value_parser!(u16).range(0..=i64::from(MAX_WORKERS)))]
     pub workers: u16,
+    /// Debug: do not ask for user copy even where the driver has it, so the copy-mode
+    /// fallback (older kernels) can be exercised on a new one.
+    #[arg(long, hide = true)]
+    pub no_user_copy: bool,
     /// Internal: this process is the detached daemon started by `add`/`recover`; it
     /// reports its outcome as one JSON line on stdout, then detaches stdout.
     #[arg(long, hide = true)]

@@ -76,6 +76,8 @@ pub struct Plan {
     /// Worker threads per queue for requests that may wait for the backing device
     /// ([`crate::offload`]); 0 serves everything on the queue threads.
     pub workers: u16,
+    /// Do not ask for user copy (debug: exercises the copy-mode fallback).
+    pub no_user_copy: bool,
 }
 
 /// `/dev/ublkbN`.
@@ -206,10 +208,7 @@ fn target_data(plan: &Plan, copy_mode: CopyMode, size: u64) -> TargetData {
         queues: plan.queues,
         depth: plan.depth,
         copy_mode,
-        workers: match copy_mode {
-            CopyMode::UserCopy => plan.workers,
-            CopyMode::Buffer => 0,
-        },
+        workers: plan.workers,
         size,
         ram_target: ram,
     }
@@ -443,7 +442,10 @@ fn serve_target(
     let features = UblkCtrl::get_features().unwrap_or(u64::from(
         sys::UBLK_F_USER_RECOVERY | sys::UBLK_F_USER_RECOVERY_REISSUE,
     ));
-    let flags = ctrl_flags(features);
+    let mut flags = ctrl_flags(features);
+    if plan.no_user_copy {
+        flags &= !u64::from(sys::UBLK_F_USER_COPY);
+    }
     if flags & u64::from(sys::UBLK_F_USER_RECOVERY) == 0 {
         tracing::warn!(
             "the ublk driver has no user recovery: a crashed daemon cannot be recovered"

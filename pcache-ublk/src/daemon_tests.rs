@@ -63,6 +63,7 @@ fn plan(cache: &Path, backing: &Path, data_crc: bool) -> Plan {
         queues: 2,
         depth: 16,
         workers: 2,
+        no_user_copy: false,
     }
 }
 
@@ -273,6 +274,7 @@ fn ram_device_end_to_end_through_ublk() {
         queues: 2,
         depth: 32,
         workers: 2,
+        no_user_copy: false,
     };
     let l2 = Arc::clone(&life);
     let server = std::thread::spawn(move || serve(plan, &l2));

@@ -66,6 +66,7 @@ fn add(a: &AddArgs) -> anyhow::Result<()> {
         queues: a.queues(),
         depth: a.depth,
         workers: a.daemon.workers,
+        no_user_copy: a.daemon.no_user_copy,
     };
     start(plan, &a.daemon)
 }
@@ -81,6 +82,7 @@ fn recover(r: &RecoverArgs) -> anyhow::Result<()> {
         queues: 1,
         depth: 1,
         workers: r.daemon.workers,
+        no_user_copy: r.daemon.no_user_copy,
     };
     start(plan, &r.daemon)
 }

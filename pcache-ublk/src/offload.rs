@@ -9,9 +9,11 @@
 //! eventfd is polled on the queue's io_uring, so the queue thread wakes up and completes
 //! them: only the queue thread touches its ring (libublk's rings are per thread).
 //!
-//! Only in user-copy mode: there the data moves with `pread`/`pwrite` on `/dev/ublkcN`,
-//! which any thread may do; in copy mode the data lives in per-tag buffers owned by the
-//! queue thread, and every request is served there.
+//! In user-copy mode a worker moves the data itself, with `pread`/`pwrite` on
+//! `/dev/ublkcN`, which any thread may do. In copy mode the data lives in the request's
+//! per-tag buffer: the queue thread lends it to the worker ([`TagBuf`]) and touches it
+//! again only once the worker's result is back, when it commits the request (the kernel
+//! copies a read's data out of the buffer at that commit).
 //!
 //! Ordering: the block layer orders nothing among requests in flight, and a FLUSH only
 //! covers requests that had completed, so completing offloaded requests later than
@@ -95,10 +97,50 @@ impl Mailbox {
     }
 }
 
+/// A request's per-tag buffer (copy mode), lent to a worker for that request.
+pub struct TagBuf {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+impl std::fmt::Debug for TagBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TagBuf({} bytes)", self.len)
+    }
+}
+
+// SAFETY: a `TagBuf` is the exclusive loan of a buffer to the one worker that serves its
+// request (the contract of `TagBuf::lend`); moving it to that thread moves the loan.
+unsafe impl Send for TagBuf {}
+
+impl TagBuf {
+    /// Lends `buf` to a worker.
+    ///
+    /// # Safety
+    /// Until the worker's result for this request has been taken from the mailbox, the
+    /// caller must neither read nor write `buf`, nor commit the request (the kernel reads
+    /// a read's data out of it at commit), and `buf` must stay allocated.
+    pub unsafe fn lend(buf: &mut [u8]) -> Self {
+        TagBuf {
+            ptr: std::ptr::NonNull::from(&mut *buf).cast(),
+            len: buf.len(),
+        }
+    }
+
+    /// The lent bytes, for the worker.
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `lend`'s contract: the buffer is allocated and nobody else touches it
+        // while the worker holds the loan; `&mut self` makes this the only slice of it.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
 /// A request handed to a worker.
 struct Job {
     tag: u16,
     desc: IoDesc,
+    /// Copy mode: the request's buffer; user-copy mode: none.
+    buf: Option<TagBuf>,
 }
 
 /// The worker threads of one queue.
@@ -120,8 +162,9 @@ impl std::fmt::Debug for Pool {
 pub struct WorkerEnv {
     /// The target.
     pub target: Arc<dyn Target>,
-    /// `/dev/ublkcN` (or, in tests, anything that moves request data).
-    pub dev: Arc<dyn request::UserCopyIo + Send + Sync>,
+    /// User-copy mode: `/dev/ublkcN` (or, in tests, anything that moves request data);
+    /// copy mode: none (each job brings its buffer).
+    pub dev: Option<Arc<dyn request::UserCopyIo + Send + Sync>>,
     /// The queue id.
     pub qid: u16,
     /// The largest request in bytes.
@@ -162,12 +205,13 @@ impl Pool {
         Ok(pool)
     }
 
-    /// Hands request `tag` to a worker. Gives the request back if the workers are gone
-    /// (then the caller serves it itself).
-    pub fn submit(&self, tag: u16, desc: IoDesc) -> Result<(), (u16, IoDesc)> {
+    /// Hands request `tag` to a worker, with its buffer in copy mode. Gives the request
+    /// back if the workers are gone (then the caller serves it itself: the loan of the
+    /// buffer ends with the returned error).
+    pub fn submit(&self, tag: u16, desc: IoDesc, buf: Option<TagBuf>) -> Result<(), (u16, IoDesc)> {
         match &self.tx {
             Some(tx) => tx
-                .send(Job { tag, desc })
+                .send(Job { tag, desc, buf })
                 .map_err(|mpsc::SendError(j)| (j.tag, j.desc)),
             None => Err((tag, desc)),
         }
@@ -198,18 +242,32 @@ fn work(env: &WorkerEnv, rx: &Mutex<Receiver<Job>>) {
     // Allocated on the first job: a pool that never sees a miss costs no memory.
     let mut scratch: Option<IoBuf<u8>> = None;
     loop {
-        let job = match rx.lock().unwrap_or_else(PoisonError::into_inner).recv() {
+        let mut job = match rx.lock().unwrap_or_else(PoisonError::into_inner).recv() {
             Ok(j) => j,
             Err(mpsc::RecvError) => return,
         };
-        // Twice the largest request (see `DataPath::UserCopy`).
-        let buf = scratch.get_or_insert_with(|| IoBuf::<u8>::new(2 * env.max_io));
-        let data = DataPath::UserCopy {
-            dev: &*env.dev,
-            pos: request::user_copy_pos(env.qid, job.tag),
-            scratch: buf.as_mut_slice(),
+        let res = match (job.buf.as_mut(), &env.dev) {
+            (Some(buf), _) => request::handle(
+                &*env.target,
+                env.qid,
+                &job.desc,
+                DataPath::Buffer(buf.as_mut_slice()),
+            ),
+            (None, Some(dev)) => {
+                // Twice the largest request (see `DataPath::UserCopy`).
+                let buf = scratch.get_or_insert_with(|| IoBuf::<u8>::new(2 * env.max_io));
+                let data = DataPath::UserCopy {
+                    dev: &**dev,
+                    pos: request::user_copy_pos(env.qid, job.tag),
+                    scratch: buf.as_mut_slice(),
+                };
+                request::handle(&*env.target, env.qid, &job.desc, data)
+            }
+            (None, None) => -libc::EINVAL,
         };
-        let res = request::handle(&*env.target, env.qid, &job.desc, data);
+        // The loan of a copy-mode buffer ends here, before the queue thread can see the
+        // result.
+        job.buf = None;
         env.mailbox.post(job.tag, res);
     }
 }
@@ -315,14 +373,14 @@ mod tests {
         let mailbox = Arc::new(Mailbox::new().unwrap());
         let env = Arc::new(WorkerEnv {
             target: gate.clone(),
-            dev: cdev.clone(),
+            dev: Some(cdev.clone()),
             qid: 1,
             max_io: 1 << 20,
             mailbox: mailbox.clone(),
         });
         let pool = Pool::start(2, &env).unwrap();
-        pool.submit(5, read_desc(0, 8)).unwrap();
-        pool.submit(6, read_desc(16, 8)).unwrap();
+        pool.submit(5, read_desc(0, 8), None).unwrap();
+        pool.submit(6, read_desc(16, 8), None).unwrap();
         assert_eq!(
             wait_for(&mailbox, 1),
             vec![(6, 4096)],
@@ -368,18 +426,56 @@ mod tests {
         assert!(rest.is_empty());
     }
 
+    /// Copy mode: the worker serves a request in the buffer it was lent; a write's data
+    /// reaches the target and a read's lands in its buffer, each buffer its own.
+    #[test]
+    fn copy_mode_workers_use_the_lent_buffers() {
+        let target = Arc::new(MemTarget::new(1 << 20));
+        target.write(0, 4096, &[0x33; 4096], false).unwrap();
+        let mailbox = Arc::new(Mailbox::new().unwrap());
+        let env = Arc::new(WorkerEnv {
+            target: target.clone(),
+            dev: None,
+            qid: 2,
+            max_io: 1 << 20,
+            mailbox: mailbox.clone(),
+        });
+        let pool = Pool::start(2, &env).unwrap();
+        let mut read_buf = vec![0_u8; 4096];
+        let mut write_buf = vec![0x44_u8; 8192];
+        let write = IoDesc {
+            op_flags: sys::UBLK_IO_OP_WRITE,
+            nr_sectors: 8,
+            start_sector: 64,
+        };
+        // SAFETY: neither buffer is touched until both results are back, and both outlive
+        // the loans.
+        let (r, w) = unsafe { (TagBuf::lend(&mut read_buf), TagBuf::lend(&mut write_buf)) };
+        pool.submit(1, read_desc(8, 8), Some(r)).unwrap();
+        pool.submit(2, write, Some(w)).unwrap();
+        let mut got = wait_for(&mailbox, 2);
+        got.sort_unstable();
+        assert_eq!(got, vec![(1, 4096), (2, 4096)]);
+        pool.stop();
+        assert_eq!(read_buf, vec![0x33; 4096]);
+        assert_eq!(target.snapshot(64 * 512, 4096), vec![0x44; 4096]);
+    }
+
     /// A stopped pool gives requests back instead of dropping them.
     #[test]
     fn a_stopped_pool_gives_requests_back() {
         let env = Arc::new(WorkerEnv {
             target: Arc::new(MemTarget::new(1 << 20)),
-            dev: Arc::new(SharedCdev::default()),
+            dev: Some(Arc::new(SharedCdev::default())),
             qid: 0,
             max_io: 4096,
             mailbox: Arc::new(Mailbox::new().unwrap()),
         });
         let mut pool = Pool::start(1, &env).unwrap();
         pool.shutdown();
-        assert_eq!(pool.submit(3, read_desc(0, 1)), Err((3, read_desc(0, 1))));
+        assert_eq!(
+            pool.submit(3, read_desc(0, 1), None),
+            Err((3, read_desc(0, 1)))
+        );
     }
 }

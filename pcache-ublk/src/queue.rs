@@ -2,9 +2,9 @@
 //! [`request::handle`], and commits the result.
 //!
 //! Each queue thread calls the target directly and synchronously for every request that
-//! stays in the cache; in user-copy mode, requests that may wait for the backing device
-//! (read misses, discards) go to the queue's worker threads instead ([`crate::offload`]),
-//! so that they do not hold up the rest of the queue. Two data paths exist:
+//! stays in the cache; requests that may wait for the backing device (read misses,
+//! discards) go to the queue's worker threads instead ([`crate::offload`]), so that they
+//! do not hold up the rest of the queue. Two data paths exist:
 //! - **user-copy** (`UBLK_F_USER_COPY`, Linux 6.5+): no per-tag buffers; a write's data is
 //!   `pread` from `/dev/ublkcN` straight into the cache media during the target call (data
 //!   moves once; see `Target::write_with`), a read's is `pwrite`d straight from the
@@ -26,7 +26,7 @@ use libublk::io::{UblkDev, UblkIOCtx, UblkQueue};
 use libublk::{sys, BufDesc, BufDescList, UblkError, UblkIORes};
 
 use crate::error::describe_ublk;
-use crate::offload::{Mailbox, Pool, WorkerEnv};
+use crate::offload::{Mailbox, Pool, TagBuf, WorkerEnv};
 use crate::request::{self, DataPath, IoDesc};
 use crate::state::CopyMode;
 use crate::target::Target;
@@ -42,15 +42,15 @@ pub fn copy_mode_of(dev_flags: u64) -> CopyMode {
 }
 
 /// Serves queue `qid` of `dev` until the device stops. Runs on the queue's own thread
-/// (libublk's `run_target` spawns it). In user-copy mode, up to `workers` threads serve
-/// the requests that may wait for the backing device ([`crate::offload`]); with 0, the
-/// queue thread serves everything.
+/// (libublk's `run_target` spawns it). Up to `workers` threads serve the requests that
+/// may wait for the backing device ([`crate::offload`]); with 0, the queue thread serves
+/// everything.
 pub fn serve(qid: u16, dev: &UblkDev, target: &Arc<dyn Target>, workers: usize) {
     let mode = copy_mode_of(dev.dev_info.flags);
     tracing::debug!(qid, %mode, workers, "queue thread started");
     let res = match mode {
         CopyMode::UserCopy => serve_user_copy(qid, dev, target, workers),
-        CopyMode::Buffer => serve_buffered(qid, dev, &**target),
+        CopyMode::Buffer => serve_buffered(qid, dev, target, workers),
     };
     match res {
         Ok(()) => tracing::debug!(qid, "queue stopped"),
@@ -68,8 +68,16 @@ fn complete(q: &UblkQueue<'_>, tag: u16, buf: &[u8], res: i32) {
     }
 }
 
-fn serve_buffered(qid: u16, dev: &UblkDev, target: &dyn Target) -> Result<(), UblkError> {
+fn serve_buffered(
+    qid: u16,
+    dev: &UblkDev,
+    target: &Arc<dyn Target>,
+    workers: usize,
+) -> Result<(), UblkError> {
+    // Declared before the workers, so dropped after them: a worker may hold a loan of a
+    // buffer until it is joined.
     let mut bufs = dev.alloc_queue_io_bufs();
+    let offload = start_offload(qid, dev, target, None, workers)?;
     let queue = match UblkQueue::new(qid, dev) {
         Ok(q) => q,
         Err(e) => {
@@ -83,16 +91,72 @@ fn serve_buffered(qid: u16, dev: &UblkDev, target: &dyn Target) -> Result<(), Ub
         }
     };
     let queue = queue.submit_fetch_commands_unified(BufDescList::Slices(Some(&bufs)))?;
-    queue.wait_and_handle_io(|q, tag, _ctx| {
+    if let Some((_, mailbox)) = &offload {
+        arm_mailbox(&queue, mailbox);
+    }
+    let mut done = Vec::new();
+    queue.wait_and_handle_io(|q, tag, ctx| {
+        if ctx.is_tgt_io() {
+            // Only the mailbox poll is target I/O: commit what the workers finished; the
+            // loans of their buffers have ended.
+            if let Some((_, mailbox)) = &offload {
+                mailbox.take(&mut done);
+                for (tag, res) in done.drain(..) {
+                    let buf = bufs.get(usize::from(tag)).map_or(&[][..], |b| b.as_slice());
+                    complete(q, tag, buf, res);
+                }
+                arm_mailbox(q, mailbox);
+            }
+            return;
+        }
         let desc = IoDesc::from_iod(q.get_iod(tag));
-        let res = match bufs.get_mut(usize::from(tag)) {
-            Some(buf) => request::handle(target, qid, &desc, DataPath::Buffer(buf.as_mut_slice())),
-            None => -libc::EINVAL,
+        let Some(buf) = bufs.get_mut(usize::from(tag)) else {
+            complete(q, tag, &[], -libc::EINVAL);
+            return;
         };
-        let buf = bufs.get(usize::from(tag)).map_or(&[][..], |b| b.as_slice());
-        complete(q, tag, buf, res);
+        if let Some((pool, _)) = &offload {
+            if request::may_wait(&**target, &desc) {
+                // SAFETY: this thread touches the buffer of `tag` again only when it
+                // commits the request, which it does once the worker's result is in the
+                // mailbox (above); the kernel does not touch it while the request is
+                // ours; the buffers outlive the workers (declared before them).
+                let lent = unsafe { TagBuf::lend(buf.as_mut_slice()) };
+                if pool.submit(tag, desc, Some(lent)).is_ok() {
+                    return;
+                }
+            }
+        }
+        let res = request::handle(&**target, qid, &desc, DataPath::Buffer(buf.as_mut_slice()));
+        complete(q, tag, buf.as_slice(), res);
     });
+    if let Some((pool, _)) = offload {
+        pool.stop();
+    }
     Ok(())
+}
+
+/// Starts the queue's workers and their mailbox, if `workers` > 0. `cdev` is the
+/// user-copy descriptor (none in copy mode).
+fn start_offload(
+    qid: u16,
+    dev: &UblkDev,
+    target: &Arc<dyn Target>,
+    cdev: Option<Arc<File>>,
+    workers: usize,
+) -> Result<Option<(Pool, Arc<Mailbox>)>, UblkError> {
+    if workers == 0 {
+        return Ok(None);
+    }
+    let mailbox = Arc::new(Mailbox::new().map_err(UblkError::IOError)?);
+    let env = Arc::new(WorkerEnv {
+        target: Arc::clone(target),
+        dev: cdev.map(|c| c as Arc<dyn request::UserCopyIo + Send + Sync>),
+        qid,
+        max_io: dev.dev_info.max_io_buf_bytes as usize,
+        mailbox: Arc::clone(&mailbox),
+    });
+    let pool = Pool::start(workers, &env).map_err(UblkError::IOError)?;
+    Ok(Some((pool, mailbox)))
 }
 
 /// A second descriptor for `/dev/ublkcN`. The character device can only be opened once,
@@ -140,22 +204,7 @@ fn serve_user_copy(
     // The queue thread serves one request at a time, so one staging buffer is enough;
     // it is twice the largest request (see `DataPath::UserCopy`).
     let mut scratch = IoBuf::<u8>::new(2 * max_io);
-    let offload = if workers > 0 {
-        let mailbox = Arc::new(Mailbox::new().map_err(UblkError::IOError)?);
-        let env = Arc::new(WorkerEnv {
-            target: Arc::clone(target),
-            dev: cdev.clone(),
-            qid,
-            max_io,
-            mailbox: Arc::clone(&mailbox),
-        });
-        Some((
-            Pool::start(workers, &env).map_err(UblkError::IOError)?,
-            mailbox,
-        ))
-    } else {
-        None
-    };
+    let offload = start_offload(qid, dev, target, Some(cdev.clone()), workers)?;
     let queue =
         UblkQueue::new(qid, dev)?.submit_fetch_commands_unified(BufDescList::Slices(None))?;
     if let Some((_, mailbox)) = &offload {
@@ -176,7 +225,7 @@ fn serve_user_copy(
         }
         let desc = IoDesc::from_iod(q.get_iod(tag));
         if let Some((pool, _)) = &offload {
-            if request::may_wait(&**target, &desc) && pool.submit(tag, desc).is_ok() {
+            if request::may_wait(&**target, &desc) && pool.submit(tag, desc, None).is_ok() {
                 return;
             }
         }

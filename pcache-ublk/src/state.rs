@@ -56,8 +56,7 @@ pub struct TargetData {
     /// The copy mode in effect.
     pub copy_mode: CopyMode,
     /// Worker threads per queue for requests that may wait for the backing device (0 in
-    /// copy mode, where the queue threads serve everything; 0 in records written before
-    /// workers existed).
+    /// records written before workers existed).
     #[serde(default)]
     pub workers: u16,
     /// Size of the exported device in bytes.
