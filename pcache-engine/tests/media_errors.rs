@@ -127,47 +127,73 @@ fn an_unreadable_data_segment_fails_its_reads_with_eio() {
     }
 }
 
+/// A cache on a file whose data segment holding CLEAN data (a read-miss fill of `clean`
+/// at 16 MiB, by queue 0) and dirty data (at 24 MiB, queue 0 again) was cut
+/// off the file; dirty data of queue 1 (`dirty` at 0) is in an earlier segment, which
+/// stays, and queue 1's data head with it.
+struct LostSegment {
+    _dir: tempfile::TempDir,
+    cache: Cache,
+    clean: Vec<u8>,
+    dirty: Vec<u8>,
+}
+
+fn lost_segment(data_crc: bool) -> LostSegment {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.img");
+    let media = cache_file(&path);
+    let backing = Arc::new(MemBacking::new(64 << 20));
+    let clean = pattern(3, LEN);
+    pcache_engine::backing::Backing::write_at(&*backing, 16 << 20, &clean).unwrap();
+    let cfg = CacheConfig {
+        data_crc,
+        queues: 2,
+        background: false,
+        ..CacheConfig::default()
+    };
+    let cache = Cache::open(media.clone(), backing, cfg).unwrap();
+    // Queue 1 takes a data segment first, then queue 0 the next one.
+    let dirty = pattern(4, LEN);
+    cache.write(1, 0, &dirty, false).unwrap();
+    let mut buf = vec![0; LEN];
+    cache.read(0, 16 << 20, &mut buf).unwrap();
+    assert_eq!(buf, clean);
+    cache.write(0, 24 << 20, &pattern(5, LEN), false).unwrap();
+    cache.flush().unwrap();
+    let (seg_dirty, seg_clean) = (
+        segment_holding(&media, &dirty),
+        segment_holding(&media, &clean),
+    );
+    assert!(seg_dirty < seg_clean, "segments {seg_dirty} {seg_clean}");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(layout::segment_base(seg_clean))
+        .unwrap();
+    LostSegment {
+        _dir: dir,
+        cache,
+        clean,
+        dirty,
+    }
+}
+
 /// CLEAN data (a read-miss fill) in a segment that became unreadable is served from the
 /// backing device, which holds the same bytes: the read succeeds, the media error is
-/// counted, and the bytes are cached again in a readable segment.
+/// counted, and the bytes are cached again in a readable segment. Dirty data there fails.
 #[test]
 fn unreadable_clean_data_is_served_from_the_backing() {
     for data_crc in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cache.img");
-        let media = cache_file(&path);
-        let backing = Arc::new(MemBacking::new(64 << 20));
-        let clean = pattern(3, LEN);
-        pcache_engine::backing::Backing::write_at(&*backing, 16 << 20, &clean).unwrap();
-        let cfg = CacheConfig {
-            data_crc,
-            queues: 2,
-            background: false,
-            ..CacheConfig::default()
-        };
-        let c = Cache::open(media.clone(), backing, cfg).unwrap();
-        // Queue 1 takes a data segment first (dirty data), then queue 0 caches the miss
-        // in the next one.
-        let dirty = pattern(4, LEN);
-        c.write(1, 0, &dirty, false).unwrap();
-        let mut buf = vec![0; LEN];
-        c.read(0, 16 << 20, &mut buf).unwrap();
-        assert_eq!(buf, clean);
-        c.flush().unwrap();
-        let (seg_dirty, seg_clean) = (
-            segment_holding(&media, &dirty),
-            segment_holding(&media, &clean),
-        );
-        assert!(seg_dirty < seg_clean, "segments {seg_dirty} {seg_clean}");
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(layout::segment_base(seg_clean))
-            .unwrap();
+        let LostSegment {
+            cache: c,
+            clean,
+            dirty,
+            ..
+        } = lost_segment(data_crc);
         let errors = c.status().errors;
         // Queue 1, whose data head is inside the file, re-caches what it reads.
-        buf.fill(0);
+        let mut buf = vec![0; LEN];
         c.read(1, 16 << 20, &mut buf).unwrap();
         assert_eq!(
             buf, clean,
@@ -180,9 +206,10 @@ fn unreadable_clean_data_is_served_from_the_backing() {
         assert_eq!(buf, clean);
         assert_eq!(c.status().hits, hits + LEN as u64, "cached again, readable");
         assert_eq!(c.status().errors, errors + 1);
-        // The dirty data is still there.
         c.read(1, 0, &mut buf).unwrap();
-        assert_eq!(buf, dirty);
+        assert_eq!(buf, dirty, "the other segment's dirty data");
+        let e = c.read(1, 24 << 20, &mut buf).unwrap_err();
+        assert_eq!(e.errno(), -libc::EIO, "lost dirty data: {e}");
         c.close().unwrap();
     }
 }
@@ -192,37 +219,9 @@ fn unreadable_clean_data_is_served_from_the_backing() {
 /// again from the backing device, for dirty data the read fails.
 #[test]
 fn a_sink_that_cannot_read_clean_bytes_gets_them_from_the_backing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cache.img");
-    let media = cache_file(&path);
-    let backing = Arc::new(MemBacking::new(64 << 20));
-    let clean = pattern(5, LEN);
-    pcache_engine::backing::Backing::write_at(&*backing, 16 << 20, &clean).unwrap();
-    let cfg = CacheConfig {
-        queues: 2,
-        background: false,
-        ..CacheConfig::default()
-    };
-    let c = Cache::open(media.clone(), backing, cfg).unwrap();
-    let dirty = pattern(6, LEN);
-    c.write(1, 0, &dirty, false).unwrap();
-    let mut buf = vec![0; LEN];
-    c.read(0, 16 << 20, &mut buf).unwrap();
-    // Dirty data queue 0 wrote after the fill: in the same (lost) segment.
-    let lost_dirty = pattern(7, LEN);
-    c.write(0, 24 << 20, &lost_dirty, false).unwrap();
-    c.flush().unwrap();
-    let (seg_dirty, seg_clean) = (
-        segment_holding(&media, &dirty),
-        segment_holding(&media, &clean),
-    );
-    assert!(seg_dirty < seg_clean, "segments {seg_dirty} {seg_clean}");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(layout::segment_base(seg_clean))
-        .unwrap();
+    let LostSegment {
+        cache: c, clean, ..
+    } = lost_segment(false);
     let read_with = |off: u64, out: &mut Vec<u8>| {
         c.read_with(1, off, LEN, &mut |at, bytes| {
             let at = usize::try_from(at).unwrap();

@@ -97,15 +97,12 @@ fn serve_buffered(
     let mut done = Vec::new();
     queue.wait_and_handle_io(|q, tag, ctx| {
         if ctx.is_tgt_io() {
-            // Only the mailbox poll is target I/O: commit what the workers finished; the
-            // loans of their buffers have ended.
+            // Only the mailbox poll is target I/O; the loans of the finished requests'
+            // buffers have ended.
             if let Some((_, mailbox)) = &offload {
-                mailbox.take(&mut done);
-                for (tag, res) in done.drain(..) {
-                    let buf = bufs.get(usize::from(tag)).map_or(&[][..], |b| b.as_slice());
-                    complete(q, tag, buf, res);
-                }
-                arm_mailbox(q, mailbox);
+                complete_offloaded(q, mailbox, &mut done, |t| {
+                    bufs.get(usize::from(t)).map_or(&[][..], |b| b.as_slice())
+                });
             }
             return;
         }
@@ -133,6 +130,21 @@ fn serve_buffered(
         pool.stop();
     }
     Ok(())
+}
+
+/// The mailbox poll fired: commits what the workers finished (`buf_of(tag)`: the
+/// request's buffer in copy mode, nothing in user-copy mode) and polls again.
+fn complete_offloaded<'b>(
+    q: &UblkQueue<'_>,
+    mailbox: &Mailbox,
+    done: &mut Vec<(u16, i32)>,
+    buf_of: impl Fn(u16) -> &'b [u8],
+) {
+    mailbox.take(done);
+    for (tag, res) in done.drain(..) {
+        complete(q, tag, buf_of(tag), res);
+    }
+    arm_mailbox(q, mailbox);
 }
 
 /// Starts the queue's workers and their mailbox, if `workers` > 0. `cdev` is the
@@ -213,13 +225,9 @@ fn serve_user_copy(
     let mut done = Vec::new();
     queue.wait_and_handle_io(|q, tag, ctx| {
         if ctx.is_tgt_io() {
-            // Only the mailbox poll is target I/O: complete what the workers finished.
+            // Only the mailbox poll is target I/O.
             if let Some((_, mailbox)) = &offload {
-                mailbox.take(&mut done);
-                for (tag, res) in done.drain(..) {
-                    complete(q, tag, &[], res);
-                }
-                arm_mailbox(q, mailbox);
+                complete_offloaded(q, mailbox, &mut done, |_| &[]);
             }
             return;
         }
