@@ -504,8 +504,8 @@ impl Cache {
         Ok(())
     }
 
-    /// Writes back one kset (or follows one LAST kset) from dirty_tail; false when the
-    /// log is clean. For offline writeback with progress (`pcache-replay --writeback`);
+    /// Writes back one round of ksets from dirty_tail (up to 32 of them, with one backing
+    /// flush), or follows one LAST kset; false when the log is clean. For offline writeback with progress (`pcache-replay --writeback`);
     /// safe to interrupt between calls.
     ///
     /// # Errors

@@ -481,3 +481,36 @@ fn data_crc_mismatch_on_clean_data_is_served_from_the_backing() {
     // A DIRTY extent with a mismatch still fails (data_crc_mismatch_is_never_served).
     c.close().unwrap();
 }
+
+/// Writeback takes several ksets per round, with one backing flush: ten FUA writes (ten
+/// one-key ksets) to the same block and a neighbour go back with one flush, and the
+/// backing ends up with the newest data of each byte (later ksets win within a round).
+#[test]
+fn writeback_rounds_share_a_flush_and_keep_the_newest_data() {
+    let media = formatted(CACHE);
+    let backing = Arc::new(MemBacking::new(16 << 20));
+    let c = Cache::open(media, backing.clone(), inline(1)).unwrap();
+    let mut newest = Vec::new();
+    for i in 0..10u64 {
+        let data = pattern(100 + i, 8192);
+        // Each write overlaps the one before by 4 KiB.
+        c.write(0, (1 << 20) + (i % 2) * 4096, &data, true).unwrap();
+        newest = data;
+    }
+    let before = backing.flushes();
+    assert!(c.writeback_step().unwrap(), "one round");
+    assert_eq!(
+        backing.flushes(),
+        before + 1,
+        "one backing flush for the ten ksets"
+    );
+    assert!(!c.writeback_step().unwrap(), "clean after one round");
+    // The last write (i = 9) covers [1 MiB + 4 KiB, 1 MiB + 12 KiB); the one before it
+    // (i = 8) the 4 KiB below.
+    assert_eq!(backing.to_vec((1 << 20) + 4096, 8192), newest);
+    assert_eq!(
+        backing.to_vec(1 << 20, 4096),
+        pattern(108, 8192)[..4096].to_vec()
+    );
+    c.close().unwrap();
+}

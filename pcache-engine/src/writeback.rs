@@ -1,5 +1,6 @@
-//! Writeback: dirty data goes to the backing device in log order, one kset at a time
-//! from dirty_tail (upstream-format.md F.5).
+//! Writeback: dirty data goes to the backing device in log order, from dirty_tail, a
+//! round of up to [`ROUND_KSETS`] ksets at a time (upstream-format.md F.5; the kernel
+//! flushes the backing device after each kset, we after each round).
 
 use crate::cache::Inner;
 use crate::error::{EngineError, Result};
@@ -7,6 +8,14 @@ use crate::index::Subtree;
 use pcache_format::kset::KsetRead;
 use pcache_format::layout::{CachePos, SUBTREE_SIZE};
 use std::collections::BTreeMap;
+
+/// The most ksets one writeback round takes: they share one backing flush (W1) and one
+/// dirty_tail update (W2). A small kset (a FUA write makes one of a single key) would
+/// otherwise cost a device cache flush each.
+const ROUND_KSETS: usize = 32;
+
+/// A round takes no further kset once it holds this much dirty data.
+const ROUND_BYTES: u64 = 16 << 20;
 
 /// One backing write: logical offset, cache position, length.
 type Job = (u64, CachePos, u32);
@@ -33,81 +42,109 @@ fn merge(jobs: Vec<Job>) -> Vec<Job> {
 }
 
 impl Inner {
-    /// Writes back the kset at dirty_tail, or follows a LAST kset. False when the log is
-    /// clean (dirty_tail has reached the end of the durable log).
+    /// Writes back the ksets from dirty_tail on, several at a time (see [`ROUND_KSETS`]),
+    /// or follows a LAST kset. False when the log is clean (dirty_tail has reached the end
+    /// of the durable log).
     pub(crate) fn writeback_once(&self) -> Result<bool> {
         let _round = self.wb_lock.lock();
         let dt = self.dirty_tail.lock().pos;
-        if dt == *self.durable_head.lock() {
+        let durable = *self.durable_head.lock();
+        if dt == durable {
             return Ok(false);
         }
         let mut buf = Vec::new();
-        let at = self.abs(dt)?;
-        match self.load_kset(dt, &mut buf)? {
-            KsetRead::End(_) => Ok(false),
-            KsetRead::Last { next } => {
-                self.set_dirty_tail(CachePos::new(next, 0))?;
-                Ok(true)
-            }
-            KsetRead::Keys { keys, size } => {
-                let keys = self.decode_keys(keys, at)?;
-                // Later keys of the kset win over earlier ones.
-                let mut regions: BTreeMap<u64, Subtree> = BTreeMap::new();
-                let mut dirty = 0u64;
-                for key in &keys {
-                    if self.is_stale(key) {
-                        continue;
+        // Later keys win over earlier ones, within a kset and across the round's ksets:
+        // the backing must end up with the newest data of each byte.
+        let mut regions: BTreeMap<u64, Subtree> = BTreeMap::new();
+        let mut dirty = 0u64;
+        let mut end = dt;
+        let mut ksets = 0;
+        while end != durable && ksets < ROUND_KSETS && dirty < ROUND_BYTES {
+            let at = self.abs(end)?;
+            match self.load_kset(end, &mut buf)? {
+                KsetRead::End(_) => break,
+                KsetRead::Last { next } => {
+                    if ksets == 0 {
+                        self.set_dirty_tail(CachePos::new(next, 0))?;
+                        return Ok(true);
                     }
-                    self.verify_data(key)?;
-                    if !key.is_clean() {
-                        dirty += u64::from(key.len);
-                    }
-                    let base = key.off & !(SUBTREE_SIZE - 1);
-                    // Below 4 MiB.
-                    #[allow(clippy::cast_possible_truncation)]
-                    let rel = (key.off - base) as u32;
-                    regions.entry(base).or_default().insert(
-                        rel,
-                        crate::index::Extent::new(
-                            key.pos.seg,
-                            key.pos.off,
-                            key.len,
-                            key.seg_gen,
-                            key.is_clean(),
-                        ),
-                    );
+                    // The round stops at the segment's end; the next one follows it.
+                    break;
                 }
-                let jobs: Vec<Job> = regions
-                    .iter()
-                    .flat_map(|(&base, t)| {
-                        t.iter()
-                            .filter(|(_, e)| !e.is_clean())
-                            .map(move |(rel, e)| {
-                                (
-                                    base + u64::from(rel),
-                                    CachePos::new(e.seg, e.seg_off),
-                                    e.len(),
-                                )
-                            })
-                    })
-                    .collect();
-                let jobs = merge(jobs);
-                let written: u64 = jobs.iter().map(|j| u64::from(j.2)).sum();
-                self.write_jobs(&jobs)?;
-                if !jobs.is_empty() {
-                    // W1: the backing holds the kset's data durably before dirty_tail
-                    // moves past it.
-                    self.backing
-                        .flush()
-                        .map_err(EngineError::backing("flush", 0, 0))?;
+                KsetRead::Keys { keys, size } => {
+                    let keys = self.decode_keys(keys, at)?;
+                    dirty += self.add_keys(&keys, &mut regions)?;
+                    end = CachePos::new(end.seg, end.off + size);
+                    ksets += 1;
                 }
-                // W2: dirty_tail moves past the kset.
-                self.set_dirty_tail(CachePos::new(dt.seg, dt.off + size))?;
-                self.counters.written_back(written, dirty);
-                self.kick_gc.kick();
-                Ok(true)
             }
         }
+        if ksets == 0 {
+            return Ok(false);
+        }
+        let jobs: Vec<Job> = regions
+            .iter()
+            .flat_map(|(&base, t)| {
+                t.iter()
+                    .filter(|(_, e)| !e.is_clean())
+                    .map(move |(rel, e)| {
+                        (
+                            base + u64::from(rel),
+                            CachePos::new(e.seg, e.seg_off),
+                            e.len(),
+                        )
+                    })
+            })
+            .collect();
+        let jobs = merge(jobs);
+        let written: u64 = jobs.iter().map(|j| u64::from(j.2)).sum();
+        self.write_jobs(&jobs)?;
+        if !jobs.is_empty() {
+            // W1: the backing holds the round's data durably before dirty_tail moves past
+            // its ksets (one flush for all of them).
+            self.backing
+                .flush()
+                .map_err(EngineError::backing("flush", 0, 0))?;
+        }
+        // W2: dirty_tail moves past the round's ksets.
+        self.set_dirty_tail(end)?;
+        self.counters.written_back(written, dirty);
+        self.kick_gc.kick();
+        Ok(true)
+    }
+
+    /// Adds a kset's live keys to the round's map (a later key replacing what it
+    /// overlaps) after checking their data; returns the dirty bytes among them.
+    fn add_keys(
+        &self,
+        keys: &[pcache_format::Key],
+        regions: &mut BTreeMap<u64, Subtree>,
+    ) -> Result<u64> {
+        let mut dirty = 0u64;
+        for key in keys {
+            if self.is_stale(key) {
+                continue;
+            }
+            self.verify_data(key)?;
+            if !key.is_clean() {
+                dirty += u64::from(key.len);
+            }
+            let base = key.off & !(SUBTREE_SIZE - 1);
+            // Below 4 MiB.
+            #[allow(clippy::cast_possible_truncation)]
+            let rel = (key.off - base) as u32;
+            regions.entry(base).or_default().insert(
+                rel,
+                crate::index::Extent::new(
+                    key.pos.seg,
+                    key.pos.off,
+                    key.len,
+                    key.seg_gen,
+                    key.is_clean(),
+                ),
+            );
+        }
+        Ok(dirty)
     }
 
     /// Writes the jobs to the backing device: each job's data is read from the media into
