@@ -182,13 +182,13 @@ fn export(cache: &Cache, args: &Args, to: &Path) -> Result<()> {
 fn writeback(cache: &Cache) -> Result<u64> {
     let total = cache.status().dirty_bytes;
     let pb = bar(total, "writing back");
-    let mut ksets = 0u64;
+    let mut rounds = 0u64;
     while cache.writeback_step().context("writeback")? {
-        ksets += 1;
+        rounds += 1;
         pb.set_position(total.saturating_sub(cache.status().dirty_bytes));
     }
     pb.finish_and_clear();
-    Ok(ksets)
+    Ok(rounds)
 }
 
 fn run(args: &Args) -> Result<String> {
@@ -207,7 +207,7 @@ fn run(args: &Args) -> Result<String> {
             out = report(&st, true);
         } else {
             out += &format!(
-                "wrote back {steps} ksets ({} bytes); the cache is {}\n",
+                "wrote back {} bytes in {steps} rounds; the cache is {}\n",
                 st.written_back,
                 if st.is_clean() { "clean" } else { "NOT clean" }
             );
