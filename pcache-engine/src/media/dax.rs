@@ -71,35 +71,7 @@ impl DaxMedia {
 }
 
 impl CacheMedia for DaxMedia {
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-
-    fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), MediaError> {
-        self.inner.read(off, buf)
-    }
-
-    fn write(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
-        self.inner.write(off, data)
-    }
-
-    fn view(
-        &self,
-        off: u64,
-        len: usize,
-        f: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
-    ) -> Result<(), MediaError> {
-        self.inner.view(off, len, f)
-    }
-
-    fn fill(
-        &self,
-        off: u64,
-        len: usize,
-        f: &mut dyn FnMut(&mut [u8]) -> std::io::Result<()>,
-    ) -> Result<(), MediaError> {
-        self.inner.fill(off, len, f)
-    }
+    forward_data_path!(inner);
 
     fn flush(&self, off: u64, len: u64) {
         self.inner.flush(off, len);
@@ -107,10 +79,6 @@ impl CacheMedia for DaxMedia {
 
     fn fence(&self) {
         self.inner.fence();
-    }
-
-    fn zero(&self, off: u64, len: u64) -> Result<(), MediaError> {
-        self.inner.zero(off, len)
     }
 
     fn check(&self) -> Result<(), MediaError> {

@@ -53,44 +53,12 @@ impl MemMedia {
 }
 
 impl CacheMedia for MemMedia {
-    fn len(&self) -> u64 {
-        self.map.len()
-    }
-
-    fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), MediaError> {
-        self.map.read(off, buf)
-    }
-
-    fn write(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
-        self.map.write(off, data)
-    }
-
-    fn view(
-        &self,
-        off: u64,
-        len: usize,
-        f: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
-    ) -> Result<(), MediaError> {
-        self.map.view(off, len, f)
-    }
-
-    fn fill(
-        &self,
-        off: u64,
-        len: usize,
-        f: &mut dyn FnMut(&mut [u8]) -> std::io::Result<()>,
-    ) -> Result<(), MediaError> {
-        self.map.fill(off, len, f)
-    }
+    forward_data_path!(map);
 
     fn flush(&self, _off: u64, _len: u64) {}
 
     fn fence(&self) {
         self.fences.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn zero(&self, off: u64, len: u64) -> Result<(), MediaError> {
-        self.map.zero(off, len)
     }
 
     fn describe(&self) -> String {

@@ -15,6 +15,47 @@
 //! - [`CrashMedia`]: a test double that records every store, flush and fence, and builds
 //!   the image a power cut at any fence would leave.
 
+/// The data-path methods of a [`CacheMedia`] whose bytes live in its field `$f` (a
+/// mapping, or another media it wraps): `len`, `read`, `write`, `view`, `fill` and `zero`,
+/// passed straight through.
+macro_rules! forward_data_path {
+    ($f:ident) => {
+        fn len(&self) -> u64 {
+            self.$f.len()
+        }
+
+        fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), $crate::media::MediaError> {
+            self.$f.read(off, buf)
+        }
+
+        fn write(&self, off: u64, data: &[u8]) -> Result<(), $crate::media::MediaError> {
+            self.$f.write(off, data)
+        }
+
+        fn view(
+            &self,
+            off: u64,
+            len: usize,
+            f: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+        ) -> Result<(), $crate::media::MediaError> {
+            self.$f.view(off, len, f)
+        }
+
+        fn fill(
+            &self,
+            off: u64,
+            len: usize,
+            f: &mut dyn FnMut(&mut [u8]) -> std::io::Result<()>,
+        ) -> Result<(), $crate::media::MediaError> {
+            self.$f.fill(off, len, f)
+        }
+
+        fn zero(&self, off: u64, len: u64) -> Result<(), $crate::media::MediaError> {
+            self.$f.zero(off, len)
+        }
+    };
+}
+
 mod crash;
 mod dax;
 pub(crate) mod file;
