@@ -143,6 +143,18 @@ pub(crate) fn copy_from(data: &[u8]) -> impl FnMut(u64, &mut [u8]) -> io::Result
     }
 }
 
+/// Runs `f` with this thread's extent buffer ([`EXTENTS`]), and keeps the buffer for the
+/// next request unless it grew past [`KEEP_BUF`].
+fn with_extents<T>(f: impl FnOnce(&mut Vec<(u32, Extent)>) -> T) -> T {
+    let mut exts = EXTENTS.take();
+    let r = f(&mut exts);
+    if exts.capacity() <= KEEP_BUF {
+        exts.clear();
+        EXTENTS.set(exts);
+    }
+    r
+}
+
 /// Length of the piece of `[off, off + left)` that stays inside one 4 MiB region.
 fn piece_len(off: u64, left: usize) -> usize {
     // At most 4 MiB.
@@ -329,58 +341,55 @@ impl Inner {
         }
         self.check_request(off, len as u64)?;
         let q = self.queue(q);
-        let mut done = 0;
-        let mut exts = EXTENTS.take();
-        let mut r = Ok(());
-        while done < len && r.is_ok() {
-            let cur = off + done as u64;
-            let n = piece_len(cur, len - done);
-            r = self.read_region(q, cur, done, n, dest, &mut exts);
-            done += n;
-        }
-        if exts.capacity() <= KEEP_BUF {
-            exts.clear();
-            EXTENTS.set(exts);
-        }
-        r
+        with_extents(|exts| {
+            let mut done = 0;
+            while done < len {
+                let cur = off + done as u64;
+                let n = piece_len(cur, len - done);
+                self.read_region(q, cur, done, n, dest, exts)?;
+                done += n;
+            }
+            Ok(())
+        })
     }
 
     /// Whether every byte of `[off, off + len)` is held by an extent of the index, so a
     /// read of it will not wait for the backing device (unless an extent turns out stale
     /// or its data CRC fails). A hint for a frontend choosing where to run a read.
     pub(crate) fn is_cached(&self, off: u64, len: u64) -> bool {
-        if self.check_request(off, len).is_err() {
+        let Ok(len) = usize::try_from(len) else {
+            return false;
+        };
+        if self.check_request(off, len as u64).is_err() {
             return false;
         }
-        let mut exts = EXTENTS.take();
-        let mut done = 0;
-        let mut cached = true;
-        while done < len && cached {
-            let cur = off + done;
-            // At most 4 MiB.
-            #[allow(clippy::cast_possible_truncation)]
-            let n = (len - done).min(layout::bytes_to_subtree_end(cur)) as u32;
-            let Some((tree, rel)) = self.index.subtree(cur) else {
-                cached = false;
-                break;
-            };
-            exts.clear();
-            tree.read().overlapping(rel, rel + n, &mut exts);
-            let mut cursor = rel;
-            for &(s, e) in exts.iter() {
-                if s > cursor {
-                    break;
+        with_extents(|exts| {
+            let mut done = 0;
+            while done < len {
+                let cur = off + done as u64;
+                let n = piece_len(cur, len - done);
+                let Some((tree, rel)) = self.index.subtree(cur) else {
+                    return false;
+                };
+                // Inside one region: fits.
+                #[allow(clippy::cast_possible_truncation)]
+                let end = rel + n as u32;
+                exts.clear();
+                tree.read().overlapping(rel, end, exts);
+                let mut cursor = rel;
+                for &(s, e) in exts.iter() {
+                    if s > cursor {
+                        break;
+                    }
+                    cursor = cursor.max(s + e.len());
                 }
-                cursor = cursor.max(s + e.len());
+                if cursor < end {
+                    return false;
+                }
+                done += n;
             }
-            cached = cursor >= rel + n;
-            done += u64::from(n);
-        }
-        if exts.capacity() <= KEEP_BUF {
-            exts.clear();
-            EXTENTS.set(exts);
-        }
-        cached
+            true
+        })
     }
 
     /// Reads the `len` bytes at `off`, inside one 4 MiB region, which are bytes
