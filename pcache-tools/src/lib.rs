@@ -17,6 +17,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod args;
 pub mod chain;
 pub mod cli;
 pub mod device;

@@ -1,38 +1,13 @@
 //! `pcache-fsck DEVICE`: check a pcache cache device; exit codes follow fsck(8).
 
 use clap::Parser;
-use pcache_tools::cli::{backing_size, emit, one_line, parse_size};
+use pcache_tools::args::FsckArgs;
+use pcache_tools::cli::{backing_size, emit, one_line};
 use pcache_tools::fsck::{self, exit, FsckOptions};
 use pcache_tools::{Access, Device};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Check a pcache cache device: everything the kernel checks on activation, and more.
-/// Read-only unless --repair. Exit status: 0 clean, 1 corrected, 4 errors left, 8
-/// operational error, 16 usage error.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    /// Rewrite each damaged copy of a dual record from its good twin (nothing else).
-    #[arg(long)]
-    repair: bool,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Do not read key data to verify data CRCs.
-    #[arg(long)]
-    no_data_crc: bool,
-    /// Size of the backing device (bytes, or with K/M/G/T), to check key bounds.
-    #[arg(long, value_parser = parse_size, conflicts_with = "backing")]
-    backing_size: Option<u64>,
-    /// The backing device, to check key bounds against its size (opened read-only).
-    #[arg(long)]
-    backing: Option<PathBuf>,
-    /// The cache device (opened read-only unless --repair).
-    device: PathBuf,
-}
-
-fn run(args: &Args) -> Result<(String, i32), String> {
+fn run(args: &FsckArgs) -> Result<(String, i32), String> {
     let name = args.device.display().to_string();
     let backing = match (&args.backing, args.backing_size) {
         (Some(p), _) => Some(backing_size(p)?),
@@ -68,7 +43,7 @@ fn code(c: i32) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match FsckArgs::try_parse() {
         Ok(a) => a,
         Err(e) => {
             let usage = e.use_stderr();

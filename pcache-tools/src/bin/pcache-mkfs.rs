@@ -3,35 +3,14 @@
 
 use clap::Parser;
 use pcache_format::fresh::Step;
+use pcache_tools::args::MkfsArgs;
 use pcache_tools::cli::{emit, one_line};
 use pcache_tools::mkfs::{self, MkfsOptions, Progress};
 use pcache_tools::{Access, Device};
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Format a cache device (a DAX block device, a DAX character device or a file) for
-/// dm-pcache and pcache.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    /// Keys carry a CRC of their data (the table option `data_crc true`).
-    #[arg(long)]
-    data_crc: bool,
-    /// Start GC when this percentage of segments is in use (0..=90).
-    #[arg(long, default_value_t = 70, value_parser = clap::value_parser!(u8).range(0..=90))]
-    gc_percent: u8,
-    /// Overwrite a device that holds a cache, a filesystem or other data.
-    #[arg(long)]
-    force: bool,
-    /// Print nothing on success.
-    #[arg(long, short)]
-    quiet: bool,
-    /// The cache device.
-    device: PathBuf,
-}
-
-fn run(args: &Args) -> Result<mkfs::Geometry, String> {
+fn run(args: &MkfsArgs) -> Result<mkfs::Geometry, String> {
     let name = args.device.display().to_string();
     let fail = |e: &(dyn std::error::Error + 'static)| format!("{name}: {}", one_line(e));
     let mut dev = Device::open(&args.device, Access::ReadWrite).map_err(|e| fail(&e))?;
@@ -57,7 +36,7 @@ fn run(args: &Args) -> Result<mkfs::Geometry, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = MkfsArgs::parse();
     match run(&args) {
         Ok(g) => {
             if !args.quiet {

@@ -10,33 +10,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pcache_engine::backing::Backing;
 use pcache_engine::media::{CacheMedia, DaxMedia};
 use pcache_engine::{Cache, CacheConfig, Status};
+use pcache_tools::args::ReplayArgs;
 use std::fs::OpenOptions;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-
-/// Replay a pcache cache's log offline and report (or export, or write back) its content.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    /// The cache device (pmem block device, DAX character device or image file).
-    #[arg(long)]
-    cache: PathBuf,
-    /// The backing device (block device or image file).
-    #[arg(long)]
-    backing: PathBuf,
-    /// Write the whole logical device (backing overlaid with cached data) to this file.
-    #[arg(long, conflicts_with = "writeback")]
-    export: Option<PathBuf>,
-    /// Write all dirty data back to the backing device in log order and flush it, so the
-    /// cache is clean. Opens both devices read-write. Idempotent; safe to interrupt.
-    #[arg(long)]
-    writeback: bool,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-}
 
 fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
@@ -59,7 +38,7 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     b
 }
 
-fn open(args: &Args) -> Result<Cache> {
+fn open(args: &ReplayArgs) -> Result<Cache> {
     let rw = args.writeback;
     for (what, p) in [("cache", &args.cache), ("backing", &args.backing)] {
         if !p.exists() {
@@ -145,7 +124,7 @@ fn report(st: &Status, json: bool) -> String {
     }
 }
 
-fn export(cache: &Cache, args: &Args, to: &Path) -> Result<()> {
+fn export(cache: &Cache, args: &ReplayArgs, to: &Path) -> Result<()> {
     for p in [&args.cache, &args.backing] {
         if same_file(p, to) {
             bail!("--export {}: that is one of the devices", to.display());
@@ -191,7 +170,7 @@ fn writeback(cache: &Cache) -> Result<u64> {
     Ok(rounds)
 }
 
-fn run(args: &Args) -> Result<String> {
+fn run(args: &ReplayArgs) -> Result<String> {
     let cache = open(args)?;
     let mut out = report(&cache.status(), args.json && !args.writeback);
     if let Some(to) = &args.export {
@@ -218,7 +197,7 @@ fn run(args: &Args) -> Result<String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = ReplayArgs::parse();
     match run(&args) {
         Ok(out) => {
             print!("{out}");
