@@ -113,6 +113,13 @@ pub struct AddArgs {
     /// The device id to ask for (N in /dev/ublkbN; default: the driver picks).
     #[arg(long, short = 'n', value_name = "N")]
     pub id: Option<u32>,
+    /// If device --id still exists because its daemon died (ublk user recovery: it is
+    /// QUIESCED, its I/O held), recover it instead of failing, as `pcache-ublk recover`
+    /// does. For a service manager that restarts the daemon (systemd's
+    /// `Restart=on-failure`). Only a pcache-ublk device that served this same --cache and
+    /// --backing is recovered; any other existing device is refused as without the flag.
+    #[arg(long, requires = "id", conflicts_with = "ram_target")]
+    pub recover_if_exists: bool,
     /// Debug: serve a RAM disk of this many bytes instead of a cache (nothing survives).
     #[arg(long, hide = true, value_name = "BYTES", conflicts_with_all = ["cache", "backing", "data_crc"])]
     pub ram_target: Option<u64>,
@@ -296,6 +303,7 @@ mod tests {
         assert_eq!(a.queues(), 4);
         assert_eq!(a.depth, 64);
         assert_eq!(a.id, Some(3));
+        assert!(!a.recover_if_exists);
         assert!(a.daemon.foreground && !a.daemon.daemon_child);
         assert_eq!(
             a.validate().unwrap(),
@@ -338,6 +346,44 @@ mod tests {
         // Not a number at all is clap's to refuse.
         assert!(parse(&["add", "--cache", "c", "--backing", "b", "--depth", "x"]).is_err());
         assert!(parse(&["add", "--cache", "c", "--backing", "b", "--queues", "-1"]).is_err());
+    }
+
+    #[test]
+    fn recover_if_exists_needs_an_id_and_devices() {
+        let a = add(&[
+            "add",
+            "--foreground",
+            "--id",
+            "0",
+            "--recover-if-exists",
+            "--cache",
+            "c",
+            "--backing",
+            "b",
+        ]);
+        assert!(a.recover_if_exists && a.daemon.foreground);
+        assert_eq!(a.id, Some(0));
+        // Without --id there is no device to look at.
+        let err = parse(&[
+            "add",
+            "--recover-if-exists",
+            "--cache",
+            "c",
+            "--backing",
+            "b",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        // A RAM device cannot be recovered.
+        assert!(parse(&[
+            "add",
+            "--id",
+            "0",
+            "--recover-if-exists",
+            "--ram-target",
+            "4096"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - [`state`], [`rpc`]: what a running daemon leaves in the run directory and its
 //!   control socket;
 //! - [`cli`]: the command line; [`daemon`]: `add`/`recover`, with [`lifecycle`] (start
-//!   reports, stop requests, signals); [`client`]: `del`, `list`, `status`, `set`.
+//!   reports, stop requests, signals), [`notify`] (`sd_notify` for systemd) and
+//!   [`restart`] (`add --recover-if-exists`); [`client`]: `del`, `list`, `status`, `set`.
 
 pub mod cli;
 pub mod client;
@@ -21,9 +22,11 @@ pub mod devices;
 pub mod engine;
 pub mod error;
 pub mod lifecycle;
+pub mod notify;
 pub mod offload;
 pub mod queue;
 pub mod request;
+pub mod restart;
 pub mod rpc;
 pub mod state;
 pub mod target;

@@ -2,7 +2,8 @@
 //! what a stop request does at each point of the daemon's life ([`Lifecycle`]): before
 //! the ublk device is live it is remembered and honoured as soon as the device starts;
 //! once live, the device is stopped (STOP_DEV), which drains the queues and lets
-//! `daemon::serve` close the target.
+//! `daemon::serve` close the target. A [`Notifier`] tells a service manager the same
+//! (`READY=1` right after the reporter's report, `STOPPING=1` when a stop starts).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -11,6 +12,7 @@ use libublk::ctrl::UblkCtrl;
 
 use crate::daemon::bdev_path;
 use crate::error::{describe_ublk, Error};
+use crate::notify::Notifier;
 use crate::rpc;
 
 /// Where the outcome of starting goes: the terminal, or the parent that spawned us.
@@ -119,6 +121,7 @@ struct LifeInner {
 /// "device is live" callback.
 pub struct Lifecycle {
     inner: Mutex<LifeInner>,
+    notifier: Notifier,
 }
 
 impl std::fmt::Debug for Lifecycle {
@@ -127,6 +130,7 @@ impl std::fmt::Debug for Lifecycle {
         f.debug_struct("Lifecycle")
             .field("phase", &g.phase)
             .field("stop_pending", &g.stop_pending)
+            .field("notifier", &self.notifier)
             .finish()
     }
 }
@@ -156,8 +160,14 @@ fn kill_device(dev_id: u32) {
 }
 
 impl Lifecycle {
-    /// A new lifecycle reporting to `reporter`.
+    /// A new lifecycle reporting to `reporter`, and to no service manager.
     pub fn new(reporter: Box<dyn Reporter>) -> Arc<Self> {
+        Self::with_notifier(reporter, Notifier::disabled())
+    }
+
+    /// A new lifecycle reporting to `reporter`, and to the service manager through
+    /// `notifier` once the report is made.
+    pub fn with_notifier(reporter: Box<dyn Reporter>, notifier: Notifier) -> Arc<Self> {
         Arc::new(Lifecycle {
             inner: Mutex::new(LifeInner {
                 phase: Phase::Preparing,
@@ -165,7 +175,13 @@ impl Lifecycle {
                 reporter: Some(reporter),
                 server: None,
             }),
+            notifier,
         })
+    }
+
+    /// The service manager's notifier.
+    pub fn notifier(&self) -> Notifier {
+        self.notifier
     }
 
     fn lock(&self) -> MutexGuard<'_, LifeInner> {
@@ -183,6 +199,10 @@ impl Lifecycle {
             Phase::Live(id) => {
                 tracing::info!(dev_id = id, "stopping");
                 g.phase = Phase::Stopping(id);
+                self.notifier.stopping(&format!(
+                    "stopping {}: closing the cache (dirty data stays in it)",
+                    bdev_path(id)
+                ));
                 kill_device(id);
             }
             Phase::Stopping(id) => {
@@ -202,7 +222,8 @@ impl Lifecycle {
         self.lock().phase = Phase::Starting(dev_id);
     }
 
-    /// Called once the device is live: reports it, or stops it if a stop is pending.
+    /// Called once the device is live: reports it, then tells the service manager
+    /// (`READY=1`); or stops it if a stop is pending.
     pub(crate) fn went_live(&self, dev_id: u32, server: Option<rpc::Server>) {
         let mut g = self.lock();
         g.server = server;
@@ -213,14 +234,18 @@ impl Lifecycle {
             if let Some(mut r) = reporter {
                 r.failed(&Error::Interrupted);
             }
+            self.notifier
+                .stopping("stop requested while starting; stopping");
             kill_device(dev_id);
             return;
         }
         g.phase = Phase::Live(dev_id);
         drop(g);
+        let path = bdev_path(dev_id);
         if let Some(mut r) = reporter {
-            r.live(dev_id, &bdev_path(dev_id));
+            r.live(dev_id, &path);
         }
+        self.notifier.ready(dev_id, &path);
     }
 
     /// Reports a failure to start, unless the outcome was reported already.

@@ -9,7 +9,8 @@ use anyhow::Context;
 use clap::Parser;
 use pcache_ublk::cli::{AddArgs, Backend, Cli, Command, DaemonArgs, RecoverArgs};
 use pcache_ublk::daemon::{self, Lifecycle, Mode, PipeReporter, Plan, PrintReporter, Reporter};
-use pcache_ublk::{client, error};
+use pcache_ublk::notify::Notifier;
+use pcache_ublk::{client, error, restart};
 
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -28,20 +29,50 @@ fn run_daemon(plan: Plan, opts: &DaemonArgs) -> anyhow::Result<()> {
     } else {
         Box::new(PrintReporter)
     };
+    // Only the process the service manager started notifies it (a foreground daemon):
+    // the detached child of a plain `add` is not the service's main process.
+    let notifier = if opts.daemon_child {
+        Notifier::disabled()
+    } else {
+        Notifier::from_env()
+    };
     if opts.daemon_child {
         client::detach_session();
     }
-    let life = Lifecycle::new(reporter);
+    let life = Lifecycle::with_notifier(reporter, notifier);
     daemon::handle_signals(&life)?;
     tracing::info!(
         pid = std::process::id(),
         ?plan,
+        notify = notifier.enabled(),
         "pcache-ublk daemon starting"
     );
-    daemon::serve(plan, &life).map_err(|e| {
+    notifier.status(&starting_status(&plan));
+    let res = daemon::serve(plan, &life);
+    match &res {
+        Ok(()) => notifier.stopping("stopped; dirty data stays in the cache"),
+        Err(e) => notifier.stopping(&format!("failed: {}", error::chain(e))),
+    }
+    res.map_err(|e| {
         tracing::error!(error = %error::chain(&e), "daemon failed");
         anyhow::Error::new(e)
     })
+}
+
+/// The service manager's `STATUS=` while the daemon starts.
+fn starting_status(plan: &Plan) -> String {
+    let what = match &plan.backend {
+        Backend::Cache { cache, backing, .. } => format!(
+            "replaying cache {} (backing {})",
+            cache.display(),
+            backing.display()
+        ),
+        Backend::Ram { size } => format!("RAM target of {size} bytes"),
+    };
+    match plan.mode {
+        Mode::Recover { id } => format!("recovering ublk device {id}: {what}"),
+        Mode::Add { .. } => format!("starting: {what}"),
+    }
 }
 
 /// Either runs the daemon here, or starts it detached and prints what it reports.
@@ -60,8 +91,21 @@ fn start(plan: Plan, opts: &DaemonArgs) -> anyhow::Result<()> {
 
 fn add(a: &AddArgs) -> anyhow::Result<()> {
     let backend = a.validate()?;
+    let mode = match a.id {
+        Some(id) if a.recover_if_exists => {
+            let mode = restart::decide(id, restart::probe(id)?.as_ref(), &backend)?;
+            if mode == (Mode::Recover { id }) {
+                tracing::warn!(
+                    id,
+                    "ublk device {id} exists and its daemon died: recovering it"
+                );
+            }
+            mode
+        }
+        id => Mode::Add { id },
+    };
     let plan = Plan {
-        mode: Mode::Add { id: a.id },
+        mode,
         backend,
         queues: a.queues(),
         depth: a.depth,
