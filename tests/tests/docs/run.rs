@@ -1,0 +1,193 @@
+//! Running the documented shell blocks: each block that uses mkfs, fsck, dump or replay
+//! on devices runs, in order, with the built binaries on image files standing in for the
+//! devices.
+//!
+//! - `/dev/daxN.M`, `/dev/pmemN` are sparse 512 MiB cache images, holding the
+//!   `testimg::samples::data_keys` cache (dirty keys included) when the block starts;
+//!   each `pcache-mkfs` line gets a fresh (zeroed) one, as a device being formatted for the
+//!   first time would be (the documents' mkfs lines are alternatives, not a sequence).
+//! - `/dev/sdX`, `/dev/vdX`, `/dev/nvme…`, `/dev/disk/…` are sparse backing images.
+//! - Relative paths (`--export disk.img`) land in the block's scratch directory, its
+//!   working directory.
+//!
+//! A block with a placeholder (`DEVICE`, `$PMEM`) or another absolute path in a tool line
+//! is parsed only. The programs in [`NOT_RUN`] and the external commands are skipped.
+//! Every line run must exit 0; `--writeback` must leave the cache clean.
+
+use super::extract::{CmdLine, Origin};
+use super::{is_placeholder, Tool, NOT_RUN};
+use pcache_tools::testimg::samples;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The backing images: the sample's keys reach 64 MiB + 4 KiB.
+const BACKING_SIZE: u64 = 80 << 20;
+
+/// The directory holding the built tools (`target/debug`, next to `deps/` where this test
+/// runs), if they are there.
+pub fn binaries() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?.to_path_buf();
+    [Tool::Mkfs, Tool::Fsck, Tool::Dump, Tool::Replay]
+        .iter()
+        .all(|t| dir.join(t.name()).is_file())
+        .then_some(dir)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dev {
+    Cache,
+    Backing,
+}
+
+fn device(path: &str) -> Option<Dev> {
+    let cache = ["/dev/dax", "/dev/pmem"];
+    let backing = ["/dev/sd", "/dev/vd", "/dev/nvme", "/dev/disk/"];
+    if cache.iter().any(|p| path.starts_with(p)) {
+        Some(Dev::Cache)
+    } else if backing.iter().any(|p| path.starts_with(p)) {
+        Some(Dev::Backing)
+    } else {
+        None
+    }
+}
+
+/// The image file for a device path.
+fn image(dir: &Path, path: &str) -> PathBuf {
+    dir.join(path.trim_start_matches('/').replace('/', "_"))
+}
+
+fn fresh(path: &Path, size: u64) -> std::io::Result<()> {
+    let f = std::fs::File::create(path)?;
+    f.set_len(size)
+}
+
+/// Runs the shell blocks of one document; returns how many command lines ran.
+pub fn run_document(bins: &Path, file: &str, cmds: &[CmdLine]) -> Result<usize, String> {
+    let mut blocks: Vec<usize> = cmds
+        .iter()
+        .filter(|c| c.origin == Origin::Shell)
+        .filter_map(|c| c.block)
+        .collect();
+    blocks.dedup();
+    let mut ran = 0;
+    for b in blocks {
+        let block: Vec<&CmdLine> = cmds
+            .iter()
+            .filter(|c| c.origin == Origin::Shell && c.block == Some(b))
+            .collect();
+        ran += run_block(bins, file, &block)?;
+    }
+    Ok(ran)
+}
+
+/// The value part of a word (`--flag=VALUE` → `VALUE`).
+fn value(w: &str) -> &str {
+    match w.split_once('=') {
+        Some((flag, v)) if flag.starts_with("--") => v,
+        _ => w,
+    }
+}
+
+/// Runs one block (see the module docs); returns how many command lines ran.
+fn run_block(bins: &Path, file: &str, block: &[&CmdLine]) -> Result<usize, String> {
+    let runnable: Vec<(&CmdLine, Tool)> = block
+        .iter()
+        .filter_map(|c| Some((*c, Tool::of(&c.words[0])?)))
+        .filter(|(_, t)| !NOT_RUN.iter().any(|(p, _)| *p == t.name()))
+        .collect();
+    if runnable.is_empty() {
+        return Ok(0);
+    }
+    for (c, _) in &runnable {
+        let why = c.words[1..].iter().map(|w| value(w)).find_map(|v| {
+            if is_placeholder(v) {
+                Some("a placeholder")
+            } else if v.starts_with('/') && device(v).is_none() {
+                Some("a path that is not a device")
+            } else {
+                None
+            }
+        });
+        if let Some(why) = why {
+            eprintln!(
+                "docs: {file}:{}: block parsed, not run: {why} in `{}`",
+                c.line,
+                c.words.join(" ")
+            );
+            return Ok(0);
+        }
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let err =
+        |c: &CmdLine, what: String| format!("{file}:{}: `{}`: {what}", c.line, c.words.join(" "));
+    // The devices, as they are when the block starts.
+    for (c, _) in &runnable {
+        for w in c.words[1..].iter().map(|w| value(w)) {
+            let img = image(dir.path(), w);
+            if img.exists() {
+                continue;
+            }
+            let made = match device(w) {
+                Some(Dev::Cache) => samples::data_keys().media.write_to_file(&img),
+                Some(Dev::Backing) => fresh(&img, BACKING_SIZE),
+                None => Ok(()),
+            };
+            made.map_err(|e| err(c, format!("making {}: {e}", img.display())))?;
+        }
+    }
+    let mut ran = 0;
+    for c in block {
+        let Some((_, tool)) = runnable.iter().find(|(r, _)| std::ptr::eq(*r, *c)) else {
+            continue;
+        };
+        let args: Vec<String> = c.words[1..]
+            .iter()
+            .map(|w| match (device(value(w)), w.split_once('=')) {
+                (None, _) => w.clone(),
+                (Some(_), Some((flag, v))) if flag.starts_with("--") => {
+                    format!("{flag}={}", image(dir.path(), v).display())
+                }
+                (Some(_), _) => image(dir.path(), w).display().to_string(),
+            })
+            .collect();
+        if *tool == Tool::Mkfs {
+            for w in c.words[1..].iter().map(|w| value(w)) {
+                if device(w) == Some(Dev::Cache) {
+                    fresh(&image(dir.path(), w), samples::SIZE)
+                        .map_err(|e| err(c, e.to_string()))?;
+                }
+            }
+        }
+        let out = Command::new(bins.join(tool.name()))
+            .args(&args)
+            .current_dir(dir.path())
+            .env("PCACHE_UBLK_RUN_DIR", dir.path().join("run"))
+            .output()
+            .map_err(|e| err(c, e.to_string()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(err(
+                c,
+                format!(
+                    "ran with {:?} and exited {}:\n{stdout}{}",
+                    args,
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            ));
+        }
+        let words = &c.words;
+        if words.iter().any(|w| w == "--writeback")
+            && !words.iter().any(|w| w == "--json")
+            && !stdout.contains("the cache is clean")
+        {
+            return Err(err(
+                c,
+                format!("the cache is not clean afterwards:\n{stdout}"),
+            ));
+        }
+        ran += 1;
+    }
+    Ok(ran)
+}
