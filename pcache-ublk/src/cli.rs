@@ -39,16 +39,19 @@ pub struct Cli {
 pub enum Command {
     /// Start serving a cache + backing device pair as a new /dev/ublkbN.
     ///
-    /// Returns once the device is live and prints `ID PATH` (e.g. `0 /dev/ublkb0`), or
-    /// fails with the reason; nothing is created when the arguments are bad.
+    /// Prints `ID PATH` (e.g. `0 /dev/ublkb0`) once the device is live and returns, leaving
+    /// a daemon behind (with --foreground: stays until the device is deleted), or fails
+    /// with the reason; nothing is created when the arguments are bad.
     Add(AddArgs),
-    /// Stop a device gracefully and delete it (dirty data stays in the cache).
+    /// Stop a device gracefully and delete it (dirty data stays in the cache); a device
+    /// whose daemon died is deleted directly.
     Del(DelArgs),
     /// List the pcache-ublk devices with their cache, backing device and state.
     List(ListArgs),
     /// Show the engine's status and counters of a running device.
     Status(StatusArgs),
-    /// Change a tunable of a running device (`set -n ID gc_percent N`).
+    /// Change a tunable of a running device (`set -n ID gc_percent N`); it is persisted
+    /// in the cache.
     Set(SetArgs),
     /// Re-attach to a device whose daemon died (ublk user recovery), after replaying the
     /// cache.
@@ -61,7 +64,7 @@ pub struct DeviceArgs {
     /// The cache device: /dev/daxN.M, /dev/pmemN, or a file (formatted by pcache-mkfs).
     #[arg(long, value_name = "DEV")]
     pub cache: PathBuf,
-    /// The backing block device (or file).
+    /// The backing block device (or a file).
     #[arg(long, value_name = "DEV")]
     pub backing: PathBuf,
 }
@@ -73,12 +76,13 @@ pub struct DaemonArgs {
     /// when the device is deleted.
     #[arg(long)]
     pub foreground: bool,
-    /// Where a background daemon's log goes (default: `<run dir>/daemon.log`).
+    /// Where a background daemon's log goes (default: /run/pcache-ublk/daemon.log, or
+    /// daemon.log in $PCACHE_UBLK_RUN_DIR).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
     /// Worker threads per queue for requests that may wait for the backing device (read
-    /// misses, discards), so they do not hold up the queue's other requests; 0 serves
-    /// every request on its queue thread.
+    /// misses, discards), so they do not hold up the queue's other requests; 0..=64, and 0
+    /// serves every request on its queue thread.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_WORKERS,
           value_parser = clap::value_parser!(u16).range(0..=i64::from(MAX_WORKERS)))]
     pub workers: u16,
@@ -95,16 +99,16 @@ pub struct DaemonArgs {
 /// `add`.
 #[derive(Debug, Clone, Args)]
 pub struct AddArgs {
-    /// The devices (required unless --ram-target is given).
+    /// The cache device: /dev/daxN.M, /dev/pmemN, or a file (formatted by pcache-mkfs).
     #[arg(long, value_name = "DEV", required_unless_present = "ram_target")]
     pub cache: Option<PathBuf>,
-    /// The backing device (required unless --ram-target is given).
+    /// The backing block device (or a file); /dev/ublkbN has its size.
     #[arg(long, value_name = "DEV", required_unless_present = "ram_target")]
     pub backing: Option<PathBuf>,
-    /// Number of ublk queues (default: the number of CPUs).
+    /// Number of ublk queues, 1..=4096 (default: the number of CPUs).
     #[arg(long, short = 'q', value_name = "N")]
     pub queues: Option<u16>,
-    /// Queue depth: requests in flight per queue.
+    /// Queue depth: requests in flight per queue, 1..=4096.
     #[arg(long, short = 'd', value_name = "N", default_value_t = DEFAULT_DEPTH)]
     pub depth: u16,
     /// The cache was formatted with data CRCs (must match the format).
@@ -165,10 +169,10 @@ pub struct SetArgs {
     /// The device id.
     #[arg(long, short = 'n', value_name = "ID")]
     pub id: u32,
-    /// The tunable: `gc_percent`.
+    /// The tunable: `gc_percent` (GC starts when this share of segments is in use).
     #[arg(value_name = "KEY")]
     pub key: String,
-    /// Its new value.
+    /// Its new value (gc_percent: 0..=90).
     #[arg(value_name = "VALUE")]
     pub value: String,
 }
@@ -179,7 +183,7 @@ pub struct RecoverArgs {
     /// The id of the device to re-attach to.
     #[arg(long, short = 'n', value_name = "ID")]
     pub id: u32,
-    /// The devices it served (checked against what the device was started with).
+    /// The cache and backing devices it served (refused if its record names others).
     #[command(flatten)]
     pub devices: DeviceArgs,
     /// Daemon options.
