@@ -4,6 +4,7 @@
 //! module (`qemu/` for `qemu-test`). To add a task, add a module and a row to [`TASKS`].
 
 mod crash;
+mod install;
 mod qemu;
 
 use std::process::ExitCode;
@@ -31,6 +32,16 @@ const TASKS: &[Task] = &[
         name: "crash",
         help: "`crash --points N`: the simulated power-cut proof over N crash points (release)",
         run: crash::main,
+    },
+    Task {
+        name: "install",
+        help: "release binaries, man pages, completions, the systemd unit, docs (--prefix, --destdir, --check)",
+        run: install::main,
+    },
+    Task {
+        name: "deb",
+        help: "target/debian/pcache_<version>_<arch>.deb: what `install --prefix /usr` installs",
+        run: install::deb_main,
     },
 ];
 

@@ -21,8 +21,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 
 pub use bench::main as bench_main;
+// For `cargo xtask install`: the same release build, and the command helpers.
+pub use build::{target_dir, BINS};
 use cases::Verdict;
-use util::{fmt_dur, log};
+use util::log;
+pub use util::{fmt_dur, have, output, run};
 use vm::PmemLayout;
 
 const HELP: &str = "\
