@@ -569,17 +569,26 @@ fn depends(scratch: &Path, bins: &[&PathBuf]) -> Result<String> {
     fs::create_dir_all(dir.join("debian"))?;
     fs::write(
         dir.join("debian/control"),
-        "Source: pcache\n\nPackage: pcache\n",
+        "Source: pcache\n\nPackage: pcache\nArchitecture: any\n",
     )?;
     let mut cmd = Command::new("dpkg-shlibdeps");
     cmd.current_dir(&dir).arg("-O");
     for b in bins {
         cmd.arg(format!("-e{}", b.display()));
     }
-    let out = output(&mut cmd);
+    // Its warning that the binaries are not under debian/pcache/ is noise here.
+    let out = cmd.output();
     fs::remove_dir_all(&dir)?;
-    let line = out?;
-    let deps = line
+    let out = out.context("cannot run dpkg-shlibdeps")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        println!(
+            "deb: dpkg-shlibdeps failed ({}): {err}Depends: libc6",
+            out.status
+        );
+    }
+    let deps = text
         .lines()
         .find_map(|l| l.strip_prefix("shlibs:Depends="))
         .map(str::trim)
@@ -597,7 +606,6 @@ Architecture: {arch}
 Maintainer: pcache developers <pcache@example.invalid>
 Installed-Size: {kib}
 Depends: {depends}
-Recommends: ndctl
 Section: admin
 Priority: optional
 Homepage: https://example.invalid/pcache

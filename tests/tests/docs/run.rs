@@ -24,14 +24,54 @@ use std::process::Command;
 const BACKING_SIZE: u64 = 80 << 20;
 
 /// The directory holding the built tools (`target/debug`, next to `deps/` where this test
-/// runs), if they are there.
-pub fn binaries() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?.to_path_buf();
-    [Tool::Mkfs, Tool::Fsck, Tool::Dump, Tool::Replay]
+/// runs), or why they cannot be run: not built (`cargo test -p pcache-tests` alone does not
+/// build them; `cargo test --workspace` does), or older than a source file they are built
+/// from, so running them would test old code.
+pub fn binaries() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("no target directory")?
+        .to_path_buf();
+    let newest_source = ["pcache-format/src", "pcache-engine/src", "pcache-tools/src"]
         .iter()
-        .all(|t| dir.join(t.name()).is_file())
-        .then_some(dir)
+        .filter_map(|d| newest(&super::repo().join(d)))
+        .max();
+    for t in [Tool::Mkfs, Tool::Fsck, Tool::Dump, Tool::Replay] {
+        let bin = dir.join(t.name());
+        let built = std::fs::metadata(&bin)
+            .and_then(|m| m.modified())
+            .map_err(|_| {
+                format!(
+                    "{} is not built (cargo test --workspace builds it)",
+                    bin.display()
+                )
+            })?;
+        if newest_source.is_some_and(|s| s > built) {
+            return Err(format!(
+                "{} is older than its sources (cargo test --workspace rebuilds it)",
+                bin.display()
+            ));
+        }
+    }
+    Ok(dir)
+}
+
+/// The newest modification time of the files under `dir`.
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            if m.is_dir() {
+                newest(&e.path())
+            } else {
+                m.modified().ok()
+            }
+        })
+        .max()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
