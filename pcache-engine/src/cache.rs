@@ -180,7 +180,7 @@ impl Inner {
     /// Checks a request: sector-aligned and inside the device.
     pub(crate) fn check_request(&self, off: u64, len: u64) -> Result<()> {
         let bad = |what| EngineError::BadRequest { what, off, len };
-        if off % 512 != 0 || len % 512 != 0 {
+        if !off.is_multiple_of(512) || !len.is_multiple_of(512) {
             return Err(bad("not a multiple of 512 bytes"));
         }
         match off.checked_add(len) {

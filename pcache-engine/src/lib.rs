@@ -13,6 +13,7 @@ pub use pcache_format as format;
 
 pub mod backing;
 mod cache;
+pub mod claim;
 pub mod error;
 mod gc;
 mod index;

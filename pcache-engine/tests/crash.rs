@@ -197,7 +197,7 @@ fn workload(seed: u64) -> (Arc<CrashMedia>, Arc<RecBacking>, Vec<OpRec>, History
         queues: 2,
         background: false,
         gc_percent: Some(0),
-        data_crc: seed % 3 == 0,
+        data_crc: seed.is_multiple_of(3),
         ..CacheConfig::default()
     };
     let mut rng = Rng(seed);

@@ -43,9 +43,9 @@ fn mutate(rng: &mut Rng, img: &mut SparseImage) {
         let seq = rng.next() as u8;
         match rng.next() % 7 {
             0 => {
-                let mut ci = CacheInfo::fresh(rng.u32(40), rng.next() % 2 == 0, 70);
+                let mut ci = CacheInfo::fresh(rng.u32(40), rng.next().is_multiple_of(2), 70);
                 ci.seg_id = rng.u32(40);
-                ci.init_done = rng.next() % 8 != 0;
+                ci.init_done = !rng.next().is_multiple_of(8);
                 let slot = (rng.next() % 2) as usize;
                 put(
                     img,
@@ -65,7 +65,7 @@ fn mutate(rng: &mut Rng, img: &mut SparseImage) {
             }
             2 => {
                 let seg = rng.u32(seg_num);
-                let next = (rng.next() % 3 != 0).then(|| rng.u32(40));
+                let next = (!rng.next().is_multiple_of(3)).then(|| rng.u32(40));
                 let slot = (rng.next() % 2) as usize;
                 let rec = encode_meta(&SegInfo::data(next), seq);
                 put(
@@ -84,7 +84,7 @@ fn mutate(rng: &mut Rng, img: &mut SparseImage) {
                 // A kset at a plausible log position.
                 let seg = rng.u32(8) % seg_num as u32;
                 let at = layout::data_area_off(seg) + rng.next() % 8 * 64;
-                if rng.next() % 3 == 0 {
+                if rng.next().is_multiple_of(3) {
                     put(img, at, &encode_last_kset(rng.u32(40)));
                 } else {
                     let mut k = KsetBuf::new();

@@ -111,9 +111,18 @@ pub struct AddArgs {
     /// Queue depth: requests in flight per queue, 1..=4096.
     #[arg(long, short = 'd', value_name = "N", default_value_t = DEFAULT_DEPTH)]
     pub depth: u16,
-    /// The cache was formatted with data CRCs (must match the format).
-    #[arg(long)]
-    pub data_crc: bool,
+    /// Expect the cache to keep data CRCs (`--data-crc`, `--data-crc=on`) or not
+    /// (`=off`). Not needed: the setting is read from the cache, which refuses a value
+    /// that contradicts it before anything is written.
+    #[arg(
+        long,
+        value_name = "on|off",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "on",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub data_crc: Option<bool>,
     /// The device id to ask for (N in /dev/ublkbN; default: the driver picks).
     #[arg(long, short = 'n', value_name = "N")]
     pub id: Option<u32>,
@@ -215,8 +224,9 @@ pub enum Backend {
         cache: PathBuf,
         /// The backing device.
         backing: PathBuf,
-        /// Data CRCs.
-        data_crc: bool,
+        /// Data CRCs: as given on the command line until [`crate::daemon::claim`] reads
+        /// the cache's own setting.
+        data_crc: Option<bool>,
     },
     /// The RAM debug target.
     Ram {
@@ -314,7 +324,7 @@ mod tests {
             Backend::Cache {
                 cache: "/dev/pmem0".into(),
                 backing: "/dev/sdb".into(),
-                data_crc: true
+                data_crc: Some(true)
             }
         );
     }
@@ -326,7 +336,10 @@ mod tests {
         assert!(a.queues() >= 1);
         assert_eq!(a.depth, DEFAULT_DEPTH);
         assert_eq!(a.id, None);
-        assert!(!a.data_crc && !a.daemon.foreground);
+        assert!(a.data_crc.is_none() && !a.daemon.foreground);
+        let off = add(&["add", "--cache", "c", "--backing", "b", "--data-crc=off"]);
+        assert_eq!(off.data_crc, Some(false));
+        assert!(parse(&["add", "--cache", "c", "--backing", "b", "--data-crc=maybe"]).is_err());
     }
 
     #[test]

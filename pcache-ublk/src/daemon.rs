@@ -1,19 +1,26 @@
 //! The daemon: `add` and `recover`.
 //!
-//! Order of events (everything that can refuse the arguments comes before the ublk device
-//! exists):
-//! 1. claim the cache and backing devices ([`devices::claim_pair`]);
-//! 2. open the target: the engine validates and replays the cache;
-//! 3. check the ublk driver, create the ublk device (or, for `recover`, start user
-//!    recovery on the old one), set its parameters and start the queue threads;
-//! 4. once `/dev/ublkbN` is live: write the run record, open the control socket, report
+//! Order of events (everything that can refuse comes before the first byte is written to
+//! the cache, and before the ublk device exists):
+//! 1. `recover` only: the ublk control device, and the old device is ours and QUIESCED;
+//! 2. claim the cache and backing devices ([`claim_pair`], the claim every pcache writer
+//!    takes);
+//! 3. read the cache's format without writing ([`check_cache`]): formatted, and its
+//!    data_crc setting (a `--data-crc` that contradicts it is refused);
+//! 4. `add` only: the ublk control device is there and opens read-write, the requested
+//!    id is free;
+//! 5. open the target: the engine validates and replays the cache (its first write is
+//!    the activation's cache_info, A1);
+//! 6. create the ublk device (or, for `recover`, start user recovery on the old one), set
+//!    its parameters and start the queue threads;
+//! 7. once `/dev/ublkbN` is live: write the run record, open the control socket, report
 //!    to whoever waits ([`Reporter`]);
-//! 5. on SIGTERM/SIGINT or a `stop` request: stop the ublk device (the kernel drains the
+//! 8. on SIGTERM/SIGINT or a `stop` request: stop the ublk device (the kernel drains the
 //!    in-flight requests and the queue threads return), close the target (the engine
 //!    closes its ksets and stops its workers: dirty data stays in the cache), delete the
 //!    ublk device, remove the run files.
 //!
-//! A daemon that dies without step 5 leaves the device quiesced (`UBLK_F_USER_RECOVERY`):
+//! A daemon that dies without step 8 leaves the device quiesced (`UBLK_F_USER_RECOVERY`):
 //! I/O waits in the kernel until `recover` attaches a new daemon.
 
 use std::path::{Path, PathBuf};
@@ -24,12 +31,14 @@ use libublk::io::UblkDev;
 use libublk::{sys, UblkFlags};
 
 use crate::cli::Backend;
-use crate::devices::{self, Claim};
 use crate::engine::EngineTarget;
 use crate::error::{describe_ublk, ublk, Error};
 use crate::state::{self, CopyMode, RunRecord, TargetData};
 use crate::target::{MemTarget, Target};
 use crate::{queue, rpc};
+use pcache_engine::claim::{claim_pair, Claim};
+use pcache_engine::media::DaxMedia;
+use pcache_engine::Cache;
 
 pub use crate::lifecycle::{
     handle_signals, Lifecycle, PipeReporter, PrintReporter, Reporter, StartReport,
@@ -90,12 +99,18 @@ pub fn ublk_available() -> bool {
     Path::new(UBLK_CONTROL).exists()
 }
 
+/// The control device is there and this process can use it (it is opened read-write to
+/// add a device, which needs root).
 fn require_ublk() -> Result<(), Error> {
-    if ublk_available() {
-        Ok(())
-    } else {
-        Err(Error::NoUblkDriver)
+    if !ublk_available() {
+        return Err(Error::NoUblkDriver);
     }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(UBLK_CONTROL)
+        .map(drop)
+        .map_err(Error::ControlDevice)
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -161,27 +176,82 @@ impl std::fmt::Debug for Opened {
     }
 }
 
-/// Opens what `backend` names, holding the device claims.
+/// Claims what `backend` names (the writer's claim: no other pcache-ublk, tool or kernel
+/// user may hold the cache or the backing device) and checks the cache's format without
+/// writing to it, settling its data_crc setting from the media ([`check_cache`]).
 ///
 /// # Errors
-/// As [`devices::claim_pair`] and [`EngineTarget::open`].
-pub fn open_target(backend: &Backend, queues: u16) -> Result<Opened, Error> {
+/// [`Error::Claim`] for a missing, wrong or busy device; as [`check_cache`].
+pub fn claim(backend: &mut Backend) -> Result<Option<(Claim, Claim)>, Error> {
+    match backend {
+        Backend::Ram { .. } => Ok(None),
+        Backend::Cache {
+            cache,
+            backing,
+            data_crc,
+        } => {
+            let claims = claim_pair(cache, backing, true)?;
+            *data_crc = Some(check_cache(cache, *data_crc)?);
+            Ok(Some(claims))
+        }
+    }
+}
+
+/// Reads the cache's format through a read-only mapping and returns its data_crc setting:
+/// the media's, which `asked` (a `--data-crc` given on the command line) must match. A
+/// cache whose superblock has no initialised cache_info yet (the kernel's first
+/// activation formats it) takes `asked`, off by default.
+///
+/// # Errors
+/// [`Error::Device`] if the cache cannot be mapped, [`Error::Engine`] if it is not
+/// formatted or its metadata is damaged, [`Error::Invalid`] if `asked` contradicts it.
+pub fn check_cache(cache: &Path, asked: Option<bool>) -> Result<bool, Error> {
+    let media = DaxMedia::open(cache, true).map_err(|e| Error::Device {
+        role: "cache",
+        path: cache.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let info = Cache::peek_info(&media).map_err(|e| crate::engine::open_error(cache, &e))?;
+    let on_off = |b: bool| if b { "on" } else { "off" };
+    match (info.map(|i| i.data_crc), asked) {
+        (Some(held), Some(asked)) if held != asked => Err(Error::Invalid(format!(
+            "cache {} holds data_crc {} (set when it was formatted), not {}: drop --data-crc, \
+             the cache's own setting is used",
+            cache.display(),
+            on_off(held),
+            on_off(asked)
+        ))),
+        (Some(held), _) => Ok(held),
+        (None, asked) => Ok(asked.unwrap_or(false)),
+    }
+}
+
+/// Opens what `backend` names (claimed and checked by [`claim`]); the engine's open is
+/// the first write to the cache.
+///
+/// # Errors
+/// As [`EngineTarget::open`].
+pub fn open_target(
+    backend: &Backend,
+    queues: u16,
+    claims: Option<(Claim, Claim)>,
+) -> Result<Opened, Error> {
     match backend {
         Backend::Ram { size } => Ok(Opened {
             target: Arc::new(MemTarget::new(*size)),
-            claims: None,
+            claims,
         }),
         Backend::Cache {
             cache,
             backing,
             data_crc,
         } => {
-            let claims = devices::claim_pair(cache, backing)?;
+            let data_crc = data_crc.unwrap_or(false);
             tracing::info!(cache = %cache.display(), backing = %backing.display(), data_crc, "opening the cache (replay)");
-            let target = EngineTarget::open(cache, backing, *data_crc, u32::from(queues))?;
+            let target = EngineTarget::open(cache, backing, data_crc, u32::from(queues))?;
             Ok(Opened {
                 target: Arc::new(target),
-                claims: Some(claims),
+                claims,
             })
         }
     }
@@ -196,7 +266,7 @@ fn target_data(plan: &Plan, copy_mode: CopyMode, size: u64) -> TargetData {
         } => (
             Some(absolute(cache)),
             Some(absolute(backing)),
-            *data_crc,
+            data_crc.unwrap_or(false),
             None,
         ),
         Backend::Ram { size } => (None, None, false, Some(*size)),
@@ -360,26 +430,24 @@ fn serve_inner(plan: &mut Plan, life: &Arc<Lifecycle>) -> Result<(), Error> {
                 }
             }
             check_same_devices(old.served.as_ref(), &plan.backend)?;
-            if let (Some(served), Backend::Cache { data_crc, .. }) =
-                (old.served.as_ref(), &mut plan.backend)
-            {
-                *data_crc = served.data_crc;
-            }
             plan.queues = old.queues;
             plan.depth = old.depth;
             Some(old)
         }
-        Mode::Add { id: Some(id) } => {
+        Mode::Add { .. } => None,
+    };
+    let claims = claim(&mut plan.backend)?;
+    if let Mode::Add { id } = plan.mode {
+        require_ublk()?;
+        if let Some(id) = id {
             if Path::new(&format!("/dev/ublkc{id}")).exists() {
                 return Err(Error::Invalid(format!(
                     "ublk device {id} already exists (see pcache-ublk list)"
                 )));
             }
-            None
         }
-        Mode::Add { id: None } => None,
-    };
-    let Opened { target, claims } = open_target(&plan.backend, plan.queues)?;
+    }
+    let Opened { target, claims } = open_target(&plan.backend, plan.queues, claims)?;
     let res = serve_target(plan, &target, life, old.is_some());
     life.drop_server();
     tracing::info!("closing the target");

@@ -52,7 +52,7 @@ fn devices(dir: &tempfile::TempDir) -> (PathBuf, PathBuf) {
     (cache, backing)
 }
 
-fn plan(cache: &Path, backing: &Path, data_crc: bool) -> Plan {
+fn plan(cache: &Path, backing: &Path, data_crc: Option<bool>) -> Plan {
     Plan {
         mode: Mode::Add { id: None },
         backend: Backend::Cache {
@@ -141,7 +141,7 @@ fn recover_refuses_other_devices_than_those_served() {
     let backend = |c: &str, b: &str| Backend::Cache {
         cache: c.into(),
         backing: b.into(),
-        data_crc: false,
+        data_crc: None,
     };
     check_same_devices(Some(&old), &backend("/dev/pmem0", "/dev/vdb")).unwrap();
     let err = check_same_devices(Some(&old), &backend("/dev/pmem1", "/dev/vdb")).unwrap_err();
@@ -176,83 +176,163 @@ fn going_live_reports_the_device_once() {
     assert!(rx.try_recv().is_err());
 }
 
+/// A hash of the whole file, to show a refusal changed nothing.
+fn hash_file(p: &Path) -> u64 {
+    use std::hash::Hasher;
+    use std::io::Read;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut f = std::fs::File::open(p).unwrap();
+    let mut buf = vec![0_u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.write(&buf[..n]);
+    }
+    h.finish()
+}
+
+/// Activates the superblock-only cache once (the engine formats it with `data_crc`) and
+/// closes it, as a cache that has been served before.
+fn activate(cache: &Path, backing: &Path, data_crc: bool) {
+    let t = crate::engine::EngineTarget::open(cache, backing, data_crc, 1).unwrap();
+    t.close().unwrap();
+}
+
+/// Serves `plan` where it must be refused: returns the error, after checking that the
+/// refusal was reported and that neither device changed.
+fn refused(plan: Plan, cache: &Path, backing: &Path) -> Error {
+    let before = (hash_file(cache), hash_file(backing));
+    let (life, rx) = new_life();
+    let err = serve(plan, &life).unwrap_err();
+    assert!(
+        matches!(rx.try_recv().unwrap(), Seen::Failed(_)),
+        "the refusal was not reported"
+    );
+    assert_eq!(
+        (hash_file(cache), hash_file(backing)),
+        before,
+        "refused with {err}, but a device changed"
+    );
+    err
+}
+
 #[test]
-fn serve_without_the_driver_fails_after_the_checks_and_releases_everything() {
-    if skip_if_ublk("serve_without_the_driver_fails_after_the_checks") {
+fn without_the_driver_add_is_refused_before_anything_is_written() {
+    if skip_if_ublk("without_the_driver_add_is_refused_before_anything_is_written") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let (cache, backing) = devices(&dir);
-    for _ in 0..2 {
-        // Claims, engine open (format + replay) all pass; only the driver is missing.
-        // The second round proves the claims were released and the cache closed cleanly.
-        let (life, rx) = new_life();
-        let err = serve(plan(&cache, &backing, false), &life).unwrap_err();
+    for data_crc in [None, Some(true), None] {
+        // Claims and the format check pass; the driver is missing; the cache (only a
+        // superblock here, which the engine's open would format) is not touched. The
+        // later rounds prove the claims were released.
+        let err = refused(plan(&cache, &backing, data_crc), &cache, &backing);
         assert!(matches!(err, Error::NoUblkDriver), "{err}");
-        match rx.try_recv().unwrap() {
-            Seen::Failed(msg) => assert!(msg.contains("ublk-control"), "{msg}"),
-            other => panic!("{other:?}"),
-        }
+        assert!(err.to_string().contains("ublk-control"), "{err}");
     }
-    // The first open persisted the format with data_crc off, so asking for it now fails
-    // in the engine, before the driver is looked for.
-    let (life, _rx) = new_life();
-    let err = serve(plan(&cache, &backing, true), &life).unwrap_err();
-    assert!(matches!(err, Error::Engine(_)), "{err}");
-    assert!(err.to_string().contains("data_crc"), "{err}");
+    activate(&cache, &backing, true);
+    let err = refused(plan(&cache, &backing, None), &cache, &backing);
+    assert!(matches!(err, Error::NoUblkDriver), "{err}");
 }
 
 #[test]
-fn bad_devices_fail_before_the_driver_is_looked_for() {
+fn data_crc_is_read_from_the_cache_and_a_contradiction_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, backing) = devices(&dir);
+    // A superblock only: nothing is settled yet, the command line decides.
+    assert!(!check_cache(&cache, None).unwrap());
+    assert!(check_cache(&cache, Some(true)).unwrap());
+    activate(&cache, &backing, false);
+    assert!(!check_cache(&cache, None).unwrap());
+    assert!(!check_cache(&cache, Some(false)).unwrap());
+    let err = refused(plan(&cache, &backing, Some(true)), &cache, &backing);
+    assert!(matches!(err, Error::Invalid(_)), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("holds data_crc off"), "{msg}");
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let (cache2, backing2) = devices(&dir2);
+    activate(&cache2, &backing2, true);
+    assert!(check_cache(&cache2, None).unwrap());
+    let err = refused(plan(&cache2, &backing2, Some(false)), &cache2, &backing2);
+    assert!(err.to_string().contains("holds data_crc on"), "{err}");
+}
+
+#[test]
+fn bad_devices_are_refused_before_the_driver_is_looked_for_and_change_nothing() {
+    use pcache_engine::claim::ClaimError;
     let dir = tempfile::tempdir().unwrap();
     let (cache, backing) = devices(&dir);
     let missing = dir.path().join("missing.img");
 
     let (life, rx) = new_life();
-    let err = serve(plan(&cache, &missing, false), &life).unwrap_err();
+    let err = serve(plan(&cache, &missing, None), &life).unwrap_err();
     assert!(
         matches!(
             err,
-            Error::Device {
+            Error::Claim(ClaimError::Device {
                 role: "backing",
                 ..
-            }
+            })
         ),
         "{err}"
     );
     assert!(matches!(rx.try_recv().unwrap(), Seen::Failed(m) if m.contains("missing.img")));
-
     let (life, _rx) = new_life();
-    let err = serve(plan(&missing, &backing, false), &life).unwrap_err();
-    assert!(matches!(err, Error::Device { role: "cache", .. }), "{err}");
+    let err = serve(plan(&missing, &backing, None), &life).unwrap_err();
+    assert!(
+        matches!(err, Error::Claim(ClaimError::Device { role: "cache", .. })),
+        "{err}"
+    );
+    assert!(!missing.exists(), "a missing device was created");
 
-    // An unformatted cache: the engine refuses it and says how to format it.
+    // An unformatted cache: refused, with how to format it.
     let blank = dir.path().join("blank.img");
     std::fs::File::create(&blank)
         .unwrap()
         .set_len(CACHE)
         .unwrap();
-    let (life, _rx) = new_life();
-    let err = serve(plan(&blank, &backing, false), &life).unwrap_err();
+    let err = refused(plan(&blank, &backing, None), &blank, &backing);
     assert!(matches!(err, Error::Engine(_)), "{err}");
     assert!(err.to_string().contains("pcache-mkfs"), "{err}");
 
+    // A damaged superblock.
+    let bad = dir.path().join("bad.img");
+    std::fs::copy(&cache, &bad).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&bad).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0xff; 8], SB_OFF + 8).unwrap();
+    let err = refused(plan(&bad, &backing, None), &bad, &backing);
+    assert!(matches!(err, Error::Engine(_)), "{err}");
+
     // The same file as cache and backing.
-    let (life, _rx) = new_life();
-    let err = serve(plan(&cache, &cache, false), &life).unwrap_err();
-    assert!(matches!(err, Error::SameDevice { .. }), "{err}");
+    let err = refused(plan(&cache, &cache, None), &cache, &backing);
+    assert!(
+        matches!(err, Error::Claim(ClaimError::SameDevice { .. })),
+        "{err}"
+    );
 }
 
 #[test]
-fn a_device_in_use_by_another_daemon_is_refused() {
+fn a_device_held_by_another_writer_is_refused_and_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let (cache, backing) = devices(&dir);
-    // Another daemon's claims, as a second process would hold them.
-    let _held = devices::claim_pair(&cache, &backing).unwrap();
-    let (life, _rx) = new_life();
-    let err = serve(plan(&cache, &backing, false), &life).unwrap_err();
-    assert!(matches!(err, Error::Busy { role: "cache", .. }), "{err}");
-    assert!(err.to_string().contains("in use"), "{err}");
+    // Another writer's claim (another daemon, or pcache-fsck --repair).
+    let held = pcache_engine::claim::Claim::exclusive("cache", &cache).unwrap();
+    let err = refused(plan(&cache, &backing, None), &cache, &backing);
+    let msg = err.to_string();
+    assert!(msg.contains("is in use by"), "{msg}");
+    assert!(
+        msg.contains(&format!("(pid {})", std::process::id())),
+        "{msg}"
+    );
+    drop(held);
+    // A reader (pcache-dump) holds it: a writer may not start under it either.
+    let _reader = pcache_engine::claim::Claim::shared("backing", &backing).unwrap();
+    let err = refused(plan(&cache, &backing, None), &cache, &backing);
+    assert!(err.to_string().contains("reading it"), "{err}");
 }
 
 #[test]

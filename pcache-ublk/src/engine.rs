@@ -104,7 +104,7 @@ impl EngineTarget {
 }
 
 /// Explains why the engine refused to open a cache, with what to do about it.
-fn open_error(cache: &Path, e: &EngineError) -> Error {
+pub(crate) fn open_error(cache: &Path, e: &EngineError) -> Error {
     let hint = match e {
         EngineError::NotFormatted => format!(" (format it first: pcache-mkfs {})", cache.display()),
         EngineError::DataCrcMismatch { on_media, .. } => {

@@ -21,24 +21,10 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// A device is held by someone else.
-    #[error("{role} {path} is in use: {holder}")]
-    Busy {
-        /// `cache` or `backing`.
-        role: &'static str,
-        /// The path as given.
-        path: PathBuf,
-        /// Who holds it, as far as we can tell.
-        holder: &'static str,
-    },
-    /// The cache and the backing device are the same file or device.
-    #[error("cache {cache} and backing {backing} are the same device")]
-    SameDevice {
-        /// The cache path.
-        cache: PathBuf,
-        /// The backing path.
-        backing: PathBuf,
-    },
+    /// The cache or backing device could not be claimed: missing, of the wrong type, held
+    /// by another writer (named), or both roles given the same device.
+    #[error(transparent)]
+    Claim(#[from] pcache_engine::claim::ClaimError),
     /// The engine refused to open the cache, or failed.
     #[error("cache engine: {0}")]
     Engine(String),
@@ -47,6 +33,9 @@ pub enum Error {
         "the ublk driver is not loaded: /dev/ublk-control is missing (run `modprobe ublk_drv`)"
     )]
     NoUblkDriver,
+    /// `/dev/ublk-control` exists but cannot be opened read-write.
+    #[error("cannot open /dev/ublk-control read-write (pcache-ublk add needs root)")]
+    ControlDevice(#[source] io::Error),
     /// A ublk control or queue operation failed.
     #[error("ublk {op} failed: {detail}")]
     Ublk {

@@ -8,7 +8,6 @@
 //! - [`request`]: ublk I/O descriptor → target call → request result (errno mapping);
 //! - [`queue`]: one ublk queue thread (copy or user-copy data path), with [`offload`]:
 //!   worker threads for requests that may wait for the backing device;
-//! - [`devices`]: exclusive claims on the cache and backing devices;
 //! - [`state`], [`rpc`]: what a running daemon leaves in the run directory and its
 //!   control socket;
 //! - [`cli`]: the command line; [`daemon`]: `add`/`recover`, with [`lifecycle`] (start
@@ -18,7 +17,6 @@
 pub mod cli;
 pub mod client;
 pub mod daemon;
-pub mod devices;
 pub mod engine;
 pub mod error;
 pub mod lifecycle;

@@ -121,7 +121,7 @@ fn recover(r: &RecoverArgs) -> anyhow::Result<()> {
         backend: Backend::Cache {
             cache: r.devices.cache.clone(),
             backing: r.devices.backing.clone(),
-            data_crc: false,
+            data_crc: None,
         },
         queues: 1,
         depth: 1,

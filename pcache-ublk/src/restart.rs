@@ -156,7 +156,7 @@ mod tests {
         Backend::Cache {
             cache: PathBuf::from(cache),
             backing: PathBuf::from(backing),
-            data_crc: false,
+            data_crc: None,
         }
     }
 

@@ -456,7 +456,9 @@ where
                     let mut written = 0u64;
                     barrier.wait();
                     let cpu0 = thread_cpu();
-                    while written < per_thread && !(ops % 32 == 0 && stop.load(Ordering::Relaxed)) {
+                    while written < per_thread
+                        && !(ops.is_multiple_of(32) && stop.load(Ordering::Relaxed))
+                    {
                         let a = Instant::now();
                         written += one_request(op, &mut ctx, &mut buf);
                         let b = Instant::now();

@@ -136,9 +136,9 @@ impl FileBacking {
     pub(super) fn pick(&self, off: u64, ptr: *const u8, len: usize) -> &File {
         match &self.direct {
             Some(d)
-                if off % self.align == 0
-                    && (len as u64) % self.align == 0
-                    && (ptr as u64) % self.align == 0 =>
+                if off.is_multiple_of(self.align)
+                    && (len as u64).is_multiple_of(self.align)
+                    && (ptr as u64).is_multiple_of(self.align) =>
             {
                 d
             }

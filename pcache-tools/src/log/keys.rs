@@ -226,7 +226,10 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
             odd.push(format!("undefined flags {:#x}", key.flags));
         }
         let sector = u64::from(SECTOR_SIZE);
-        if key.off % sector != 0 || key.len % SECTOR_SIZE != 0 || key.pos.off % SECTOR_SIZE != 0 {
+        if !key.off.is_multiple_of(sector)
+            || !key.len.is_multiple_of(SECTOR_SIZE)
+            || !key.pos.off.is_multiple_of(SECTOR_SIZE)
+        {
             odd.push("it is not sector aligned".to_owned());
         }
         if raw.reserved.get() != 0 {
