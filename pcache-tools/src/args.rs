@@ -28,14 +28,28 @@ pub struct MkfsArgs {
 }
 
 /// Check a pcache cache device: everything the kernel checks on activation, and more.
-/// Read-only unless --repair. Exit status: 0 clean, 1 corrected, 4 errors left, 8
-/// operational error, 16 usage error.
+/// Read-only unless --repair (-y, -p). Exit status (fsck(8)): 0 clean (warnings do not
+/// count), 1 corrected, 4 errors left: something --repair would change or cannot fix, 8
+/// operational error (including a cache another program holds, for --repair), 16 usage
+/// error. A cache in use by pcache-ublk is checked with a warning that the view may be
+/// torn.
 #[derive(Debug, Parser)]
 #[command(name = "pcache-fsck", version)]
 pub struct FsckArgs {
-    /// Rewrite each damaged copy of a dual record from its good twin (nothing else).
-    #[arg(long)]
+    /// Rewrite each damaged copy of a dual record from its good twin (nothing else). Takes
+    /// the cache exclusively: refused while pcache-ublk or another tool holds it.
+    #[arg(long, short = 'y')]
     pub repair: bool,
+    /// Preen (fsck(8) -p, also -a): make the repairs that need no decision (all of
+    /// --repair's); if errors remain, say to run pcache-fsck by hand and exit 4.
+    #[arg(short = 'p', short_alias = 'a', conflicts_with = "repair")]
+    pub preen: bool,
+    /// No changes (fsck(8) -n): open read-only and answer no to every repair (the default).
+    #[arg(short = 'n', conflicts_with_all = ["repair", "preen"])]
+    pub no_changes: bool,
+    /// Force a check (fsck(8) -f): accepted for fsck(8) wrappers; every run is a full check.
+    #[arg(short = 'f')]
+    pub force: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -53,7 +67,8 @@ pub struct FsckArgs {
 }
 
 /// Show the superblock, both copies of every dual record, the segment chain, the kset log
-/// and (with --keys) every key of a pcache cache device. Never writes.
+/// and (with --keys) every key of a pcache cache device. Never writes. A cache in use by
+/// pcache-ublk is shown with a warning that the view may be torn.
 #[derive(Debug, Parser)]
 #[command(name = "pcache-dump", version)]
 pub struct DumpArgs {
@@ -93,9 +108,14 @@ pub struct ReplayArgs {
     #[arg(long, conflicts_with = "writeback")]
     pub export: Option<PathBuf>,
     /// Write all dirty data back to the backing device in log order and flush it, so the
-    /// cache is clean. Opens both devices read-write. Idempotent; safe to interrupt.
+    /// cache is clean. Opens both devices read-write, exclusively: refused while
+    /// pcache-ublk or another tool holds either. Idempotent; safe to interrupt.
     #[arg(long)]
     pub writeback: bool,
+    /// Report or export a cache that pcache-ublk (or another writer) holds, instead of
+    /// refusing: the replay then reads a log that is being written, and may be torn.
+    #[arg(long, conflicts_with = "writeback")]
+    pub force_live: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

@@ -1,9 +1,54 @@
-//! Small helpers the three binaries share: argument parsers and one-line error messages.
+//! Small helpers the tools share: argument parsers, one-line error messages, logging, and
+//! the warning for a live cache.
 
 use crate::device::{Access, Device, Media};
 use std::error::Error;
 use std::ops::Range;
 use std::path::Path;
+
+use pcache_engine::claim::Holder;
+
+/// Sends `tracing` events (the engine's and the tool's) to stderr, filtered by `RUST_LOG`
+/// (default: warnings and errors), like the daemon.
+pub fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// The warning a reading tool prints for a cache another program holds for writing.
+#[must_use]
+pub fn live_warning(device: &str, holder: &Holder) -> String {
+    format!(
+        "warning: {device} is live (in use by {holder}): what is shown may be torn by its writes"
+    )
+}
+
+/// `doc` (a pretty-printed, non-empty JSON object) with a first field `"live"` naming the
+/// holder of a live cache; `doc` unchanged when the cache was not live.
+#[must_use]
+pub fn with_live(doc: String, holder: Option<&Holder>) -> String {
+    let Some(holder) = holder else { return doc };
+    let Some(rest) = doc.strip_prefix("{\n") else {
+        return doc;
+    };
+    let mut live = serde_json::json!({
+        "holder": holder.to_string(),
+        "may_be_torn": true,
+    });
+    if let Holder::Process { pid, ublk_dev, .. } = holder {
+        live["pid"] = (*pid).into();
+        if let Some(id) = ublk_dev {
+            live["ublk_dev"] = (*id).into();
+        }
+    }
+    format!("{{\n  \"live\": {live},\n{rest}")
+}
 
 /// Parses a byte count: a decimal number with an optional binary suffix `K`, `M`, `G`,
 /// `T` (also `KiB`, … and lower case).
@@ -100,6 +145,25 @@ pub fn backing_size(path: &Path) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_live_holder_becomes_the_first_json_field() {
+        let doc = "{\n  \"device\": \"x\",\n  \"n\": 1\n}".to_owned();
+        assert_eq!(with_live(doc.clone(), None), doc);
+        let h = Holder::Process {
+            pid: 9,
+            program: Some("pcache-ublk".into()),
+            ublk_dev: Some(2),
+            shared: false,
+        };
+        let out = with_live(doc, Some(&h));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["live"]["pid"], 9);
+        assert_eq!(v["live"]["ublk_dev"], 2);
+        assert_eq!(v["live"]["holder"], "pcache-ublk device 2 (pid 9)");
+        assert_eq!(v["device"], "x");
+        assert!(out.starts_with("{\n  \"live\": {"), "{out}");
+    }
 
     #[test]
     fn sizes() {

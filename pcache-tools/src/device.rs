@@ -8,11 +8,20 @@
 //! Files and block devices are read with `pread` and made durable with `fdatasync`. A DAX
 //! character device cannot be `pread`: it is mapped whole with `mmap`, and written data is
 //! made durable by flushing the CPU cache lines it touched (x86-64) and `msync`.
+//!
+//! Opening a device takes pcache's claim on it ([`pcache_engine::claim`], the one the
+//! daemon takes): a writer's exclusive claim for [`Access::ReadWrite`], refused while any
+//! other program holds the cache; a reader's shared claim for [`Access::ReadOnly`], which
+//! keeps writers out while we read. A reader still opens a cache a writer holds (a live
+//! cache), and [`Device::live`] names the holder so the tool can warn that what it reads
+//! may be torn.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+use pcache_engine::claim::{Claim, ClaimError, Holder};
 
 /// A cache device as the tools read it.
 pub trait Media {
@@ -50,8 +59,9 @@ pub trait MediaMut: Media {
 pub enum Access {
     /// Reading only (dump, fsck without `--repair`).
     ReadOnly,
-    /// Reading and writing (mkfs, fsck `--repair`). Block devices are opened exclusively
-    /// (`O_EXCL`), which fails while the device is mounted or held by device-mapper.
+    /// Reading and writing (mkfs, fsck `--repair`): refused while another program holds
+    /// the device (a pcache-ublk daemon, another tool, or, for a block device, a mount or
+    /// device-mapper through `O_EXCL`).
     ReadWrite,
 }
 
@@ -83,6 +93,9 @@ pub enum DeviceError {
     /// A DAX device could not be mapped.
     #[error("cannot map the DAX device")]
     Map(#[source] io::Error),
+    /// Another program holds the device; nothing was written.
+    #[error("in use by {0}; nothing was written (stop it first)")]
+    Busy(Holder),
 }
 
 enum Backend {
@@ -97,6 +110,10 @@ pub struct Device {
     kind: DeviceKind,
     size: u64,
     backend: Backend,
+    /// Our claim, held as long as the device is open (none when a reader found it live).
+    _claim: Option<Claim>,
+    /// Who holds the device, when a reader opened it live.
+    live: Option<Holder>,
 }
 
 impl std::fmt::Debug for Device {
@@ -110,10 +127,12 @@ impl std::fmt::Debug for Device {
 }
 
 impl Device {
-    /// Opens `path`. Nothing is written by opening, whatever the access.
+    /// Opens `path` with pcache's claim on it (see the module documentation). Nothing is
+    /// written by opening, whatever the access.
     ///
     /// # Errors
-    /// The path cannot be opened, is of an unsupported type, or its size is unknown.
+    /// The path cannot be opened, is of an unsupported type, or its size is unknown;
+    /// [`DeviceError::Busy`] for [`Access::ReadWrite`] on a device another program holds.
     pub fn open(path: &Path, access: Access) -> Result<Self, DeviceError> {
         let meta = std::fs::metadata(path).map_err(DeviceError::Open)?;
         let ft = meta.file_type();
@@ -128,14 +147,20 @@ impl Device {
         } else {
             return Err(DeviceError::Unsupported("a special file"));
         };
+        let (claim, live) = match access {
+            Access::ReadWrite => (
+                Some(Claim::exclusive("cache", path).map_err(claim_err)?),
+                None,
+            ),
+            Access::ReadOnly => match Claim::shared("cache", path) {
+                Ok(c) => (Some(c), None),
+                Err(ClaimError::Busy { holder, .. }) => (None, Some(holder)),
+                Err(e) => return Err(claim_err(e)),
+            },
+        };
+        // The claim holds the block device's O_EXCL open: our own plain opens still work.
         let mut opts = OpenOptions::new();
-        opts.read(true);
-        if access == Access::ReadWrite {
-            opts.write(true);
-            if kind == DeviceKind::Block {
-                opts.custom_flags(libc::O_EXCL);
-            }
-        }
+        opts.read(true).write(access == Access::ReadWrite);
         let mut file = opts.open(path).map_err(DeviceError::Open)?;
         let (size, backend) = match kind {
             DeviceKind::File => (meta.len(), Backend::File(file)),
@@ -153,7 +178,16 @@ impl Device {
             kind,
             size,
             backend,
+            _claim: claim,
+            live,
         })
+    }
+
+    /// Who holds the device, if it was opened for reading while another program held it
+    /// for writing: what is read may be torn by its writes.
+    #[must_use]
+    pub fn live(&self) -> Option<&Holder> {
+        self.live.as_ref()
     }
 
     /// The path it was opened with.
@@ -166,6 +200,14 @@ impl Device {
     #[must_use]
     pub const fn kind(&self) -> DeviceKind {
         self.kind
+    }
+}
+
+fn claim_err(e: ClaimError) -> DeviceError {
+    match e {
+        ClaimError::Busy { holder, .. } => DeviceError::Busy(holder),
+        ClaimError::Device { source, .. } => DeviceError::Open(source),
+        other => DeviceError::Open(io::Error::other(other.to_string())),
     }
 }
 

@@ -27,6 +27,7 @@ pub mod fsck;
 pub mod log;
 pub mod mkfs;
 pub mod probe;
+pub mod progress;
 pub mod scan;
 pub mod testimg;
 

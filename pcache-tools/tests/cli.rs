@@ -229,3 +229,44 @@ fn garbage_never_panics() {
         assert!(serde_json::from_slice::<serde_json::Value>(&o.stdout).is_ok());
     }
 }
+
+#[test]
+fn fsck_takes_the_fsck8_options() {
+    let d = Dir::new();
+    let mut img = samples::data_keys();
+    img.media.flip(layout::dirty_tail_off(0) + 8, 0);
+    let p = d.image("damaged", &img.media);
+    let before = fingerprint(&p);
+    // -n and -f: read-only, the damage is left (4).
+    let o = run("fsck", &["-n", "-f", s(&p)]);
+    assert_eq!(code(&o), 4, "{}", stdout(&o));
+    assert_eq!(fingerprint(&p), before);
+    // Contradictions are usage errors, and change nothing.
+    for bad in [
+        &["-n", "-y"][..],
+        &["-n", "-p"],
+        &["-p", "--repair"],
+        &["-a", "-y"],
+    ] {
+        let mut args = bad.to_vec();
+        args.push(s(&p));
+        assert_eq!(code(&run("fsck", &args)), 16, "{bad:?}");
+    }
+    assert_eq!(fingerprint(&p), before);
+    // -p repairs what needs no decision: exit 1, then clean.
+    let o = run("fsck", &["-p", s(&p)]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(!stdout(&o).contains("UNEXPECTED"), "{}", stdout(&o));
+    assert_eq!(code(&run("fsck", &["-n", s(&p)])), 0);
+    // -a with an error no repair can fix: 4, and the preen message.
+    let mut img = samples::data_keys();
+    img.media.flip(layout::SB_OFF + 8, 0);
+    let p = d.image("sb", &img.media);
+    let o = run("fsck", &["-a", s(&p)]);
+    assert_eq!(code(&o), 4, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("UNEXPECTED INCONSISTENCY"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -137,7 +137,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     // The same file twice.
     let (code, _, err) = replay(&["--cache", c, "--backing", c]);
     assert_eq!(code, 1);
-    assert!(err.contains("same file"), "{err}");
+    assert!(err.contains("same device"), "{err}");
     // A missing device.
     let (code, _, err) = replay(&["--cache", "/nonexistent/x", "--backing", b]);
     assert_eq!(code, 1);

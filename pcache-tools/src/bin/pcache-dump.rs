@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use pcache_tools::args::DumpArgs;
-use pcache_tools::cli::{backing_size, emit, one_line};
+use pcache_tools::cli::{backing_size, emit, init_logging, live_warning, one_line, with_live};
 use pcache_tools::dump::{self, DumpOptions};
 use pcache_tools::{scan, Access, Device};
 use std::process::ExitCode;
@@ -15,6 +15,9 @@ fn run(args: &DumpArgs) -> Result<String, String> {
     };
     let dev = Device::open(&args.device, Access::ReadOnly)
         .map_err(|e| format!("{name}: {}", one_line(&e)))?;
+    if let Some(holder) = dev.live() {
+        eprintln!("pcache-dump: {}", live_warning(&name, holder));
+    }
     let opts = DumpOptions {
         keys: args.keys,
         segments: args.segments.clone(),
@@ -23,7 +26,7 @@ fn run(args: &DumpArgs) -> Result<String, String> {
     };
     let s = scan(&dev, &opts.scan_options()).map_err(|e| format!("{name}: read failed: {e}"))?;
     Ok(if args.json {
-        dump::json(&s, &name) + "\n"
+        with_live(dump::json(&s, &name), dev.live()) + "\n"
     } else {
         dump::text(&s, &name)
     })
@@ -31,6 +34,7 @@ fn run(args: &DumpArgs) -> Result<String, String> {
 
 fn main() -> ExitCode {
     let args = DumpArgs::parse();
+    init_logging();
     match run(&args) {
         Ok(out) => match emit(&out) {
             Ok(()) => ExitCode::SUCCESS,

@@ -2,8 +2,9 @@
 
 use clap::Parser;
 use pcache_tools::args::FsckArgs;
-use pcache_tools::cli::{backing_size, emit, one_line};
+use pcache_tools::cli::{backing_size, emit, init_logging, live_warning, one_line, with_live};
 use pcache_tools::fsck::{self, exit, FsckOptions};
+use pcache_tools::progress::{byte_spinner, Metered};
 use pcache_tools::{Access, Device};
 use std::process::ExitCode;
 
@@ -13,28 +14,45 @@ fn run(args: &FsckArgs) -> Result<(String, i32), String> {
         (Some(p), _) => Some(backing_size(p)?),
         (None, s) => s,
     };
+    let repair = args.repair || args.preen;
     let opts = FsckOptions {
-        repair: args.repair,
+        repair,
         backing_size: backing,
         verify_data_crc: !args.no_data_crc,
     };
-    let access = if args.repair {
+    let access = if repair {
         Access::ReadWrite
     } else {
         Access::ReadOnly
     };
+    // A repair takes the cache exclusively (refused while anything else holds it); a
+    // check takes it shared, and goes on with a warning if a writer holds it.
     let mut dev =
         Device::open(&args.device, access).map_err(|e| format!("{name}: {}", one_line(&e)))?;
-    let report = if args.repair {
-        fsck::check_and_repair(&mut dev, &opts).map_err(|e| format!("{name}: {}", one_line(&e)))?
+    if let Some(holder) = dev.live() {
+        eprintln!("pcache-fsck: {}", live_warning(&name, holder));
+    }
+    tracing::info!(device = %name, repair, "checking");
+    let live = dev.live().cloned();
+    let bar = byte_spinner("checking", false);
+    let mut metered = Metered::new(&mut dev, bar.clone());
+    let report = if repair {
+        fsck::check_and_repair(&mut metered, &opts)
+            .map_err(|e| format!("{name}: {}", one_line(&e)))?
     } else {
-        fsck::check(&dev, &opts).map_err(|e| format!("{name}: read failed: {e}"))?
+        fsck::check(&metered, &opts).map_err(|e| format!("{name}: read failed: {e}"))?
     };
-    let out = if args.json {
-        fsck::json(&report, &name) + "\n"
+    bar.finish_and_clear();
+    let mut out = if args.json {
+        with_live(fsck::json(&report, &name), live.as_ref()) + "\n"
     } else {
         fsck::text(&report, &name)
     };
+    if args.preen && !args.json && report.exit_code & exit::UNCORRECTED != 0 {
+        out += &format!(
+            "{name}: UNEXPECTED INCONSISTENCY; RUN pcache-fsck MANUALLY (without -p or -a)\n"
+        );
+    }
     Ok((out, report.exit_code))
 }
 
@@ -51,6 +69,7 @@ fn main() -> ExitCode {
             return code(if usage { exit::USAGE } else { exit::CLEAN });
         }
     };
+    init_logging();
     match run(&args) {
         Ok((out, c)) => match emit(&out) {
             Ok(()) => code(c),

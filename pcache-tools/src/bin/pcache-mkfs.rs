@@ -4,7 +4,7 @@
 use clap::Parser;
 use pcache_format::fresh::Step;
 use pcache_tools::args::MkfsArgs;
-use pcache_tools::cli::{emit, one_line};
+use pcache_tools::cli::{emit, init_logging, one_line};
 use pcache_tools::mkfs::{self, MkfsOptions, Progress};
 use pcache_tools::{Access, Device};
 use std::io::IsTerminal;
@@ -37,6 +37,7 @@ fn run(args: &MkfsArgs) -> Result<mkfs::Geometry, String> {
 
 fn main() -> ExitCode {
     let args = MkfsArgs::parse();
+    init_logging();
     match run(&args) {
         Ok(g) => {
             if !args.quiet {

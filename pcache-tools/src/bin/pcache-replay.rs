@@ -3,19 +3,50 @@
 //! writes the whole logical device (the backing overlaid with cached data) to a file;
 //! `--writeback` writes every dirty kset back to the backing device in log order, so the
 //! cache is clean. Read-only on both devices unless `--writeback`.
+//!
+//! `--writeback` takes both devices exclusively (pcache's claim, as the daemon does) and
+//! is refused while anything else holds them. The other modes take them shared and refuse
+//! a cache a writer holds unless `--force-live`, since the log they read is being written.
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use pcache_engine::backing::Backing;
+use pcache_engine::claim::{claim_pair, Claim, ClaimError};
 use pcache_engine::media::{CacheMedia, DaxMedia};
 use pcache_engine::{Cache, CacheConfig, Status};
 use pcache_tools::args::ReplayArgs;
+use pcache_tools::cli::init_logging;
 use std::fs::OpenOptions;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+
+/// The claims replay holds while it reads (shared) or writes back (exclusive); none when
+/// `--force-live` reads a cache a writer holds.
+type Claims = Option<(Claim, Claim)>;
+
+fn claim(args: &ReplayArgs) -> Result<Claims> {
+    match claim_pair(&args.cache, &args.backing, args.writeback) {
+        Ok(c) => Ok(Some(c)),
+        Err(e @ ClaimError::Busy { .. }) if args.writeback => {
+            bail!("{e}; nothing was written (stop it first: pcache-ublk del)")
+        }
+        Err(e @ ClaimError::Busy { .. }) if args.force_live => {
+            eprintln!(
+                "pcache-replay: warning: {e}: --force-live reads a log that is being written; \
+                 what is shown or exported may be torn"
+            );
+            Ok(None)
+        }
+        Err(e @ ClaimError::Busy { .. }) => bail!(
+            "{e}; its log is being written (pass --force-live to read it anyway, torn views \
+             included)"
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
 
 fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
@@ -40,14 +71,6 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 
 fn open(args: &ReplayArgs) -> Result<Cache> {
     let rw = args.writeback;
-    for (what, p) in [("cache", &args.cache), ("backing", &args.backing)] {
-        if !p.exists() {
-            bail!("{what} device {}: no such file or device", p.display());
-        }
-    }
-    if same_file(&args.cache, &args.backing) {
-        bail!("the cache and the backing device are the same file");
-    }
     let media: Arc<dyn CacheMedia> = Arc::new(
         DaxMedia::open(&args.cache, !rw)
             .with_context(|| format!("cache device {}", args.cache.display()))?,
@@ -70,13 +93,26 @@ fn open(args: &ReplayArgs) -> Result<Cache> {
         background: false,
         read_only: !rw,
     };
-    Cache::open(media, backing, cfg).with_context(|| {
+    let spin = spinner("replaying the log");
+    let cache = Cache::open(media, backing, cfg).with_context(|| {
         format!(
             "replaying {} over {}",
             args.cache.display(),
             args.backing.display()
         )
-    })
+    });
+    spin.finish_and_clear();
+    cache
+}
+
+fn spinner(what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let s = ProgressBar::new_spinner();
+    s.set_message(what.to_string());
+    s.enable_steady_tick(std::time::Duration::from_millis(120));
+    s
 }
 
 fn report(st: &Status, json: bool) -> String {
@@ -171,6 +207,7 @@ fn writeback(cache: &Cache) -> Result<u64> {
 }
 
 fn run(args: &ReplayArgs) -> Result<String> {
+    let _claims = claim(args)?;
     let cache = open(args)?;
     let mut out = report(&cache.status(), args.json && !args.writeback);
     if let Some(to) = &args.export {
@@ -198,6 +235,7 @@ fn run(args: &ReplayArgs) -> Result<String> {
 
 fn main() -> ExitCode {
     let args = ReplayArgs::parse();
+    init_logging();
     match run(&args) {
         Ok(out) => {
             print!("{out}");
