@@ -204,6 +204,23 @@ impl EngineError {
 /// Result of the engine.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
+impl From<crate::walk::WalkError> for EngineError {
+    fn from(e: crate::walk::WalkError) -> Self {
+        use crate::walk::WalkError;
+        match e {
+            WalkError::Kset { source, .. } => EngineError::Corrupt {
+                context: "kset",
+                source,
+            },
+            WalkError::Media { source, .. } => EngineError::Media {
+                op: "read kset",
+                source,
+            },
+            other => EngineError::Inconsistent(other.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 
 use crate::cache::Inner;
 use crate::error::Result;
-use pcache_format::kset::KsetRead;
+use crate::walk::WalkItem;
 use pcache_format::layout::CachePos;
 
 impl Inner {
@@ -37,11 +37,10 @@ impl Inner {
         if !force && u64::from(self.segs.used()) < u64::from(n) * pct / 100 {
             return Ok(false);
         }
-        let mut buf = Vec::new();
-        let at = self.abs(kt)?;
-        match self.load_kset(kt, &mut buf)? {
-            KsetRead::End(_) => Ok(false),
-            KsetRead::Last { next } => {
+        let mut walk = self.walker(kt);
+        match walk.next_item()? {
+            None | Some(WalkItem::End { .. }) => Ok(false),
+            Some(WalkItem::Last { next, .. }) => {
                 if dt.seg == kt.seg {
                     return Ok(false);
                 }
@@ -50,14 +49,15 @@ impl Inner {
                 self.segs.free_log(kt.seg);
                 Ok(true)
             }
-            KsetRead::Keys { keys, size } => {
-                let keys = self.decode_keys(keys, at)?;
-                // Replay took no reference for a stale key; neither do we drop one.
-                let live: Vec<u32> = keys
-                    .iter()
-                    .filter(|k| !self.is_stale(k))
-                    .map(|k| k.pos.seg)
-                    .collect();
+            Some(WalkItem::Kset { at, keys, size, .. }) => {
+                // Replay took no reference for a stale key; neither do we drop one. The
+                // data was checked when it was replayed or written.
+                let mut live = Vec::with_capacity(keys.len());
+                for (i, raw) in keys.iter().enumerate() {
+                    if let Some(k) = self.judge(raw, at, i, false)? {
+                        live.push(k.pos.seg);
+                    }
+                }
                 // G1: key_tail moves past the kset. Nothing in memory changes before it is
                 // durable, so a failure here leaves the round to be retried as it was.
                 self.set_key_tail(CachePos::new(kt.seg, kt.off + size))?;

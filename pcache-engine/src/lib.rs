@@ -25,6 +25,7 @@ mod meta;
 mod replay;
 mod segments;
 mod status;
+pub mod walk;
 mod workers;
 mod writeback;
 

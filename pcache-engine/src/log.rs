@@ -6,18 +6,15 @@ use crate::cache::Inner;
 use crate::error::{EngineError, Result};
 use crate::index::Extent;
 use crate::segments::Purpose;
-use pcache_format::kset::{
-    encode_last_kset, read_kset, KsetBuf, KsetRead, KSET_FLAG_LAST, KSET_MAGIC,
-};
+use crate::walk::{judge_key, KeyContext, KeyOrder, KeyVerdict, LogWalker};
+use pcache_format::kset::{encode_last_kset, KsetBuf};
 use pcache_format::layout::{
-    self, dirty_tail_off, key_tail_off, CachePos, KSET_HEADER_SIZE, KSET_KEYS_MAX, SEG_DATA_SIZE,
+    self, dirty_tail_off, key_tail_off, CachePos, KSET_HEADER_SIZE, SEG_DATA_SIZE,
 };
-use pcache_format::raw::RawKsetHeader;
 use pcache_format::record::TailPos;
 use pcache_format::{Key, KeyBounds};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use zerocopy::FromBytes;
 
 /// A kset being filled in memory.
 #[derive(Debug, Default)]
@@ -54,75 +51,45 @@ impl Inner {
         }
     }
 
-    /// Reads the kset at `pos` into `buf` and parses it. Only the kset's own bytes are
-    /// read (its header first, then the keys its header announces), never beyond: the
-    /// bytes after the last durable kset may be being written by a close.
-    pub(crate) fn load_kset<'b>(
-        &self,
-        pos: CachePos,
-        buf: &'b mut Vec<u8>,
-    ) -> Result<KsetRead<'b>> {
-        let room = SEG_DATA_SIZE.saturating_sub(pos.off);
-        let at = self.abs(pos)?;
-        let hdr = KSET_HEADER_SIZE.min(room) as usize;
-        buf.resize(hdr, 0);
-        self.media
-            .read(at, &mut buf[..hdr])
-            .map_err(EngineError::media("read kset"))?;
-        let n = match RawKsetHeader::read_from_prefix(&buf[..]) {
-            Ok((h, _)) if h.magic.get() == KSET_MAGIC && h.flags.get() & KSET_FLAG_LAST == 0 => {
-                let keys = h.key_num.get().min(KSET_KEYS_MAX);
-                layout::kset_size(keys).min(room) as usize
-            }
-            _ => hdr,
-        };
-        if n > hdr {
-            buf.resize(n, 0);
-            self.media
-                .read(at + hdr as u64, &mut buf[hdr..n])
-                .map_err(EngineError::media("read kset"))?;
-        }
-        read_kset(&buf[..n], room, self.segs.count(), at).map_err(EngineError::corrupt("kset"))
+    /// A walk of the log from `start` ([`LogWalker`]: the one kset loop).
+    pub(crate) fn walker(&self, start: CachePos) -> LogWalker<'_> {
+        LogWalker::new(&*self.media, self.segs.chain(), start)
     }
 
-    /// Decodes the keys of a kset at absolute offset `at`, with the 7.x bounds.
-    pub(crate) fn decode_keys(
+    /// What replay makes of key `index` of the kset at `at`, in pcache's order (a stale
+    /// key is dropped before its data is checked, [`KeyOrder::Pcache`]): `Some` for a live
+    /// key, `None` for a stale one. The data CRC is checked (on a data_crc cache) only
+    /// when `check_data`.
+    ///
+    /// # Errors
+    /// A key that fails decoding or its data CRC; a media error reading the data.
+    pub(crate) fn judge(
         &self,
-        raw: &[pcache_format::raw::RawKey],
+        raw: &pcache_format::raw::RawKey,
         at: u64,
-    ) -> Result<Vec<Key>> {
-        let bounds = self.key_bounds();
-        raw.iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let key_at = at + u64::from(KSET_HEADER_SIZE) + 40 * i as u64;
-                Key::decode(r, &bounds, key_at).map_err(EngineError::corrupt("key"))
-            })
-            .collect()
-    }
-
-    /// Whether a key's segment has moved past its generation.
-    pub(crate) fn is_stale(&self, key: &Key) -> bool {
-        key.seg_gen < self.segs.gen(key.pos.seg)
-    }
-
-    /// Verifies a key's data CRC (when the cache has them).
-    pub(crate) fn verify_data(&self, key: &Key) -> Result<()> {
-        if !self.data_crc {
-            return Ok(());
-        }
-        let mut data = vec![0; key.len as usize];
-        self.media
-            .read(self.abs(key.pos)?, &mut data)
-            .map_err(EngineError::media("read key data"))?;
-        if pcache_format::pcache_crc(&data) == key.data_crc {
-            Ok(())
-        } else {
-            Err(EngineError::DataCrc {
+        index: usize,
+        check_data: bool,
+    ) -> Result<Option<Key>> {
+        let gen = |seg: u32| self.segs.gen(seg);
+        let cx = KeyContext {
+            bounds: self.key_bounds(),
+            gen: &gen,
+            data: (check_data && self.data_crc).then(|| (&*self.media, self.segs.chain())),
+            order: KeyOrder::Pcache,
+            kernel_decode: false,
+        };
+        match judge_key(raw, at, index, &cx).map_err(EngineError::media("read key data"))? {
+            KeyVerdict::Live(key) => Ok(Some(key)),
+            KeyVerdict::Stale(_) => Ok(None),
+            KeyVerdict::BadCrc { key, .. } => Err(EngineError::DataCrc {
                 off: key.off,
                 len: key.len,
                 pos: key.pos,
-            })
+            }),
+            KeyVerdict::Invalid(source) => Err(EngineError::Corrupt {
+                context: "key",
+                source,
+            }),
         }
     }
 

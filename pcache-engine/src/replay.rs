@@ -5,8 +5,9 @@
 use crate::cache::Inner;
 use crate::error::{EngineError, Result};
 use crate::index::Extent;
-use pcache_format::kset::KsetRead;
+use crate::walk::WalkItem;
 use pcache_format::layout::CachePos;
+use pcache_format::Key;
 
 /// What a replay found, for `pcache-replay` and the status counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,74 +33,38 @@ impl Inner {
     pub(crate) fn replay(&self) -> Result<CachePos> {
         let key_tail = self.key_tail.lock().pos;
         let dirty_tail = self.dirty_tail.lock().pos;
-        let n_segs = self.segs.count();
-        let mut pos = key_tail;
         let mut stats = ReplayStats::default();
-        let mut buf = Vec::new();
-        let mut hops = 0u32;
-        let mut dirty = pos == dirty_tail;
-        self.segs.mark_used(pos.seg);
-        loop {
-            let at = self.abs(pos)?;
-            match self.load_kset(pos, &mut buf)? {
-                KsetRead::End(_) => break,
-                KsetRead::Last { next } => {
-                    hops += 1;
-                    if hops > n_segs {
-                        return Err(EngineError::Inconsistent(format!(
-                            "the log has more than {n_segs} LAST ksets (a cycle) at {pos}"
-                        )));
-                    }
+        let mut dirty = key_tail == dirty_tail;
+        self.segs.mark_used(key_tail.seg);
+        let mut walk = self.walker(key_tail);
+        let head = loop {
+            match walk.next_item()? {
+                None | Some(WalkItem::End { .. }) => break walk.pos(),
+                Some(WalkItem::Last { next, .. }) => {
                     stats.last_ksets += 1;
-                    pos = CachePos::new(next, 0);
                     self.segs.mark_used(next);
                 }
-                KsetRead::Keys { keys, size } => {
-                    let keys = self.decode_keys(keys, at)?;
-                    for key in &keys {
+                Some(WalkItem::Kset { at, keys, .. }) => {
+                    for (i, raw) in keys.iter().enumerate() {
                         stats.keys += 1;
                         // A key whose segment moved on is dropped before anything else
-                        // (checked before the data CRC, which reused space would fail).
-                        if self.is_stale(key) {
+                        // (before the data CRC, which reused space would fail).
+                        let Some(key) = self.judge(raw, at, i, true)? else {
                             stats.stale_keys += 1;
                             continue;
-                        }
-                        self.verify_data(key)?;
-                        self.segs.mark_used(key.pos.seg);
-                        self.segs.get(key.pos.seg);
-                        self.segs
-                            .set_key_crc(key.pos.seg, key.pos.off, key.len, key.data_crc);
-                        if dirty && !key.is_clean() {
-                            stats.dirty_bytes += u64::from(key.len);
-                        }
-                        let (tree, rel) = self.index.subtree(key.off).ok_or_else(|| {
-                            EngineError::Inconsistent(format!(
-                                "key at {:#x} outside the device",
-                                key.off
-                            ))
-                        })?;
-                        tree.write().insert(
-                            rel,
-                            Extent::new(
-                                key.pos.seg,
-                                key.pos.off,
-                                key.len,
-                                key.seg_gen,
-                                key.is_clean(),
-                            ),
-                        );
+                        };
+                        self.replay_key(&key, dirty, &mut stats)?;
                     }
                     stats.ksets += 1;
-                    pos.off += size;
                 }
             }
-            if pos == dirty_tail {
+            if walk.pos() == dirty_tail {
                 dirty = true;
             }
-        }
+        };
         if !dirty {
             return Err(EngineError::Inconsistent(format!(
-                "dirty_tail {dirty_tail} is not on the log from key_tail {key_tail} to key_head {pos}"
+                "dirty_tail {dirty_tail} is not on the log from key_tail {key_tail} to key_head {head}"
             )));
         }
         let (extents, bytes) = self.index.totals();
@@ -107,6 +72,31 @@ impl Inner {
         stats.cached_bytes = bytes;
         self.counters.set_dirty(stats.dirty_bytes);
         *self.replay_stats.lock() = stats;
-        Ok(pos)
+        Ok(head)
+    }
+
+    /// Inserts a live key into the index and takes its segment reference.
+    fn replay_key(&self, key: &Key, dirty: bool, stats: &mut ReplayStats) -> Result<()> {
+        self.segs.mark_used(key.pos.seg);
+        self.segs.get(key.pos.seg);
+        self.segs
+            .set_key_crc(key.pos.seg, key.pos.off, key.len, key.data_crc);
+        if dirty && !key.is_clean() {
+            stats.dirty_bytes += u64::from(key.len);
+        }
+        let (tree, rel) = self.index.subtree(key.off).ok_or_else(|| {
+            EngineError::Inconsistent(format!("key at {:#x} outside the device", key.off))
+        })?;
+        tree.write().insert(
+            rel,
+            Extent::new(
+                key.pos.seg,
+                key.pos.off,
+                key.len,
+                key.seg_gen,
+                key.is_clean(),
+            ),
+        );
+        Ok(())
     }
 }

@@ -5,7 +5,7 @@
 use crate::cache::Inner;
 use crate::error::{EngineError, Result};
 use crate::index::Subtree;
-use pcache_format::kset::KsetRead;
+use crate::walk::WalkItem;
 use pcache_format::layout::{CachePos, SUBTREE_SIZE};
 use std::collections::BTreeMap;
 
@@ -52,7 +52,7 @@ impl Inner {
         if dt == durable {
             return Ok(false);
         }
-        let mut buf = Vec::new();
+        let mut walk = self.walker(dt);
         // Later keys win over earlier ones, within a kset and across the round's ksets:
         // the backing must end up with the newest data of each byte.
         let mut regions: BTreeMap<u64, Subtree> = BTreeMap::new();
@@ -60,10 +60,9 @@ impl Inner {
         let mut end = dt;
         let mut ksets = 0;
         while end != durable && ksets < ROUND_KSETS && dirty < ROUND_BYTES {
-            let at = self.abs(end)?;
-            match self.load_kset(end, &mut buf)? {
-                KsetRead::End(_) => break,
-                KsetRead::Last { next } => {
+            match walk.next_item()? {
+                None | Some(WalkItem::End { .. }) => break,
+                Some(WalkItem::Last { next, .. }) => {
                     if ksets == 0 {
                         self.set_dirty_tail(CachePos::new(next, 0))?;
                         return Ok(true);
@@ -71,9 +70,12 @@ impl Inner {
                     // The round stops at the segment's end; the next one follows it.
                     break;
                 }
-                KsetRead::Keys { keys, size } => {
-                    let keys = self.decode_keys(keys, at)?;
-                    dirty += self.add_keys(&keys, &mut regions)?;
+                Some(WalkItem::Kset { at, keys, size, .. }) => {
+                    let mut live = Vec::with_capacity(keys.len());
+                    for (i, raw) in keys.iter().enumerate() {
+                        live.extend(self.judge(raw, at, i, true)?);
+                    }
+                    dirty += add_keys(&live, &mut regions);
                     end = CachePos::new(end.seg, end.off + size);
                     ksets += 1;
                 }
@@ -111,40 +113,6 @@ impl Inner {
         self.counters.written_back(written, dirty);
         self.kick_gc.kick();
         Ok(true)
-    }
-
-    /// Adds a kset's live keys to the round's map (a later key replacing what it
-    /// overlaps) after checking their data; returns the dirty bytes among them.
-    fn add_keys(
-        &self,
-        keys: &[pcache_format::Key],
-        regions: &mut BTreeMap<u64, Subtree>,
-    ) -> Result<u64> {
-        let mut dirty = 0u64;
-        for key in keys {
-            if self.is_stale(key) {
-                continue;
-            }
-            self.verify_data(key)?;
-            if !key.is_clean() {
-                dirty += u64::from(key.len);
-            }
-            let base = key.off & !(SUBTREE_SIZE - 1);
-            // Below 4 MiB.
-            #[allow(clippy::cast_possible_truncation)]
-            let rel = (key.off - base) as u32;
-            regions.entry(base).or_default().insert(
-                rel,
-                crate::index::Extent::new(
-                    key.pos.seg,
-                    key.pos.off,
-                    key.len,
-                    key.seg_gen,
-                    key.is_clean(),
-                ),
-            );
-        }
-        Ok(dirty)
     }
 
     /// Writes the jobs to the backing device: each job's data is read from the media into
@@ -222,4 +190,30 @@ thread_local! {
     /// The writeback buffers of this thread, reused from kset to kset: at most
     /// [`BATCH_BYTES`] + [`ALIGN`] bytes.
     static ARENA: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Adds a kset's live keys (judged: current, data checked) to the round's map, a later
+/// key replacing what it overlaps; returns the dirty bytes among them.
+fn add_keys(keys: &[pcache_format::Key], regions: &mut BTreeMap<u64, Subtree>) -> u64 {
+    let mut dirty = 0u64;
+    for key in keys {
+        if !key.is_clean() {
+            dirty += u64::from(key.len);
+        }
+        let base = key.off & !(SUBTREE_SIZE - 1);
+        // Below 4 MiB.
+        #[allow(clippy::cast_possible_truncation)]
+        let rel = (key.off - base) as u32;
+        regions.entry(base).or_default().insert(
+            rel,
+            crate::index::Extent::new(
+                key.pos.seg,
+                key.pos.off,
+                key.len,
+                key.seg_gen,
+                key.is_clean(),
+            ),
+        );
+    }
+    dirty
 }

@@ -1,0 +1,424 @@
+//! The one log walker: every reader of the kset log (replay at open, writeback, GC, and
+//! the checks of `pcache-fsck` and `pcache-dump`) goes through it.
+//!
+//! A [`LogWalker`] starts at a log position and yields what it finds there, kset by kset
+//! ([`WalkItem`]): a normal kset with its raw keys, a LAST kset (the walker follows its
+//! link), or the end of the log (and why). It reads only the media, the segment chain and
+//! the start position; it never writes, and it reads only a kset's own bytes (its header,
+//! then the keys the header announces), never beyond: the bytes after the last durable
+//! kset may be being written by a close.
+//!
+//! It owns the rules that are the same for every reader:
+//! - the kernel's checks of a kset and their order ([`read_kset`]: magic, key count, CRC;
+//!   a LAST link out of range or a kset overrunning its segment is an error);
+//! - the hop limit: replay is deterministic, so entering a segment at offset 0 a second
+//!   time repeats the same walk until the kernel's limit of `n_segs` LAST hops fails the
+//!   load ([`WalkError::Cycle`]); only the start segment may be entered at 0 once after
+//!   starting in its middle.
+//!
+//! What a key means is decided by [`judge_key`], with the check order an explicit
+//! [`KeyOrder`].
+
+use crate::media::{CacheMedia, MediaError};
+use pcache_format::kset::{read_kset, KsetRead, LogEnd, KSET_FLAG_LAST, KSET_MAGIC};
+use pcache_format::layout::{self, CachePos, SegmentChain, KSET_HEADER_SIZE, SEG_DATA_SIZE};
+use pcache_format::raw::{RawKey, RawKsetHeader};
+use pcache_format::{FormatError, Key, KeyBounds};
+use zerocopy::FromBytes;
+
+/// One step of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkItem<'b> {
+    /// A valid normal kset.
+    Kset {
+        /// Its log position.
+        pos: CachePos,
+        /// Its absolute offset on the media.
+        at: u64,
+        /// Its on-media size (the next kset follows at `pos.off + size`).
+        size: u32,
+        /// Its raw keys, not yet judged ([`judge_key`]).
+        keys: &'b [RawKey],
+    },
+    /// A valid LAST kset; the walk continues at `(next, 0)`.
+    Last {
+        /// Its log position.
+        pos: CachePos,
+        /// Its absolute offset.
+        at: u64,
+        /// The cache segment the log continues in.
+        next: u32,
+    },
+    /// The end of the log: nothing valid at `pos` (where the next kset goes).
+    End {
+        /// The position of the first invalid kset: key_head, for a walk from key_tail.
+        pos: CachePos,
+        /// Its absolute offset.
+        at: u64,
+        /// Why it is not a kset.
+        end: LogEnd,
+        /// The bytes of its header, as far as the segment has them (for the evidence a
+        /// checker looks at: a zero terminator, or the debris of a torn or damaged kset).
+        header: &'b [u8],
+    },
+}
+
+impl WalkItem<'_> {
+    /// The item's log position.
+    #[must_use]
+    pub fn pos(&self) -> CachePos {
+        match *self {
+            WalkItem::Kset { pos, .. } | WalkItem::Last { pos, .. } | WalkItem::End { pos, .. } => {
+                pos
+            }
+        }
+    }
+}
+
+/// Why a walk cannot go on. Unlike [`WalkItem::End`], which is the normal end of a log,
+/// these fail the kernel's load.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalkError {
+    /// The position is not inside the cache (a tail or link pointing outside it).
+    #[error("log position {0} is outside the cache")]
+    OffDevice(CachePos),
+    /// A valid kset that cannot be right: a LAST link out of range, or a normal kset that
+    /// overruns its segment (the 7.x hardening fails the load).
+    #[error("kset at {pos}")]
+    Kset {
+        /// Its log position.
+        pos: CachePos,
+        /// What is wrong.
+        #[source]
+        source: FormatError,
+    },
+    /// The LAST links loop: the kernel follows them until it has made more than `n_segs`
+    /// hops, then fails.
+    #[error(
+        "the log loops: the LAST kset at {pos} links back to segment {next}, which the walk \
+         already entered (the kernel fails after {limit} hops)"
+    )]
+    Cycle {
+        /// The LAST kset's position.
+        pos: CachePos,
+        /// Its absolute offset.
+        at: u64,
+        /// Where it links.
+        next: u32,
+        /// The hop limit (`n_segs`).
+        limit: u32,
+    },
+    /// Reading the media failed.
+    #[error("reading the kset at {pos}")]
+    Media {
+        /// The position being read.
+        pos: CachePos,
+        /// The cause.
+        #[source]
+        source: MediaError,
+    },
+}
+
+impl WalkError {
+    /// The log position the walk failed at.
+    #[must_use]
+    pub fn pos(&self) -> CachePos {
+        match *self {
+            WalkError::OffDevice(pos)
+            | WalkError::Kset { pos, .. }
+            | WalkError::Cycle { pos, .. }
+            | WalkError::Media { pos, .. } => pos,
+        }
+    }
+}
+
+/// The segments a walk has entered at offset 0.
+#[derive(Debug, Clone)]
+struct Entered(Vec<bool>);
+
+impl Entered {
+    /// A walk starting at `start`, which counts as entering its segment only at offset 0.
+    fn new(n_segs: u32, start: CachePos) -> Self {
+        let mut v = vec![false; n_segs as usize];
+        if start.off == 0 {
+            if let Some(e) = v.get_mut(start.seg as usize) {
+                *e = true;
+            }
+        }
+        Self(v)
+    }
+
+    /// Records entering `seg` at offset 0; false when that already happened (or `seg` is
+    /// out of range): the walk loops.
+    fn enter(&mut self, seg: u32) -> bool {
+        match self.0.get_mut(seg as usize) {
+            Some(e) if !*e => {
+                *e = true;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A walk along the kset log from a start position; see the module documentation.
+pub struct LogWalker<'a> {
+    media: &'a dyn CacheMedia,
+    chain: &'a SegmentChain,
+    pos: CachePos,
+    hops: u32,
+    entered: Entered,
+    buf: Vec<u8>,
+    ended: bool,
+}
+
+impl std::fmt::Debug for LogWalker<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogWalker")
+            .field("pos", &self.pos)
+            .field("hops", &self.hops)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> LogWalker<'a> {
+    /// A walk from `start` over the log stored on `media` in the segments of `chain`.
+    #[must_use]
+    pub fn new(media: &'a dyn CacheMedia, chain: &'a SegmentChain, start: CachePos) -> Self {
+        Self {
+            media,
+            chain,
+            pos: start,
+            hops: 0,
+            entered: Entered::new(chain.len(), start),
+            buf: Vec::new(),
+            ended: false,
+        }
+    }
+
+    /// Where the walk is: the position of the next item (after the end, the end's).
+    #[must_use]
+    pub fn pos(&self) -> CachePos {
+        self.pos
+    }
+
+    /// LAST ksets followed so far.
+    #[must_use]
+    pub fn hops(&self) -> u32 {
+        self.hops
+    }
+
+    /// The next item: a kset, a LAST kset (whose link the walker then follows), or the end
+    /// of the log, after which it returns `None`.
+    ///
+    /// # Errors
+    /// See [`WalkError`]; the walk cannot go on after an error.
+    pub fn next_item(&mut self) -> Result<Option<WalkItem<'_>>, WalkError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let pos = self.pos;
+        let Some(at) = self.chain.abs(pos) else {
+            self.ended = true;
+            return Err(WalkError::OffDevice(pos));
+        };
+        let n_segs = self.chain.len();
+        let room = SEG_DATA_SIZE.saturating_sub(pos.off);
+        if let Err(source) = read_own_bytes(self.media, at, room, &mut self.buf) {
+            self.ended = true;
+            return Err(WalkError::Media { pos, source });
+        }
+        let read = match read_kset(&self.buf, room, n_segs, at) {
+            Ok(r) => r,
+            Err(source) => {
+                self.ended = true;
+                return Err(WalkError::Kset { pos, source });
+            }
+        };
+        match read {
+            KsetRead::End(end) => {
+                self.ended = true;
+                let n = self.buf.len().min(KSET_HEADER_SIZE as usize);
+                Ok(Some(WalkItem::End {
+                    pos,
+                    at,
+                    end,
+                    header: &self.buf[..n],
+                }))
+            }
+            KsetRead::Last { next } => {
+                self.hops += 1;
+                if !self.entered.enter(next) || self.hops > n_segs {
+                    self.ended = true;
+                    return Err(WalkError::Cycle {
+                        pos,
+                        at,
+                        next,
+                        limit: n_segs,
+                    });
+                }
+                self.pos = CachePos::new(next, 0);
+                Ok(Some(WalkItem::Last { pos, at, next }))
+            }
+            KsetRead::Keys { keys, size } => {
+                self.pos = CachePos::new(pos.seg, pos.off + size);
+                Ok(Some(WalkItem::Kset {
+                    pos,
+                    at,
+                    size,
+                    keys,
+                }))
+            }
+        }
+    }
+}
+
+/// Reads the kset at absolute offset `at` with `room` bytes left in its segment into
+/// `buf`: its header, then the keys the header announces (for a kset that may be one),
+/// never more.
+fn read_own_bytes(
+    media: &dyn CacheMedia,
+    at: u64,
+    room: u32,
+    buf: &mut Vec<u8>,
+) -> Result<(), MediaError> {
+    let hdr = KSET_HEADER_SIZE.min(room) as usize;
+    buf.resize(hdr, 0);
+    media.read(at, &mut buf[..hdr])?;
+    let n = match RawKsetHeader::read_from_prefix(&buf[..]) {
+        Ok((h, _)) if h.magic.get() == KSET_MAGIC && h.flags.get() & KSET_FLAG_LAST == 0 => {
+            let keys = h.key_num.get().min(layout::KSET_KEYS_MAX);
+            layout::kset_size(keys).min(room) as usize
+        }
+        _ => hdr,
+    };
+    if n > hdr {
+        buf.resize(n, 0);
+        media.read(at + hdr as u64, &mut buf[hdr..n])?;
+    }
+    Ok(())
+}
+
+/// In which order a key's checks are made, which decides what a key that fails two of
+/// them is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrder {
+    /// The kernel's (7.3): the data CRC is checked while decoding, before the generation,
+    /// so a stale key whose segment was reused fails the load on a data_crc cache.
+    Kernel,
+    /// pcache's: a stale key is dropped before its data CRC is checked (reused space
+    /// would fail it, and the key is dead anyway).
+    Pcache,
+}
+
+/// What replay makes of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyVerdict {
+    /// Decoded, current generation, data CRC matching (or not checked): replay inserts it.
+    Live(Key),
+    /// Its segment's generation moved past the key's: replay drops it.
+    Stale(Key),
+    /// Its data does not match its CRC: replay fails.
+    BadCrc {
+        /// The key.
+        key: Key,
+        /// The CRC of the data found.
+        found: u32,
+    },
+    /// It fails decoding (length, bounds, segment): replay fails.
+    Invalid(FormatError),
+}
+
+/// What [`judge_key`] checks a key against.
+#[derive(Clone, Copy)]
+pub struct KeyContext<'a> {
+    /// The backing size and the number of segments.
+    pub bounds: KeyBounds,
+    /// The current generation of a cache segment.
+    pub gen: &'a dyn Fn(u32) -> u64,
+    /// Where to read a key's data to check its CRC; `None` when the cache has no data
+    /// CRCs (or they are not to be checked).
+    pub data: Option<(&'a dyn CacheMedia, &'a SegmentChain)>,
+    /// The check order.
+    pub order: KeyOrder,
+    /// Only the kernel's decode checks, without pcache's refusal of a key that crosses a
+    /// 4 MiB logical boundary (a checker reports that one on its own).
+    pub kernel_decode: bool,
+}
+
+impl std::fmt::Debug for KeyContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyContext")
+            .field("bounds", &self.bounds)
+            .field("data_crc", &self.data.is_some())
+            .field("order", &self.order)
+            .field("kernel_decode", &self.kernel_decode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The absolute offset of key `index` of the kset at `at`.
+#[must_use]
+pub fn key_offset(at: u64, index: usize) -> u64 {
+    at + u64::from(KSET_HEADER_SIZE) + 40 * index as u64
+}
+
+/// Judges one key of a kset at absolute offset `at` (`index` in it): the one place that
+/// says what replay makes of a key.
+///
+/// # Errors
+/// Reading the key's data failed.
+pub fn judge_key(
+    raw: &RawKey,
+    at: u64,
+    index: usize,
+    cx: &KeyContext<'_>,
+) -> Result<KeyVerdict, MediaError> {
+    let key_at = key_offset(at, index);
+    let decoded = if cx.kernel_decode {
+        Key::decode_kernel(raw, &cx.bounds, key_at)
+    } else {
+        Key::decode(raw, &cx.bounds, key_at)
+    };
+    let key = match decoded {
+        Ok(k) => k,
+        Err(e) => return Ok(KeyVerdict::Invalid(e)),
+    };
+    let stale = key.seg_gen < (cx.gen)(key.pos.seg);
+    if stale && cx.order == KeyOrder::Pcache {
+        return Ok(KeyVerdict::Stale(key));
+    }
+    if let Some((media, chain)) = cx.data {
+        if let Some(found) = data_crc_mismatch(media, chain, &key)? {
+            return Ok(KeyVerdict::BadCrc { key, found });
+        }
+    }
+    Ok(if stale {
+        KeyVerdict::Stale(key)
+    } else {
+        KeyVerdict::Live(key)
+    })
+}
+
+/// The CRC of a key's data if it does not match the key's, `None` if it does.
+///
+/// # Errors
+/// Reading the data failed (a position outside the cache is a mismatch, not an error).
+pub fn data_crc_mismatch(
+    media: &dyn CacheMedia,
+    chain: &SegmentChain,
+    key: &Key,
+) -> Result<Option<u32>, MediaError> {
+    let Some(abs) = chain.abs(key.pos) else {
+        return Ok(Some(0));
+    };
+    let mut data = vec![0; key.len as usize];
+    media.read(abs, &mut data)?;
+    let found = pcache_format::pcache_crc(&data);
+    Ok((found != key.data_crc).then_some(found))
+}
+
+#[cfg(test)]
+mod tests;
