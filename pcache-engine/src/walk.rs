@@ -16,8 +16,11 @@
 //!   load ([`WalkError::Cycle`]); only the start segment may be entered at 0 once after
 //!   starting in its middle.
 //!
-//! What a key means is decided by [`judge_key`], with the check order an explicit
-//! [`KeyOrder`].
+//! What a key means is decided by [`examine_key`] and [`KeyFacts::verdict`] (or both at
+//! once, [`judge_key`]), with the check order an explicit [`KeyOrder`].
+//!
+//! The walker reads through [`LogSource`]: every [`CacheMedia`] is one, and a checker may
+//! bring its own (a tool's view of a device or an image).
 
 use crate::media::{CacheMedia, MediaError};
 use pcache_format::kset::{read_kset, KsetRead, LogEnd, KSET_FLAG_LAST, KSET_MAGIC};
@@ -25,6 +28,21 @@ use pcache_format::layout::{self, CachePos, SegmentChain, KSET_HEADER_SIZE, SEG_
 use pcache_format::raw::{RawKey, RawKsetHeader};
 use pcache_format::{FormatError, Key, KeyBounds};
 use zerocopy::FromBytes;
+
+/// The bytes the walker reads: a cache device.
+pub trait LogSource {
+    /// Copies `buf.len()` bytes at absolute offset `off` into `buf`.
+    ///
+    /// # Errors
+    /// The range is outside the device, or it could not be read.
+    fn read_log(&self, off: u64, buf: &mut [u8]) -> Result<(), MediaError>;
+}
+
+impl<T: CacheMedia + ?Sized> LogSource for T {
+    fn read_log(&self, off: u64, buf: &mut [u8]) -> Result<(), MediaError> {
+        self.read(off, buf)
+    }
+}
 
 /// One step of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,8 +181,8 @@ impl Entered {
 }
 
 /// A walk along the kset log from a start position; see the module documentation.
-pub struct LogWalker<'a> {
-    media: &'a dyn CacheMedia,
+pub struct LogWalker<'a, S: LogSource + ?Sized = dyn CacheMedia> {
+    media: &'a S,
     chain: &'a SegmentChain,
     pos: CachePos,
     hops: u32,
@@ -173,7 +191,7 @@ pub struct LogWalker<'a> {
     ended: bool,
 }
 
-impl std::fmt::Debug for LogWalker<'_> {
+impl<S: LogSource + ?Sized> std::fmt::Debug for LogWalker<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogWalker")
             .field("pos", &self.pos)
@@ -183,10 +201,10 @@ impl std::fmt::Debug for LogWalker<'_> {
     }
 }
 
-impl<'a> LogWalker<'a> {
+impl<'a, S: LogSource + ?Sized> LogWalker<'a, S> {
     /// A walk from `start` over the log stored on `media` in the segments of `chain`.
     #[must_use]
-    pub fn new(media: &'a dyn CacheMedia, chain: &'a SegmentChain, start: CachePos) -> Self {
+    pub fn new(media: &'a S, chain: &'a SegmentChain, start: CachePos) -> Self {
         Self {
             media,
             chain,
@@ -278,15 +296,15 @@ impl<'a> LogWalker<'a> {
 /// Reads the kset at absolute offset `at` with `room` bytes left in its segment into
 /// `buf`: its header, then the keys the header announces (for a kset that may be one),
 /// never more.
-fn read_own_bytes(
-    media: &dyn CacheMedia,
+fn read_own_bytes<S: LogSource + ?Sized>(
+    media: &S,
     at: u64,
     room: u32,
     buf: &mut Vec<u8>,
 ) -> Result<(), MediaError> {
     let hdr = KSET_HEADER_SIZE.min(room) as usize;
     buf.resize(hdr, 0);
-    media.read(at, &mut buf[..hdr])?;
+    media.read_log(at, &mut buf[..hdr])?;
     let n = match RawKsetHeader::read_from_prefix(&buf[..]) {
         Ok((h, _)) if h.magic.get() == KSET_MAGIC && h.flags.get() & KSET_FLAG_LAST == 0 => {
             let keys = h.key_num.get().min(layout::KSET_KEYS_MAX);
@@ -296,7 +314,7 @@ fn read_own_bytes(
     };
     if n > hdr {
         buf.resize(n, 0);
-        media.read(at + hdr as u64, &mut buf[hdr..n])?;
+        media.read_log(at + hdr as u64, &mut buf[hdr..n])?;
     }
     Ok(())
 }
@@ -331,24 +349,31 @@ pub enum KeyVerdict {
     Invalid(FormatError),
 }
 
-/// What [`judge_key`] checks a key against.
-#[derive(Clone, Copy)]
-pub struct KeyContext<'a> {
+impl KeyVerdict {
+    /// Whether replay fails on this key.
+    #[must_use]
+    pub fn fails(&self) -> bool {
+        matches!(self, KeyVerdict::BadCrc { .. } | KeyVerdict::Invalid(_))
+    }
+}
+
+/// What [`examine_key`] checks a key against.
+pub struct KeyContext<'a, S: LogSource + ?Sized = dyn CacheMedia> {
     /// The backing size and the number of segments.
     pub bounds: KeyBounds,
     /// The current generation of a cache segment.
     pub gen: &'a dyn Fn(u32) -> u64,
     /// Where to read a key's data to check its CRC; `None` when the cache has no data
     /// CRCs (or they are not to be checked).
-    pub data: Option<(&'a dyn CacheMedia, &'a SegmentChain)>,
-    /// The check order.
+    pub data: Option<(&'a S, &'a SegmentChain)>,
+    /// The check order; with [`KeyOrder::Pcache`] a stale key's data is not read.
     pub order: KeyOrder,
     /// Only the kernel's decode checks, without pcache's refusal of a key that crosses a
     /// 4 MiB logical boundary (a checker reports that one on its own).
     pub kernel_decode: bool,
 }
 
-impl std::fmt::Debug for KeyContext<'_> {
+impl<S: LogSource + ?Sized> std::fmt::Debug for KeyContext<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyContext")
             .field("bounds", &self.bounds)
@@ -359,23 +384,63 @@ impl std::fmt::Debug for KeyContext<'_> {
     }
 }
 
+/// Everything known about a key that decoded: its generation and, where it was read,
+/// its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyFacts {
+    /// The decoded key.
+    pub key: Key,
+    /// The segment's current generation.
+    pub seg_gen: u64,
+    /// Its data was read and its CRC is this, where it does not match the key's; `None`
+    /// when the data matches or was not read.
+    pub bad_crc: Option<u32>,
+    /// Whether the data was read.
+    pub crc_checked: bool,
+}
+
+impl KeyFacts {
+    /// Whether the key's segment moved past it.
+    #[must_use]
+    pub fn is_stale(&self) -> bool {
+        self.key.seg_gen < self.seg_gen
+    }
+
+    /// What replay makes of the key when its checks are made in `order`.
+    #[must_use]
+    pub fn verdict(&self, order: KeyOrder) -> KeyVerdict {
+        let stale = self.is_stale();
+        match (order, stale, self.bad_crc) {
+            (KeyOrder::Pcache, true, _) | (KeyOrder::Kernel, true, None) => {
+                KeyVerdict::Stale(self.key)
+            }
+            (_, _, Some(found)) => KeyVerdict::BadCrc {
+                key: self.key,
+                found,
+            },
+            (_, false, None) => KeyVerdict::Live(self.key),
+        }
+    }
+}
+
 /// The absolute offset of key `index` of the kset at `at`.
 #[must_use]
 pub fn key_offset(at: u64, index: usize) -> u64 {
     at + u64::from(KSET_HEADER_SIZE) + 40 * index as u64
 }
 
-/// Judges one key of a kset at absolute offset `at` (`index` in it): the one place that
-/// says what replay makes of a key.
+/// Decodes key `index` of the kset at absolute offset `at` and gathers its facts: the
+/// decode error, or its generation and (where `cx.data` allows, and `cx.order` needs it)
+/// its data CRC.
 ///
 /// # Errors
 /// Reading the key's data failed.
-pub fn judge_key(
+pub fn examine_key<S: LogSource + ?Sized>(
     raw: &RawKey,
     at: u64,
     index: usize,
-    cx: &KeyContext<'_>,
-) -> Result<KeyVerdict, MediaError> {
+    cx: &KeyContext<'_, S>,
+) -> Result<Result<KeyFacts, FormatError>, MediaError> {
     let key_at = key_offset(at, index);
     let decoded = if cx.kernel_decode {
         Key::decode_kernel(raw, &cx.bounds, key_at)
@@ -384,21 +449,38 @@ pub fn judge_key(
     };
     let key = match decoded {
         Ok(k) => k,
-        Err(e) => return Ok(KeyVerdict::Invalid(e)),
+        Err(e) => return Ok(Err(e)),
     };
-    let stale = key.seg_gen < (cx.gen)(key.pos.seg);
-    if stale && cx.order == KeyOrder::Pcache {
-        return Ok(KeyVerdict::Stale(key));
+    let mut facts = KeyFacts {
+        key,
+        seg_gen: (cx.gen)(key.pos.seg),
+        bad_crc: None,
+        crc_checked: false,
+    };
+    if facts.is_stale() && cx.order == KeyOrder::Pcache {
+        return Ok(Ok(facts));
     }
     if let Some((media, chain)) = cx.data {
-        if let Some(found) = data_crc_mismatch(media, chain, &key)? {
-            return Ok(KeyVerdict::BadCrc { key, found });
-        }
+        facts.bad_crc = data_crc_mismatch(media, chain, &key)?;
+        facts.crc_checked = true;
     }
-    Ok(if stale {
-        KeyVerdict::Stale(key)
-    } else {
-        KeyVerdict::Live(key)
+    Ok(Ok(facts))
+}
+
+/// Judges one key (the one place that says what replay makes of a key): [`examine_key`]
+/// then [`KeyFacts::verdict`] in `cx.order`.
+///
+/// # Errors
+/// Reading the key's data failed.
+pub fn judge_key<S: LogSource + ?Sized>(
+    raw: &RawKey,
+    at: u64,
+    index: usize,
+    cx: &KeyContext<'_, S>,
+) -> Result<KeyVerdict, MediaError> {
+    Ok(match examine_key(raw, at, index, cx)? {
+        Ok(facts) => facts.verdict(cx.order),
+        Err(e) => KeyVerdict::Invalid(e),
     })
 }
 
@@ -406,8 +488,8 @@ pub fn judge_key(
 ///
 /// # Errors
 /// Reading the data failed (a position outside the cache is a mismatch, not an error).
-pub fn data_crc_mismatch(
-    media: &dyn CacheMedia,
+pub fn data_crc_mismatch<S: LogSource + ?Sized>(
+    media: &S,
     chain: &SegmentChain,
     key: &Key,
 ) -> Result<Option<u32>, MediaError> {
@@ -415,7 +497,7 @@ pub fn data_crc_mismatch(
         return Ok(Some(0));
     };
     let mut data = vec![0; key.len as usize];
-    media.read(abs, &mut data)?;
+    media.read_log(abs, &mut data)?;
     let found = pcache_format::pcache_crc(&data);
     Ok((found != key.data_crc).then_some(found))
 }

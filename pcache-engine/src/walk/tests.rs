@@ -190,7 +190,7 @@ fn the_key_order_decides_a_stale_key_with_bad_data() {
     let mut k = key(0, 1, 0, 4);
     k.data_crc = 0xdead_beef; // zeros do not have this CRC
     let raw = k.to_raw();
-    let cx = |order, data| KeyContext {
+    let cx = |order, data| KeyContext::<MemMedia> {
         bounds: KeyBounds {
             backing_size: 1 << 30,
             n_segs: N_SEGS,
@@ -200,7 +200,7 @@ fn the_key_order_decides_a_stale_key_with_bad_data() {
         order,
         kernel_decode: false,
     };
-    let with_data = Some((&m as &dyn CacheMedia, &chain));
+    let with_data = Some((&m, &chain));
     let v = judge_key(&raw, 0, 0, &cx(KeyOrder::Pcache, with_data)).unwrap();
     assert_eq!(v, KeyVerdict::Stale(k));
     let v = judge_key(&raw, 0, 0, &cx(KeyOrder::Kernel, with_data)).unwrap();
@@ -235,4 +235,34 @@ fn the_key_order_decides_a_stale_key_with_bad_data() {
         judge_key(&cross, 0, 0, &kx).unwrap(),
         KeyVerdict::Live(_)
     ));
+}
+
+#[test]
+fn facts_gathered_in_the_kernel_order_give_both_verdicts() {
+    let m = media();
+    let chain = SegmentChain::identity(N_SEGS);
+    let gen = |s: u32| if s == 1 { 5 } else { 0 };
+    let mut k = key(0, 1, 0, 4);
+    k.data_crc = 1;
+    let cx = KeyContext {
+        bounds: KeyBounds {
+            backing_size: 1 << 30,
+            n_segs: N_SEGS,
+        },
+        gen: &gen,
+        data: Some((&m, &chain)),
+        order: KeyOrder::Kernel,
+        kernel_decode: true,
+    };
+    let facts = examine_key(&k.to_raw(), 0, 0, &cx).unwrap().unwrap();
+    assert!(facts.is_stale() && facts.crc_checked);
+    assert!(facts.verdict(KeyOrder::Kernel).fails());
+    assert_eq!(facts.verdict(KeyOrder::Pcache), KeyVerdict::Stale(k));
+    // In pcache's order the stale key's data is not even read.
+    let cx = KeyContext {
+        order: KeyOrder::Pcache,
+        ..cx
+    };
+    let facts = examine_key(&k.to_raw(), 0, 0, &cx).unwrap().unwrap();
+    assert!(!facts.crc_checked);
 }
