@@ -222,6 +222,13 @@ impl SegmentChain {
         }
     }
 
+    /// A chain already walked: the physical id of each cache segment, in order (a
+    /// checker that walks the chain itself, reporting as it goes, builds it this way).
+    #[must_use]
+    pub fn from_phys(phys: Vec<u32>) -> Self {
+        Self { phys }
+    }
+
     /// Walks the chain from physical segment `first` for `n_segs` segments.
     /// `next(phys)` returns the next physical id (`Ok(None)` when the segment has no
     /// `HAS_NEXT`), or an error for an unreadable segment.

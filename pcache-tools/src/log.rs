@@ -1,13 +1,18 @@
 //! The kset log: replay from key_tail to key_head as the kernel does it on activation
 //! (upstream-format.md F.2; stale keys per Errata 1), plus the checks replay does not make.
+//!
+//! The walk itself is the engine's ([`LogWalker`], the one walker of pcache); this module
+//! turns what it yields into findings and views.
 
 use crate::device::Media;
 use crate::finding::{Finding, Findings, Severity};
-use crate::scan::{read_opt, Pos, ScanOptions};
+use crate::scan::{Pos, ScanOptions};
+use pcache_engine::media::MediaError;
+use pcache_engine::walk::{LogSource, LogWalker, WalkError, WalkItem};
 use pcache_format::kset::KSET_FLAG_LAST;
-use pcache_format::layout::{self, CachePos, KSET_HEADER_SIZE, KSET_SIZE_MAX, SEG_DATA_SIZE};
+use pcache_format::layout::{self, CachePos, SegmentChain, KSET_HEADER_SIZE};
 use pcache_format::raw::RawKsetHeader;
-use pcache_format::{read_kset, KeyBounds, KsetRead, LogEnd, Reason};
+use pcache_format::{KeyBounds, LogEnd, Reason};
 use serde::Serialize;
 use std::io;
 use zerocopy::FromBytes;
@@ -18,8 +23,8 @@ use keys::Extent;
 
 /// What replay needs to know about the cache.
 pub(crate) struct LogInput<'a> {
-    /// Physical id of each cache segment.
-    pub phys: &'a [u32],
+    /// The segment chain (physical id of each cache segment).
+    pub chain: &'a SegmentChain,
     /// Generation of each cache segment.
     pub gens: &'a [u64],
     pub n_segs: u32,
@@ -165,31 +170,34 @@ pub struct LogView {
     pub not_listed: u64,
 }
 
-/// The segments a log walk has entered at offset 0.
-struct Entered(Vec<bool>);
+/// A tool's device as the engine's walker reads it: a read past the end of the device is
+/// [`MediaError::OutOfRange`] (a truncated image), anything else an I/O error.
+pub(crate) struct Src<'a, M: ?Sized>(pub &'a M);
 
-impl Entered {
-    /// A walk starting at `start`, which counts as entering its segment only at offset 0.
-    fn new(n_segs: u32, start: CachePos) -> Self {
-        let mut v = vec![false; n_segs as usize];
-        if start.off == 0 {
-            if let Some(e) = v.get_mut(start.seg as usize) {
-                *e = true;
-            }
+impl<M: Media + ?Sized> LogSource for Src<'_, M> {
+    fn read_log(&self, off: u64, buf: &mut [u8]) -> Result<(), MediaError> {
+        let size = self.0.size();
+        match off.checked_add(buf.len() as u64) {
+            Some(end) if end <= size => self
+                .0
+                .read_at(off, buf)
+                .map_err(|source| MediaError::Io { op: "read", source }),
+            _ => Err(MediaError::OutOfRange {
+                off,
+                len: buf.len() as u64,
+                size,
+            }),
         }
-        Self(v)
     }
+}
 
-    /// Records entering `seg` at offset 0; false when that already happened (or `seg` is
-    /// out of range), i.e. the walk loops.
-    fn enter(&mut self, seg: u32) -> bool {
-        match self.0.get_mut(seg as usize) {
-            Some(e) if !*e => {
-                *e = true;
-                true
-            }
-            _ => false,
-        }
+/// A media error the walk met: `None` for a read past the end of the device (reported as
+/// a finding), the I/O error otherwise.
+fn io_error(e: MediaError) -> Option<io::Error> {
+    match e {
+        MediaError::OutOfRange { .. } => None,
+        MediaError::Io { source, .. } => Some(source),
+        other => Some(io::Error::other(other)),
     }
 }
 
@@ -278,88 +286,45 @@ pub(crate) fn walk<M: Media + ?Sized>(
 }
 
 impl<M: Media + ?Sized> Walker<'_, '_, M> {
-    /// Reads what is at a log position: the bytes (≤ 5 144, ≤ the rest of the data area),
-    /// the room left and the absolute offset; `None` when the position is off the device.
-    fn read_at(&self, pos: CachePos) -> io::Result<Option<(Vec<u8>, u32, u64)>> {
-        let Some(&phys) = self.input.phys.get(pos.seg as usize) else {
-            return Ok(None);
-        };
-        let room = SEG_DATA_SIZE.saturating_sub(pos.off);
-        let abs = layout::data_area_off(phys) + u64::from(pos.off);
-        let len = room.min(KSET_SIZE_MAX) as usize;
-        Ok(read_opt(self.m, abs, len)?.map(|b| (b, room, abs)))
-    }
-
     fn run(&mut self) -> io::Result<()> {
-        let n_segs = self.input.n_segs;
-        let mut pos = self.input.key_tail;
+        let src = Src(self.m);
+        let mut walk = LogWalker::new(&src, self.input.chain, self.input.key_tail);
         let mut dirty = false;
-        self.mark_log(pos.seg);
-        // Replay is deterministic: entering a segment at offset 0 a second time repeats the
-        // same walk forever, until the kernel's hop limit (n_segs) fails the load. Only
-        // key_tail's own segment may be entered at 0 once after starting mid-segment.
-        let mut entered = Entered::new(n_segs, pos);
+        self.mark_log(self.input.key_tail.seg);
         loop {
+            let pos = walk.pos();
             if pos == self.input.dirty_tail {
                 dirty = true;
                 self.view.dirty_tail_on_log = true;
             }
             self.view.key_head = pos.into();
-            let Some((bytes, room, abs)) = self.read_at(pos)? else {
-                self.f.push(Finding::refusal(
-                    "log_truncated",
-                    format!("kset {}", Pos::from(pos)),
-                    None,
-                    "the log position lies beyond the end of the device",
-                ));
-                return Ok(());
-            };
             let what = format!("kset {}", Pos::from(pos));
-            match read_kset(&bytes, room, n_segs, abs) {
-                Err(e) => {
-                    let code = match e.reason {
-                        Reason::OutOfRange {
-                            field: "next_cache_seg_id",
-                            ..
-                        } => "kset_bad_link",
-                        _ => "kset_overrun",
-                    };
-                    self.f.push(Finding::refusal(
-                        code,
-                        what,
-                        Some(abs),
-                        e.reason.to_string(),
-                    ));
-                    self.view.end = LogEndKind::Failed;
+            let item = match walk.next_item() {
+                Ok(Some(item)) => item,
+                Ok(None) => return Ok(()),
+                Err(e) => return self.walk_failed(e, &what, dirty),
+            };
+            match item {
+                WalkItem::End {
+                    pos,
+                    at,
+                    end,
+                    header,
+                } => {
+                    let header = header.to_vec();
+                    self.end(end, &what, at, pos, &header)?;
                     return Ok(());
                 }
-                Ok(KsetRead::End(end)) => {
-                    self.end(end, &what, abs, pos, &bytes)?;
-                    return Ok(());
-                }
-                Ok(KsetRead::Last { next }) => {
+                WalkItem::Last { pos, at, next } => {
                     self.view.ksets += 1;
                     self.view.last_hops += 1;
-                    self.list(pos, abs, KsetKind::Last { next }, dirty, Vec::new());
-                    if !entered.enter(next) || self.view.last_hops > n_segs {
-                        self.f.push(Finding::refusal(
-                            "kset_cycle",
-                            what,
-                            Some(abs),
-                            format!(
-                                "the LAST kset links back to log segment {next}: replay \
-                                 loops until it has made more than {n_segs} hops, then fails"
-                            ),
-                        ));
-                        self.view.end = LogEndKind::Failed;
-                        return Ok(());
-                    }
+                    self.list(pos, at, KsetKind::Last { next }, dirty, Vec::new());
                     if next == self.input.key_tail.seg {
                         self.f.push(Finding::new(
                             Severity::Error,
                             "log_revisits_tail",
                             what,
-                            Some(abs),
+                            Some(at),
                             format!(
                                 "the LAST kset links back to key_tail's segment {next}: \
                                  replay re-reads ksets that GC has already consumed"
@@ -367,13 +332,16 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
                         ));
                     }
                     self.mark_log(next);
-                    pos = CachePos::new(next, 0);
                 }
-                Ok(KsetRead::Keys { keys, size }) => {
+                WalkItem::Kset {
+                    pos,
+                    at,
+                    size,
+                    keys,
+                } => {
                     self.view.ksets += 1;
                     let mut views = Vec::new();
                     for (i, raw) in (0u32..).zip(keys) {
-                        let at = abs + u64::from(layout::kset_size(i));
                         let label = format!("key {}#{i}", Pos::from(pos));
                         let v = self.check_key(raw, pos.into(), i, at, &label, dirty)?;
                         if self.opts.keys {
@@ -384,11 +352,65 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
                         key_num: u32::try_from(keys.len()).unwrap_or(u32::MAX),
                         size,
                     };
-                    self.list(pos, abs, kind, dirty, views);
-                    pos.off += size;
+                    self.list(pos, at, kind, dirty, views);
                 }
             }
         }
+    }
+
+    /// Reports why the walk could not go on: each of these fails the kernel's load.
+    fn walk_failed(&mut self, e: WalkError, what: &str, dirty: bool) -> io::Result<()> {
+        self.view.end = LogEndKind::Failed;
+        let at = self.input.chain.abs(e.pos());
+        match e {
+            WalkError::Kset { source, .. } => {
+                let code = match source.reason {
+                    Reason::OutOfRange {
+                        field: "next_cache_seg_id",
+                        ..
+                    } => "kset_bad_link",
+                    _ => "kset_overrun",
+                };
+                self.f
+                    .push(Finding::refusal(code, what, at, source.reason.to_string()));
+            }
+            WalkError::Cycle {
+                pos,
+                at,
+                next,
+                limit,
+            } => {
+                // The LAST kset is valid: it is part of the log replay walks.
+                self.view.ksets += 1;
+                self.view.last_hops += 1;
+                self.list(pos, at, KsetKind::Last { next }, dirty, Vec::new());
+                self.f.push(Finding::refusal(
+                    "kset_cycle",
+                    what,
+                    Some(at),
+                    format!(
+                        "the LAST kset links back to log segment {next}: replay loops until \
+                         it has made more than {limit} hops, then fails"
+                    ),
+                ));
+            }
+            WalkError::OffDevice(_) => self.truncated(what),
+            WalkError::Media { source, .. } => match io_error(source) {
+                None => self.truncated(what),
+                Some(e) => return Err(e),
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn truncated(&mut self, what: &str) {
+        self.f.push(Finding::refusal(
+            "log_truncated",
+            what,
+            None,
+            "the log position lies beyond the end of the device",
+        ));
     }
 
     fn mark_log(&mut self, seg: u32) {
@@ -510,52 +532,57 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
             return Ok(None);
         };
         let next = CachePos::new(pos.seg, off);
-        let Some((bytes, room, abs)) = self.read_at(next)? else {
-            return Ok(None);
-        };
-        Ok(match read_kset(&bytes, room, self.input.n_segs, abs) {
-            Ok(KsetRead::Keys { .. } | KsetRead::Last { .. }) => Some(next.into()),
-            _ => None,
+        let src = Src(self.m);
+        let mut walk = LogWalker::new(&src, self.input.chain, next);
+        Ok(match walk.next_item() {
+            Ok(Some(WalkItem::Kset { .. } | WalkItem::Last { .. })) => Some(next.into()),
+            Ok(_) => None,
+            Err(WalkError::Media { source, .. }) => match io_error(source) {
+                None => None,
+                Some(e) => return Err(e),
+            },
+            // A cycle means a valid LAST kset is there.
+            Err(WalkError::Cycle { .. }) => Some(next.into()),
+            Err(_) => None,
         })
     }
 
     /// The kernel's load-time check of the dirty-tail chain (7.x), for a dirty_tail that is
     /// not on the replayed log: follow ksets from dirty_tail to the first invalid one.
     fn dirty_chain(&mut self) -> io::Result<()> {
-        let n_segs = self.input.n_segs;
-        let mut pos = self.input.dirty_tail;
-        let mut entered = Entered::new(n_segs, pos);
-        let mut hops = 0u32;
+        let src = Src(self.m);
+        let mut walk = LogWalker::new(&src, self.input.chain, self.input.dirty_tail);
         loop {
-            let Some((bytes, room, abs)) = self.read_at(pos)? else {
-                return Ok(());
-            };
-            let what = format!("dirty_tail chain: kset {}", Pos::from(pos));
-            match read_kset(&bytes, room, n_segs, abs) {
-                Err(e) => {
+            let what = format!("dirty_tail chain: kset {}", Pos::from(walk.pos()));
+            match walk.next_item() {
+                Ok(None | Some(WalkItem::End { .. })) => return Ok(()),
+                Ok(Some(_)) => {}
+                Err(WalkError::Kset { source, .. }) => {
+                    let at = self.input.chain.abs(walk.pos());
                     self.f.push(Finding::refusal(
                         "dirty_chain",
                         what,
-                        Some(abs),
-                        e.reason.to_string(),
+                        at,
+                        source.reason.to_string(),
                     ));
                     return Ok(());
                 }
-                Ok(KsetRead::End(_)) => return Ok(()),
-                Ok(KsetRead::Last { next }) => {
-                    hops += 1;
-                    if !entered.enter(next) || hops > n_segs {
-                        self.f.push(Finding::refusal(
-                            "dirty_chain",
-                            what,
-                            Some(abs),
-                            format!("the LAST chain from dirty_tail loops (back to {next})"),
-                        ));
-                        return Ok(());
-                    }
-                    pos = CachePos::new(next, 0);
+                Err(WalkError::Cycle { at, next, .. }) => {
+                    self.f.push(Finding::refusal(
+                        "dirty_chain",
+                        what,
+                        Some(at),
+                        format!("the LAST chain from dirty_tail loops (back to {next})"),
+                    ));
+                    return Ok(());
                 }
-                Ok(KsetRead::Keys { size, .. }) => pos.off += size,
+                Err(WalkError::Media { source, .. }) => {
+                    return match io_error(source) {
+                        None => Ok(()),
+                        Some(e) => Err(e),
+                    }
+                }
+                Err(_) => return Ok(()),
             }
         }
     }

@@ -170,8 +170,9 @@ pub fn scan<M: Media + ?Sized>(m: &M, opts: &ScanOptions) -> io::Result<Scan> {
     let complete = segs.complete;
     let mut chain_view = segs.view;
     if let (true, Some(key_tail), Some(dirty_tail)) = (complete, key_tail, dirty_tail) {
+        let chain = pcache_format::layout::SegmentChain::from_phys(segs.phys.clone());
         let input = log::LogInput {
-            phys: &segs.phys,
+            chain: &chain,
             gens: &segs.gens,
             n_segs: ci.n_segs,
             data_crc: ci.data_crc,

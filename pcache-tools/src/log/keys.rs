@@ -1,14 +1,15 @@
 //! Checking the keys met during the log walk: the kernel's decode, staleness, data CRC,
 //! oddities, and overlapping live data.
 
-use super::{KeyState, KeyView, Walker};
+use super::{io_error, KeyState, KeyView, Src, Walker};
 use crate::device::Media;
 use crate::finding::{Finding, Severity};
-use crate::scan::{read_opt, Pos};
+use crate::scan::Pos;
+use pcache_engine::walk::{examine_key, key_offset, KeyContext, KeyOrder};
 use pcache_format::kset::{KEY_FLAG_CLEAN, KEY_FLAG_EMPTY};
 use pcache_format::layout::{self, SECTOR_SIZE};
 use pcache_format::raw::RawKey;
-use pcache_format::{pcache_crc, Key, Reason};
+use pcache_format::{Key, Reason};
 use std::io;
 
 /// Where a live key's data lies, and which key it is.
@@ -35,10 +36,11 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
         raw: &RawKey,
         kset_pos: Pos,
         index: u32,
-        at: u64,
+        kset_at: u64,
         what: &str,
         in_dirty: bool,
     ) -> io::Result<KeyView> {
+        let at = key_offset(kset_at, index as usize);
         self.view.keys += 1;
         let mut view = KeyView {
             index,
@@ -60,8 +62,28 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
         } else {
             ""
         };
-        let key = match Key::decode_kernel(raw, &self.bounds, at) {
-            Ok(k) => k,
+        // The kernel's checks in the kernel's order (the data CRC before the generation),
+        // which also gives pcache's verdict (the generation first).
+        let gen = |seg: u32| self.input.gens.get(seg as usize).copied().unwrap_or(0);
+        let src = Src(self.m);
+        let cx = KeyContext {
+            bounds: self.bounds,
+            gen: &gen,
+            data: (self.input.data_crc && self.opts.verify_data_crc)
+                .then_some((&src, self.input.chain)),
+            order: KeyOrder::Kernel,
+            kernel_decode: true,
+        };
+        let examined = match examine_key(raw, kset_at, index as usize, &cx) {
+            Ok(r) => r.map(Some),
+            Err(e) => match io_error(e) {
+                // The key decoded, but its data lies beyond the end of the device.
+                None => Ok(None),
+                Some(e) => return Err(e),
+            },
+        };
+        let facts = match examined {
+            Ok(facts) => facts,
             Err(e) => {
                 self.view.invalid_keys += 1;
                 // Spell out both terms of "off + len" for the reader.
@@ -87,41 +109,41 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
                 return Ok(view);
             }
         };
+        let Ok(key) = Key::decode_kernel(raw, &self.bounds, at) else {
+            return Ok(view);
+        };
         self.lint_key(&key, raw, what, at);
         let seg = key.pos.seg as usize;
-        let gen = self.input.gens.get(seg).copied().unwrap_or(0);
-        let stale = key.seg_gen < gen;
-        if self.input.data_crc && self.opts.verify_data_crc {
-            let phys = self.input.phys.get(seg).copied().unwrap_or(0);
-            let data_at = layout::data_area_off(phys) + u64::from(key.pos.off);
-            let Some(data) = read_opt(self.m, data_at, key.len as usize)? else {
-                self.f.push(Finding::refusal(
-                    "log_truncated",
-                    what,
-                    Some(at),
-                    "the key's data lies beyond the end of the device",
-                ));
-                return Ok(view);
+        let Some(facts) = facts else {
+            self.f.push(Finding::refusal(
+                "log_truncated",
+                what,
+                Some(at),
+                "the key's data lies beyond the end of the device",
+            ));
+            return Ok(view);
+        };
+        let gen = facts.seg_gen;
+        let stale = facts.is_stale();
+        if facts.crc_checked {
+            view.crc_ok = Some(facts.bad_crc.is_none());
+        }
+        if let Some(computed) = facts.bad_crc {
+            let stale_note = if stale {
+                " (the key is stale, but the kernel checks the crc before the generation)"
+            } else {
+                ""
             };
-            let computed = pcache_crc(&data);
-            view.crc_ok = Some(computed == key.data_crc);
-            if computed != key.data_crc {
-                let stale_note = if stale {
-                    " (the key is stale, but the kernel checks the crc before the generation)"
-                } else {
-                    ""
-                };
-                self.f.push(Finding::refusal(
-                    "key_data_crc",
-                    what,
-                    Some(at),
-                    format!(
-                        "data crc mismatch for {}+{}: stored {:#010x}, computed {computed:#010x}; \
-                         replay fails{stale_note}{dirty_note}",
-                        key.off, key.len, key.data_crc
-                    ),
-                ));
-            }
+            self.f.push(Finding::refusal(
+                "key_data_crc",
+                what,
+                Some(at),
+                format!(
+                    "data crc mismatch for {}+{}: stored {:#010x}, computed {computed:#010x}; \
+                     replay fails{stale_note}{dirty_note}",
+                    key.off, key.len, key.data_crc
+                ),
+            ));
         }
         let dirty = in_dirty && !key.is_clean();
         let usage = &mut self.usage[seg];
