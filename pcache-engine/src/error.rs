@@ -69,6 +69,25 @@ pub enum EngineError {
         #[source]
         source: FormatError,
     },
+    /// The log ends at a damaged kset with durable ksets behind it: replay would silently
+    /// serve older data for what they hold.
+    #[error(
+        "the log is damaged at {pos} ({what}), with {ksets} ksets, {keys} keys and \
+         {dirty_bytes} dirty bytes behind it that replay would lose; pcache-fsck shows it, \
+         pcache-replay --salvage recovers what is behind it"
+    )]
+    DamagedLog {
+        /// The damaged kset's log position.
+        pos: CachePos,
+        /// What the evidence is.
+        what: String,
+        /// Ksets behind it.
+        ksets: u64,
+        /// Keys in them.
+        keys: u64,
+        /// Dirty bytes in them.
+        dirty_bytes: u64,
+    },
     /// The cache's state is inconsistent in a way no parser can name.
     #[error("corrupt cache: {0}")]
     Inconsistent(String),
@@ -158,7 +177,10 @@ impl EngineError {
             }
             Self::TooSmall { .. } => ErrorKind::NoSpace,
             Self::Full => ErrorKind::Busy,
-            Self::Corrupt { .. } | Self::Inconsistent(_) | Self::NotFormatted => ErrorKind::Corrupt,
+            Self::Corrupt { .. }
+            | Self::DamagedLog { .. }
+            | Self::Inconsistent(_)
+            | Self::NotFormatted => ErrorKind::Corrupt,
             Self::DataCrc { .. }
             | Self::Media { .. }
             | Self::Backing { .. }

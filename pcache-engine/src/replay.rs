@@ -5,7 +5,7 @@
 use crate::cache::Inner;
 use crate::error::{EngineError, Result};
 use crate::index::Extent;
-use crate::walk::WalkItem;
+use crate::walk::{behind, judge_end, EndEvidence, KeyContext, KeyOrder, WalkItem};
 use pcache_format::layout::CachePos;
 use pcache_format::Key;
 
@@ -39,7 +39,11 @@ impl Inner {
         let mut walk = self.walker(key_tail);
         let head = loop {
             match walk.next_item()? {
-                None | Some(WalkItem::End { .. }) => break walk.pos(),
+                None => break walk.pos(),
+                Some(WalkItem::End { pos, .. }) => {
+                    self.refuse_damaged_end(pos)?;
+                    break pos;
+                }
                 Some(WalkItem::Last { next, .. }) => {
                     stats.last_ksets += 1;
                     self.segs.mark_used(next);
@@ -73,6 +77,41 @@ impl Inner {
         self.counters.set_dirty(stats.dirty_bytes);
         *self.replay_stats.lock() = stats;
         Ok(head)
+    }
+
+    /// Refuses a log that ends at a damaged kset with durable ksets behind it (see
+    /// [`judge_end`]): serving the cache would silently bring back older data for what
+    /// they hold. A torn last write (never promised) is the normal end after a crash.
+    fn refuse_damaged_end(&self, pos: CachePos) -> Result<()> {
+        let gen = |seg: u32| self.segs.gen(seg);
+        let chain = self.segs.chain();
+        let cx = KeyContext {
+            bounds: self.key_bounds(),
+            gen: &gen,
+            data: None,
+            order: KeyOrder::Pcache,
+            kernel_decode: false,
+        };
+        let media = &*self.media;
+        let ev = judge_end(media, chain, pos, &cx).map_err(EngineError::media("read kset"))?;
+        let Some(resume) = ev.resume(pos) else {
+            return Ok(());
+        };
+        let b = behind(media, chain, resume, &cx).map_err(EngineError::media("read kset"))?;
+        let what = match ev {
+            EndEvidence::BitFlip(f) => format!(
+                "a valid kset with bit {} of byte {} flipped: damage, not a torn write",
+                f.bit, f.byte
+            ),
+            _ => format!("a valid kset with current keys follows at {resume}"),
+        };
+        Err(EngineError::DamagedLog {
+            pos,
+            what,
+            ksets: b.ksets,
+            keys: b.keys,
+            dirty_bytes: b.dirty_bytes,
+        })
     }
 
     /// Inserts a live key into the index and takes its segment reference.

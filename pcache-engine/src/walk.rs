@@ -23,8 +23,11 @@
 //! bring its own (a tool's view of a device or an image).
 
 use crate::media::{CacheMedia, MediaError};
+use pcache_format::bitrot::{one_bit_damage, BitFlip, KsetShape};
 use pcache_format::kset::{read_kset, KsetRead, LogEnd, KSET_FLAG_LAST, KSET_MAGIC};
-use pcache_format::layout::{self, CachePos, SegmentChain, KSET_HEADER_SIZE, SEG_DATA_SIZE};
+use pcache_format::layout::{
+    self, CachePos, SegmentChain, KSET_HEADER_SIZE, KSET_SIZE_MAX, SEG_DATA_SIZE,
+};
 use pcache_format::raw::{RawKey, RawKsetHeader};
 use pcache_format::{FormatError, Key, KeyBounds};
 use zerocopy::FromBytes;
@@ -373,6 +376,14 @@ pub struct KeyContext<'a, S: LogSource + ?Sized = dyn CacheMedia> {
     pub kernel_decode: bool,
 }
 
+impl<S: LogSource + ?Sized> Clone for KeyContext<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S: LogSource + ?Sized> Copy for KeyContext<'_, S> {}
+
 impl<S: LogSource + ?Sized> std::fmt::Debug for KeyContext<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyContext")
@@ -500,6 +511,177 @@ pub fn data_crc_mismatch<S: LogSource + ?Sized>(
     media.read_log(abs, &mut data)?;
     let found = pcache_format::pcache_crc(&data);
     Ok((found != key.data_crc).then_some(found))
+}
+
+/// What the end of a log is, judged from what lies at it and right behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndEvidence {
+    /// The zero terminator, or no room for a kset: the normal end.
+    Clean,
+    /// Something else, with no sign of a durable log behind it: a torn last write (which
+    /// was never promised), or damage that left no evidence.
+    Torn,
+    /// A valid kset with one flipped bit: it was written whole, so it and the log behind
+    /// it were durable; replay loses them.
+    BitFlip(BitFlip),
+    /// A valid kset with current keys follows right after this one (by its own size): the
+    /// log went on, and replay loses everything from here.
+    Cut {
+        /// Where the log goes on.
+        next: CachePos,
+    },
+}
+
+impl EndEvidence {
+    /// Whether durable ksets are lost behind the end: the log is damaged in the middle.
+    #[must_use]
+    pub fn is_damage(&self) -> bool {
+        matches!(self, EndEvidence::BitFlip(_) | EndEvidence::Cut { .. })
+    }
+
+    /// Where the log goes on behind a damaged kset at `pos`: after the repaired kset, or
+    /// at the valid kset that follows.
+    #[must_use]
+    pub fn resume(&self, pos: CachePos) -> Option<CachePos> {
+        match *self {
+            EndEvidence::BitFlip(f) => Some(match f.was {
+                KsetShape::Last { next } => CachePos::new(next, 0),
+                KsetShape::Keys { size, .. } => CachePos::new(pos.seg, pos.off + size),
+            }),
+            EndEvidence::Cut { next } => Some(next),
+            _ => None,
+        }
+    }
+}
+
+/// Judges the end of a log at `pos` (the first invalid kset a walk met): see
+/// [`EndEvidence`]. Reads up to a whole kset there, and the kset after it.
+///
+/// # Errors
+/// Reading the media failed.
+pub fn judge_end<S: LogSource + ?Sized>(
+    src: &S,
+    chain: &SegmentChain,
+    pos: CachePos,
+    cx: &KeyContext<'_, S>,
+) -> Result<EndEvidence, MediaError> {
+    let Some(at) = chain.abs(pos) else {
+        return Ok(EndEvidence::Torn);
+    };
+    let room = SEG_DATA_SIZE.saturating_sub(pos.off);
+    if room < KSET_HEADER_SIZE {
+        return Ok(EndEvidence::Clean);
+    }
+    let mut bytes = vec![0; room.min(KSET_SIZE_MAX) as usize];
+    if let Err(e) = src.read_log(at, &mut bytes) {
+        // The end of a truncated device: the header alone.
+        bytes.truncate(KSET_HEADER_SIZE as usize);
+        if src.read_log(at, &mut bytes).is_err() {
+            return Err(e);
+        }
+    }
+    let header = &bytes[..KSET_HEADER_SIZE as usize];
+    if header.iter().all(|&b| b == 0) {
+        return Ok(EndEvidence::Clean);
+    }
+    if let Some(flip) = one_bit_damage(&bytes, room, chain.len()) {
+        // A tear leaves whole 8-byte words of old bytes; where the word holding the bit is
+        // all zero (the K1 terminator, a fresh segment), a tear of a word whose new value
+        // had one bit set looks the same: give it the benefit of the doubt.
+        let word = (flip.byte as usize) & !7;
+        let zero_word = bytes
+            .get(word..word + 8)
+            .is_none_or(|w| w.iter().all(|&b| b == 0));
+        if !zero_word {
+            return Ok(EndEvidence::BitFlip(flip));
+        }
+    }
+    // Its own size, as far as its header says.
+    let Ok((hdr, _)) = RawKsetHeader::read_from_prefix(header) else {
+        return Ok(EndEvidence::Torn);
+    };
+    let size = if hdr.flags.get() & KSET_FLAG_LAST != 0 {
+        KSET_HEADER_SIZE
+    } else if hdr.key_num.get() <= layout::KSET_KEYS_MAX {
+        layout::kset_size(hdr.key_num.get())
+    } else {
+        return Ok(EndEvidence::Torn);
+    };
+    let next = CachePos::new(pos.seg, pos.off + size);
+    let mut walk = LogWalker::new(src, chain, next);
+    let Ok(Some(WalkItem::Kset { at, keys, .. })) = walk.next_item() else {
+        return Ok(EndEvidence::Torn);
+    };
+    // A kset of an earlier lap of this segment may lie there: its keys are stale (their
+    // segments were reused since) or do not decode any more. The log's own are current.
+    let no_data = KeyContext { data: None, ..*cx };
+    let mut current = !keys.is_empty();
+    for (i, raw) in keys.iter().enumerate() {
+        current &= matches!(judge_key(raw, at, i, &no_data)?, KeyVerdict::Live(_));
+    }
+    Ok(if current {
+        EndEvidence::Cut { next }
+    } else {
+        EndEvidence::Torn
+    })
+}
+
+/// What replay loses behind a damaged end of the log: the ksets from `resume` (see
+/// [`EndEvidence::resume`]) to the log's real end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Behind {
+    /// Ksets (LAST ones included).
+    pub ksets: u64,
+    /// Keys in them.
+    pub keys: u64,
+    /// Bytes of their live, dirty (not CLEAN) keys.
+    pub dirty_bytes: u64,
+    /// The logical ranges of those keys, merged, in offset order.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// Walks the log behind a damaged end, from `resume`, and counts what is there.
+///
+/// # Errors
+/// Reading the media failed.
+pub fn behind<S: LogSource + ?Sized>(
+    src: &S,
+    chain: &SegmentChain,
+    resume: CachePos,
+    cx: &KeyContext<'_, S>,
+) -> Result<Behind, MediaError> {
+    let mut b = Behind::default();
+    let mut ranges = Vec::new();
+    let mut walk = LogWalker::new(src, chain, resume);
+    let no_data = KeyContext { data: None, ..*cx };
+    loop {
+        match walk.next_item() {
+            Ok(Some(WalkItem::Kset { at, keys, .. })) => {
+                b.ksets += 1;
+                for (i, raw) in keys.iter().enumerate() {
+                    b.keys += 1;
+                    if let KeyVerdict::Live(k) = judge_key(raw, at, i, &no_data)? {
+                        if !k.is_clean() {
+                            b.dirty_bytes += u64::from(k.len);
+                            ranges.push((k.off, k.end()));
+                        }
+                    }
+                }
+            }
+            Ok(Some(WalkItem::Last { .. })) => b.ksets += 1,
+            Ok(Some(WalkItem::End { .. }) | None) => break,
+            Err(WalkError::Media { source, .. }) => return Err(source),
+            Err(_) => break,
+        }
+    }
+    ranges.sort_unstable();
+    for (s, e) in ranges {
+        match b.ranges.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => b.ranges.push((s, e)),
+        }
+    }
+    Ok(b)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! [`FormatError`] naming the structure, its absolute offset and the reason. The format is
 //! described in `docs/format.md`.
 
+pub mod bitrot;
 pub mod crc;
 pub mod error;
 pub mod fresh;

@@ -8,14 +8,14 @@ use crate::device::Media;
 use crate::finding::{Finding, Findings, Severity};
 use crate::scan::{Pos, ScanOptions};
 use pcache_engine::media::MediaError;
-use pcache_engine::walk::{LogSource, LogWalker, WalkError, WalkItem};
-use pcache_format::kset::KSET_FLAG_LAST;
-use pcache_format::layout::{self, CachePos, SegmentChain, KSET_HEADER_SIZE};
-use pcache_format::raw::RawKsetHeader;
+use pcache_engine::walk::{
+    behind, judge_end, Behind, EndEvidence, KeyContext, KeyOrder, LogSource, LogWalker, WalkError,
+    WalkItem,
+};
+use pcache_format::layout::{CachePos, SegmentChain, KSET_HEADER_SIZE};
 use pcache_format::{KeyBounds, LogEnd, Reason};
 use serde::Serialize;
 use std::io;
-use zerocopy::FromBytes;
 
 mod keys;
 
@@ -189,6 +189,14 @@ impl<M: Media + ?Sized> LogSource for Src<'_, M> {
             }),
         }
     }
+}
+
+/// A media error as the I/O error it is (a read past the end counts as one here).
+fn media_io<T>(e: MediaError) -> io::Result<T> {
+    Err(match e {
+        MediaError::Io { source, .. } => source,
+        other => io::Error::other(other),
+    })
 }
 
 /// A media error the walk met: `None` for a read past the end of the device (reported as
@@ -492,59 +500,68 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
         };
         self.view.end = kind;
         let Some(note) = note else { return Ok(()) };
-        if let Some(next) = self.valid_after(pos, header)? {
-            self.f.push(Finding::new(
+        // What lies at the end and behind it: the engine's judgement, the same that makes
+        // `pcache-ublk add` refuse the cache.
+        let gen = |seg: u32| self.input.gens.get(seg as usize).copied().unwrap_or(0);
+        let src = Src(self.m);
+        let cx = KeyContext {
+            bounds: self.bounds,
+            gen: &gen,
+            data: None,
+            order: KeyOrder::Kernel,
+            kernel_decode: true,
+        };
+        let chain = self.input.chain;
+        let ev = judge_end(&src, chain, pos, &cx).or_else(media_io)?;
+        let lost = match ev.resume(pos) {
+            Some(resume) => Some(behind(&src, chain, resume, &cx).or_else(media_io)?),
+            None => None,
+        };
+        let counts = |b: &Behind| {
+            format!(
+                "replay loses everything from here: {} ksets, {} keys and {} dirty bytes \
+                 behind it (pcache-replay --salvage recovers them)",
+                b.ksets, b.keys, b.dirty_bytes
+            )
+        };
+        match (ev, lost) {
+            (EndEvidence::BitFlip(flip), Some(b)) => self.f.push(Finding::new(
+                Severity::Error,
+                "kset_damaged",
+                what,
+                Some(abs),
+                format!(
+                    "{note}; it is a valid kset with bit {} of its byte {} flipped: damage \
+                     after it was written, not a torn write, so it and the log behind it \
+                     were durable; {}",
+                    flip.bit,
+                    flip.byte,
+                    counts(&b)
+                ),
+            )),
+            (EndEvidence::Cut { next }, Some(b)) => self.f.push(Finding::new(
                 Severity::Error,
                 "log_cut",
                 what,
                 Some(abs),
                 format!(
-                    "{note}; a valid kset follows at {next}, so the log was cut here and \
-                     every kset after it is lost to replay"
+                    "{note}; a valid kset with current keys follows at {}, so the log was \
+                     cut here; {}",
+                    Pos::from(next),
+                    counts(&b)
                 ),
-            ));
-        } else {
-            let code = if end == LogEnd::NoRoom {
-                "log_end_no_room"
-            } else {
-                "log_end_damaged"
-            };
-            self.f
-                .push(Finding::new(Severity::Warning, code, what, Some(abs), note));
+            )),
+            _ => {
+                let code = if end == LogEnd::NoRoom {
+                    "log_end_no_room"
+                } else {
+                    "log_end_damaged"
+                };
+                self.f
+                    .push(Finding::new(Severity::Warning, code, what, Some(abs), note));
+            }
         }
         Ok(())
-    }
-
-    /// The position after the (invalid) kset at `pos`, judged by its own key count and
-    /// LAST flag, if a valid kset sits there.
-    fn valid_after(&self, pos: CachePos, header: &[u8]) -> io::Result<Option<Pos>> {
-        let Ok((hdr, _)) = RawKsetHeader::read_from_prefix(header) else {
-            return Ok(None);
-        };
-        let size = if hdr.flags.get() & KSET_FLAG_LAST != 0 {
-            KSET_HEADER_SIZE
-        } else if hdr.key_num.get() <= layout::KSET_KEYS_MAX {
-            layout::kset_size(hdr.key_num.get())
-        } else {
-            return Ok(None);
-        };
-        let Some(off) = pos.off.checked_add(size) else {
-            return Ok(None);
-        };
-        let next = CachePos::new(pos.seg, off);
-        let src = Src(self.m);
-        let mut walk = LogWalker::new(&src, self.input.chain, next);
-        Ok(match walk.next_item() {
-            Ok(Some(WalkItem::Kset { .. } | WalkItem::Last { .. })) => Some(next.into()),
-            Ok(_) => None,
-            Err(WalkError::Media { source, .. }) => match io_error(source) {
-                None => None,
-                Some(e) => return Err(e),
-            },
-            // A cycle means a valid LAST kset is there.
-            Err(WalkError::Cycle { .. }) => Some(next.into()),
-            Err(_) => None,
-        })
     }
 
     /// The kernel's load-time check of the dirty-tail chain (7.x), for a dirty_tail that is

@@ -92,15 +92,36 @@ fn every_metadata_byte_of_every_sample() {
 #[test]
 fn damaged_kset_in_the_middle_cuts_the_log() {
     let mut img = samples::data_keys();
-    // The first kset, at 0:0: its second key's length.
+    // The first kset, at 0:0: a bit of its second key's length.
     img.media.flip(layout::data_area_off(0) + 24 + 40 + 8, 4);
+    let s = scan(&img.media, &opts()).unwrap();
+    let f = s.findings.find("kset_damaged").expect("kset_damaged");
+    assert_eq!(f.severity, Severity::Error);
+    assert!(
+        f.message.contains("bit 4 of its byte 72")
+            && f.message.contains("1 ksets, 2 keys and 8192 dirty bytes"),
+        "{}",
+        f.message
+    );
+    // Two bits of it: no single flip explains it, but the next kset is there, with
+    // current keys: the log was cut.
+    img.media.flip(layout::data_area_off(0) + 24 + 40 + 16, 1);
     let s = scan(&img.media, &opts()).unwrap();
     let f = s.findings.find("log_cut").expect("log_cut");
     assert_eq!(f.severity, Severity::Error);
-    // The magic of the second kset (dirty_tail): the log silently loses it otherwise.
+    // The magic of the second and last kset (dirty_tail): one flipped bit, so it was
+    // written whole and damaged since, not torn: an error, not a torn tail.
     let mut img = samples::data_keys();
     let second = layout::data_area_off(0) + u64::from(layout::kset_size(3)) + 8;
     img.media.flip(second, 0);
+    let s = scan(&img.media, &opts()).unwrap();
+    let f = s.findings.find("kset_damaged").expect("kset_damaged");
+    assert_eq!(f.severity, Severity::Error);
+    assert!(f.message.contains("bit 0 of its byte 8"), "{}", f.message);
+    // Two flipped bits of a kset with nothing behind it: no evidence, a torn tail.
+    let mut img = samples::data_keys();
+    img.media.flip(second, 0);
+    img.media.flip(second + 16, 3);
     let s = scan(&img.media, &opts()).unwrap();
     assert!(
         s.findings.find("log_end_damaged").is_some(),
