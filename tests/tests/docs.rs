@@ -42,6 +42,14 @@ const EXTERNAL: &[(&str, &str)] = &[
     ("modprobe", "loads a kernel module (root)"),
     ("ndctl", "configures NVDIMM namespaces (root, hardware)"),
     ("dmsetup", "device-mapper (root, the kernel's dm-pcache)"),
+    (
+        "apt",
+        "installs the .deb of `cargo xtask deb` (root; .ci/run inspects the package)",
+    ),
+    (
+        "man",
+        "reads an installed man page (`cargo xtask install --check` renders them all)",
+    ),
 ];
 
 /// Our commands that are parsed but never run here, and why.
