@@ -1,5 +1,5 @@
 //! The key log: open ksets, closing them onto the media, data heads, and reading ksets
-//! back. The persistence steps named here (D1, K1, K2, L1, L2, T1) are described in
+//! back. The persistence steps named here (D1, K1, K2a, K2b, L1, L2a, L2b, T1) are described in
 //! `docs/design.md`.
 
 use crate::cache::Inner;
@@ -39,6 +39,10 @@ pub(crate) struct Space {
     pub gen: u64,
     pub len: u32,
 }
+
+/// The commit word of a kset: its first 8 bytes (CRC and key count), written and made
+/// durable after the rest of it (K2b, L2b), so that a torn kset always has it zero.
+const COMMIT: u64 = 8;
 
 /// How long a kset stays open after its first key (the kernel's 1 s flush delay).
 pub(crate) const KSET_FLUSH_DELAY: Duration = Duration::from_secs(1);
@@ -334,11 +338,19 @@ impl Inner {
             media.flush(next_abs, u64::from(hdr));
             media.fence();
             let here = self.abs(*head)?;
+            let last = encode_last_kset(next);
             media
-                .write(here, &encode_last_kset(next))
+                .write(here + COMMIT, &last[COMMIT as usize..])
                 .map_err(EngineError::media("write LAST kset"))?;
-            // L2: the LAST kset links the log into the new segment.
-            media.flush(here, u64::from(hdr));
+            // L2a: the LAST kset but its commit word (the first 8 bytes, over the zero
+            // terminator that ends the log here).
+            media.flush(here + COMMIT, u64::from(hdr) - COMMIT);
+            media.fence();
+            media
+                .write(here, &last[..COMMIT as usize])
+                .map_err(EngineError::media("write LAST kset"))?;
+            // L2b: its commit word: the LAST kset links the log into the new segment.
+            media.flush(here, COMMIT);
             media.fence();
             media
                 .check()
@@ -356,10 +368,19 @@ impl Inner {
         media.fence();
         let bytes = ks.buf.seal();
         media
-            .write(here, bytes)
+            .write(here + COMMIT, &bytes[COMMIT as usize..])
             .map_err(EngineError::media("write kset"))?;
-        // K2: the kset is durable: its keys (and FUA writes among them) now survive.
-        media.flush(here, u64::from(size));
+        // K2a: the kset but its commit word (the first 8 bytes: CRC and key count), over
+        // the zero terminator that ends the log here. A cut before K2b leaves that word
+        // zero: a torn kset always reads so, and any other invalid kset is damage.
+        media.flush(here + COMMIT, u64::from(size) - COMMIT);
+        media.fence();
+        media
+            .write(here, &bytes[..COMMIT as usize])
+            .map_err(EngineError::media("write kset"))?;
+        // K2b: the commit word: the kset is durable, its keys (and FUA writes among them)
+        // now survive.
+        media.flush(here, COMMIT);
         media.fence();
         media.check().map_err(EngineError::media("flush kset"))?;
         head.off += size;

@@ -26,6 +26,8 @@ pub struct ReplayStats {
     pub extents: u64,
     /// Bytes the rebuilt index covers.
     pub cached_bytes: u64,
+    /// What the end of the log is (`None` before a replay).
+    pub end: Option<EndEvidence>,
 }
 
 impl Inner {
@@ -41,7 +43,7 @@ impl Inner {
             match walk.next_item()? {
                 None => break walk.pos(),
                 Some(WalkItem::End { pos, .. }) => {
-                    self.refuse_damaged_end(pos)?;
+                    stats.end = Some(self.refuse_damaged_end(pos)?);
                     break pos;
                 }
                 Some(WalkItem::Last { next, .. }) => {
@@ -81,8 +83,11 @@ impl Inner {
 
     /// Refuses a log that ends at a damaged kset with durable ksets behind it (see
     /// [`judge_end`]): serving the cache would silently bring back older data for what
-    /// they hold. A torn last write (never promised) is the normal end after a crash.
-    fn refuse_damaged_end(&self, pos: CachePos) -> Result<()> {
+    /// they hold. A torn last write (never promised) is the normal end after a crash; a
+    /// damaged last kset with nothing behind it is left to `pcache-fsck` to report (the
+    /// kernel's own torn writes can look like one in rare cases, and such a cache must
+    /// still open).
+    fn refuse_damaged_end(&self, pos: CachePos) -> Result<EndEvidence> {
         let gen = |seg: u32| self.segs.gen(seg);
         let chain = self.segs.chain();
         let cx = KeyContext {
@@ -95,9 +100,12 @@ impl Inner {
         let media = &*self.media;
         let ev = judge_end(media, chain, pos, &cx).map_err(EngineError::media("read kset"))?;
         let Some(resume) = ev.resume(pos) else {
-            return Ok(());
+            return Ok(ev);
         };
         let b = behind(media, chain, resume, &cx).map_err(EngineError::media("read kset"))?;
+        if b.ksets == 0 {
+            return Ok(ev);
+        }
         let what = match ev {
             EndEvidence::BitFlip(f) => format!(
                 "a valid kset with bit {} of byte {} flipped: damage, not a torn write",

@@ -518,11 +518,12 @@ pub fn data_crc_mismatch<S: LogSource + ?Sized>(
 pub enum EndEvidence {
     /// The zero terminator, or no room for a kset: the normal end.
     Clean,
-    /// Something else, with no sign of a durable log behind it: a torn last write (which
-    /// was never promised), or damage that left no evidence.
+    /// A torn last write (never promised): its commit word is zero, as pcache leaves a
+    /// torn kset; or anything else without evidence of a durable log behind it.
     Torn,
-    /// A valid kset with one flipped bit: it was written whole, so it and the log behind
-    /// it were durable; replay loses them.
+    /// A valid kset with one flipped bit (and its commit word written): it was written
+    /// whole, so it and the log behind it were durable; replay loses them. (A kset torn
+    /// by the kernel, which writes it at once, can look so in rare cases.)
     BitFlip(BitFlip),
     /// A valid kset with current keys follows right after this one (by its own size): the
     /// log went on, and replay loses everything from here.
@@ -584,17 +585,14 @@ pub fn judge_end<S: LogSource + ?Sized>(
     if header.iter().all(|&b| b == 0) {
         return Ok(EndEvidence::Clean);
     }
+    // pcache writes a kset's first 8 bytes (its CRC and key count) last, after the rest
+    // is durable (K2b, L2b in docs/design.md): a kset torn by a power cut has them zero,
+    // as the terminator it was written over.
+    if header[..8].iter().all(|&b| b == 0) {
+        return Ok(EndEvidence::Torn);
+    }
     if let Some(flip) = one_bit_damage(&bytes, room, chain.len()) {
-        // A tear leaves whole 8-byte words of old bytes; where the word holding the bit is
-        // all zero (the K1 terminator, a fresh segment), a tear of a word whose new value
-        // had one bit set looks the same: give it the benefit of the doubt.
-        let word = (flip.byte as usize) & !7;
-        let zero_word = bytes
-            .get(word..word + 8)
-            .is_none_or(|w| w.iter().all(|&b| b == 0));
-        if !zero_word {
-            return Ok(EndEvidence::BitFlip(flip));
-        }
+        return Ok(EndEvidence::BitFlip(flip));
     }
     // Its own size, as far as its header says.
     let Ok((hdr, _)) = RawKsetHeader::read_from_prefix(header) else {
@@ -609,8 +607,15 @@ pub fn judge_end<S: LogSource + ?Sized>(
     };
     let next = CachePos::new(pos.seg, pos.off + size);
     let mut walk = LogWalker::new(src, chain, next);
-    let Ok(Some(WalkItem::Kset { at, keys, .. })) = walk.next_item() else {
-        return Ok(EndEvidence::Torn);
+    // The first normal kset behind it, through LAST links (a damaged kset may have been
+    // the last of its segment).
+    let mut hops = 0;
+    let (at, keys) = loop {
+        match walk.next_item() {
+            Ok(Some(WalkItem::Last { .. })) if hops < 2 => hops += 1,
+            Ok(Some(WalkItem::Kset { at, keys, .. })) => break (at, keys),
+            _ => return Ok(EndEvidence::Torn),
+        }
     };
     // A kset of an earlier lap of this segment may lie there: its keys are stale (their
     // segments were reused since) or do not decode any more. The log's own are current.

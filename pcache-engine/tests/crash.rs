@@ -305,6 +305,12 @@ fn check_point(
     };
     let cache = Cache::open(image, backing, cfg)
         .unwrap_or_else(|e| panic!("{what}: reopening failed: {e}"));
+    // A torn tail is never taken for damage (the evidence fsck reports too).
+    let end = cache.status().replay.end;
+    assert!(
+        end.is_some_and(|e| !e.is_damage()),
+        "{what}: the end of the log reads as damage: {end:?}"
+    );
     // Ops before this index were followed by a completed FLUSH.
     let flushed_before = ops
         .iter()
