@@ -47,6 +47,10 @@ pub struct CacheConfig {
     pub background: bool,
     /// Open without writing anything to the cache (reads only; misses are not cached).
     pub read_only: bool,
+    /// Salvage a damaged cache (with `read_only` only): skip the keys that fail their
+    /// checks and go on past a damaged kset, instead of refusing the cache; what was
+    /// skipped is in [`Cache::salvage_report`].
+    pub salvage: bool,
 }
 
 impl Default for CacheConfig {
@@ -57,6 +61,7 @@ impl Default for CacheConfig {
             gc_percent: None,
             background: true,
             read_only: false,
+            salvage: false,
         }
     }
 }
@@ -98,6 +103,10 @@ pub(crate) struct Inner {
     pub sb: Superblock,
     pub data_crc: bool,
     pub read_only: bool,
+    /// Salvage mode (read-only): skip what fails, report it.
+    pub salvage: bool,
+    /// What a salvage replay skipped and repaired.
+    pub salvage_report: Mutex<crate::salvage::SalvageReport>,
     pub background: bool,
     /// Bytes of the logical device (the backing device's size).
     pub size: u64,
@@ -235,6 +244,11 @@ impl Cache {
             }
         }
         let read_only = cfg.read_only || media.is_read_only();
+        if cfg.salvage && !read_only {
+            return Err(EngineError::InvalidArgument(
+                "salvage opens a cache read-only".into(),
+            ));
+        }
         let loaded = load::load(
             &*media,
             LoadOptions {
@@ -250,6 +264,8 @@ impl Cache {
             sb: loaded.sb,
             data_crc: info.data_crc,
             read_only,
+            salvage: cfg.salvage,
+            salvage_report: Mutex::default(),
             background: cfg.background && !read_only,
             size,
             segs: Segments::new(loaded.chain, loaded.gens, info.data_crc),
@@ -328,6 +344,28 @@ impl Cache {
     /// No or a damaged superblock; media errors.
     pub fn peek_info(media: &dyn CacheMedia) -> Result<Option<CacheInfo>> {
         load::cache_info(media)
+    }
+
+    /// What a salvage replay ([`CacheConfig::salvage`]) skipped and repaired (empty
+    /// otherwise).
+    #[must_use]
+    pub fn salvage_report(&self) -> crate::salvage::SalvageReport {
+        self.inner.salvage_report.lock().clone()
+    }
+
+    /// The dirty extents of the index, `(logical offset, length)` in offset order: what a
+    /// writeback would write to the backing device.
+    #[must_use]
+    pub fn dirty_extents(&self) -> Vec<(u64, u32)> {
+        let mut out = Vec::new();
+        for (base, tree) in self.inner.index.all() {
+            for (rel, e) in tree.read().iter() {
+                if !e.is_clean() {
+                    out.push((base + u64::from(rel), e.len()));
+                }
+            }
+        }
+        out
     }
 
     /// Size of the logical device in bytes (the backing device's size).

@@ -5,8 +5,12 @@
 use crate::cache::Inner;
 use crate::error::{EngineError, Result};
 use crate::index::Extent;
+use crate::salvage::{DamagedKset, SalvageReport, SkippedKey};
 use crate::walk::{behind, judge_end, EndEvidence, KeyContext, KeyOrder, WalkItem};
+use pcache_format::kset::{read_kset, KsetRead};
 use pcache_format::layout::CachePos;
+use pcache_format::layout::SEG_DATA_SIZE;
+use pcache_format::raw::RawKey;
 use pcache_format::Key;
 
 /// What a replay found, for `pcache-replay` and the status counters.
@@ -31,43 +35,57 @@ pub struct ReplayStats {
 }
 
 impl Inner {
-    /// Replays the log; returns key_head.
+    /// Replays the log; returns key_head. In salvage mode it goes on past what a strict
+    /// replay refuses, and records it ([`SalvageReport`]).
     pub(crate) fn replay(&self) -> Result<CachePos> {
         let key_tail = self.key_tail.lock().pos;
         let dirty_tail = self.dirty_tail.lock().pos;
         let mut stats = ReplayStats::default();
+        let mut report = SalvageReport::default();
         let mut dirty = key_tail == dirty_tail;
         self.segs.mark_used(key_tail.seg);
-        let mut walk = self.walker(key_tail);
-        let head = loop {
-            match walk.next_item()? {
-                None => break walk.pos(),
-                Some(WalkItem::End { pos, .. }) => {
-                    stats.end = Some(self.refuse_damaged_end(pos)?);
-                    break pos;
-                }
-                Some(WalkItem::Last { next, .. }) => {
-                    stats.last_ksets += 1;
-                    self.segs.mark_used(next);
-                }
-                Some(WalkItem::Kset { at, keys, .. }) => {
-                    for (i, raw) in keys.iter().enumerate() {
-                        stats.keys += 1;
-                        // A key whose segment moved on is dropped before anything else
-                        // (before the data CRC, which reused space would fail).
-                        let Some(key) = self.judge(raw, at, i, true)? else {
-                            stats.stale_keys += 1;
-                            continue;
-                        };
-                        self.replay_key(&key, dirty, &mut stats)?;
+        let mut start = key_tail;
+        let mut resumes = 0u32;
+        let head = 'log: loop {
+            let mut walk = self.walker(start);
+            loop {
+                match walk.next_item()? {
+                    None => break 'log walk.pos(),
+                    Some(WalkItem::End { pos, .. }) => {
+                        if self.salvage {
+                            if let Some(resume) =
+                                self.salvage_end(pos, dirty, &mut stats, &mut report)?
+                            {
+                                resumes += 1;
+                                if resumes > self.segs.count().saturating_mul(4) {
+                                    return Err(EngineError::Inconsistent(format!(
+                                        "salvage went past more than {} damaged ksets",
+                                        resumes - 1
+                                    )));
+                                }
+                                dirty |= resume == dirty_tail;
+                                start = resume;
+                                continue 'log;
+                            }
+                        }
+                        stats.end = Some(self.refuse_damaged_end(pos)?);
+                        break 'log pos;
                     }
-                    stats.ksets += 1;
+                    Some(WalkItem::Last { next, .. }) => {
+                        stats.last_ksets += 1;
+                        self.segs.mark_used(next);
+                    }
+                    Some(WalkItem::Kset { pos, at, keys, .. }) => {
+                        self.replay_keys(pos, at, keys, dirty, &mut stats, &mut report)?;
+                    }
                 }
-            }
-            if walk.pos() == dirty_tail {
-                dirty = true;
+                if walk.pos() == dirty_tail {
+                    dirty = true;
+                }
             }
         };
+        report.finish();
+        *self.salvage_report.lock() = report;
         if !dirty {
             return Err(EngineError::Inconsistent(format!(
                 "dirty_tail {dirty_tail} is not on the log from key_tail {key_tail} to key_head {head}"
@@ -79,6 +97,107 @@ impl Inner {
         self.counters.set_dirty(stats.dirty_bytes);
         *self.replay_stats.lock() = stats;
         Ok(head)
+    }
+
+    /// Replays the keys of a kset at `pos` (absolute offset `at`).
+    fn replay_keys(
+        &self,
+        pos: CachePos,
+        at: u64,
+        keys: &[RawKey],
+        dirty: bool,
+        stats: &mut ReplayStats,
+        report: &mut SalvageReport,
+    ) -> Result<()> {
+        for (i, raw) in keys.iter().enumerate() {
+            stats.keys += 1;
+            // A key whose segment moved on is dropped before anything else (before the
+            // data CRC, which reused space would fail).
+            match self.judge(raw, at, i, true) {
+                Ok(None) => stats.stale_keys += 1,
+                Ok(Some(key)) => {
+                    report.covered(key.off, key.end());
+                    self.replay_key(&key, dirty, stats)?;
+                }
+                Err(e @ (EngineError::DataCrc { .. } | EngineError::Corrupt { .. }))
+                    if self.salvage =>
+                {
+                    report.skip_key(SkippedKey {
+                        kset: pos,
+                        index: u32::try_from(i).unwrap_or(u32::MAX),
+                        off: raw.off.get(),
+                        len: raw.len.get(),
+                        reason: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        stats.ksets += 1;
+        Ok(())
+    }
+
+    /// Salvage at an end of the log at `pos`: a kset damaged by one flipped bit is
+    /// repaired and replayed; one the log goes on behind is skipped. Returns where the
+    /// log goes on, or `None` at its real end.
+    fn salvage_end(
+        &self,
+        pos: CachePos,
+        dirty: bool,
+        stats: &mut ReplayStats,
+        report: &mut SalvageReport,
+    ) -> Result<Option<CachePos>> {
+        let gen = |seg: u32| self.segs.gen(seg);
+        let chain = self.segs.chain();
+        let cx = KeyContext {
+            bounds: self.key_bounds(),
+            gen: &gen,
+            data: None,
+            order: KeyOrder::Pcache,
+            kernel_decode: false,
+        };
+        let media = &*self.media;
+        let ev = judge_end(media, chain, pos, &cx).map_err(EngineError::media("read kset"))?;
+        let Some(resume) = ev.resume(pos) else {
+            return Ok(None);
+        };
+        match ev {
+            EndEvidence::BitFlip(f) => {
+                let at = self.abs(pos)?;
+                let room = SEG_DATA_SIZE - pos.off;
+                let mut bytes = vec![0; f.was.size() as usize];
+                media
+                    .read(at, &mut bytes)
+                    .map_err(EngineError::media("read kset"))?;
+                if let Some(b) = bytes.get_mut(f.byte as usize) {
+                    *b ^= 1 << f.bit;
+                }
+                report.damaged_ksets.push(DamagedKset {
+                    pos,
+                    repaired: true,
+                    what: format!("bit {} of byte {} flipped; repaired", f.bit, f.byte),
+                });
+                match read_kset(&bytes, room, self.segs.count(), at) {
+                    Ok(KsetRead::Keys { keys, .. }) => {
+                        self.replay_keys(pos, at, keys, dirty, stats, report)?;
+                    }
+                    Ok(KsetRead::Last { next }) => {
+                        stats.last_ksets += 1;
+                        self.segs.mark_used(next);
+                    }
+                    _ => {}
+                }
+            }
+            _ => report.damaged_ksets.push(DamagedKset {
+                pos,
+                repaired: false,
+                what: format!(
+                    "not a valid kset, and the log goes on at {resume}: skipped (its keys are \
+                     unknown)"
+                ),
+            }),
+        }
+        Ok(Some(resume))
     }
 
     /// Refuses a log that ends at a damaged kset with durable ksets behind it (see

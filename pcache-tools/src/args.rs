@@ -112,6 +112,15 @@ pub struct ReplayArgs {
     /// pcache-ublk or another tool holds either. Idempotent; safe to interrupt.
     #[arg(long)]
     pub writeback: bool,
+    /// Salvage a damaged cache: skip the keys that fail their checks (a data CRC
+    /// mismatch, a key that does not decode) and go on past a damaged kset (repairing one
+    /// damaged by a single flipped bit), instead of refusing the cache; report what was
+    /// skipped and which logical ranges hold older data than the log had. With --export,
+    /// or --writeback (which writes the salvaged dirty data to the backing device; the
+    /// cache itself is left as it is, to be formatted again). Exit status 3 when something
+    /// was skipped.
+    #[arg(long)]
+    pub salvage: bool,
     /// Report or export a cache that pcache-ublk (or another writer) holds, instead of
     /// refusing: the replay then reads a log that is being written, and may be torn.
     #[arg(long, conflicts_with = "writeback")]

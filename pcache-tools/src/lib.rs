@@ -28,6 +28,7 @@ pub mod log;
 pub mod mkfs;
 pub mod probe;
 pub mod progress;
+pub mod salvage;
 pub mod scan;
 pub mod testimg;
 

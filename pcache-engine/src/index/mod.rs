@@ -197,7 +197,6 @@ impl Index {
     }
 
     /// Every subtree with its region's start offset.
-    #[cfg(test)]
     pub(crate) fn all(&self) -> impl Iterator<Item = (u64, &RwLock<Subtree>)> {
         self.subtrees
             .iter()

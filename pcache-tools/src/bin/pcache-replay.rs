@@ -17,6 +17,7 @@ use pcache_engine::media::{CacheMedia, DaxMedia};
 use pcache_engine::{Cache, CacheConfig, Status};
 use pcache_tools::args::ReplayArgs;
 use pcache_tools::cli::init_logging;
+use pcache_tools::salvage;
 use std::fs::OpenOptions;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -69,10 +70,12 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     b
 }
 
-fn open(args: &ReplayArgs) -> Result<Cache> {
+fn open(args: &ReplayArgs) -> Result<(Cache, Arc<dyn Backing>)> {
     let rw = args.writeback;
+    // Salvage reads the cache as it is; its writeback writes the backing device only.
+    let cache_rw = rw && !args.salvage;
     let media: Arc<dyn CacheMedia> = Arc::new(
-        DaxMedia::open(&args.cache, !rw)
+        DaxMedia::open(&args.cache, !cache_rw)
             .with_context(|| format!("cache device {}", args.cache.display()))?,
     );
     let info = Cache::peek_info(&*media)
@@ -91,10 +94,11 @@ fn open(args: &ReplayArgs) -> Result<Cache> {
         queues: 1,
         gc_percent: None,
         background: false,
-        read_only: !rw,
+        read_only: !cache_rw,
+        salvage: args.salvage,
     };
     let spin = spinner("replaying the log");
-    let cache = Cache::open(media, backing, cfg).with_context(|| {
+    let cache = Cache::open(media, backing.clone(), cfg).with_context(|| {
         format!(
             "replaying {} over {}",
             args.cache.display(),
@@ -102,7 +106,7 @@ fn open(args: &ReplayArgs) -> Result<Cache> {
         )
     });
     spin.finish_and_clear();
-    cache
+    Ok((cache?, backing))
 }
 
 fn spinner(what: &str) -> ProgressBar {
@@ -206,17 +210,40 @@ fn writeback(cache: &Cache) -> Result<u64> {
     Ok(rounds)
 }
 
-fn run(args: &ReplayArgs) -> Result<String> {
+fn run(args: &ReplayArgs) -> Result<(String, bool)> {
     let _claims = claim(args)?;
-    let cache = open(args)?;
-    let mut out = report(&cache.status(), args.json && !args.writeback);
+    let (cache, backing) = open(args)?;
+    let salvaged = cache.salvage_report();
+    let mut out = report(
+        &cache.status(),
+        args.json && (!args.writeback || args.salvage),
+    );
+    if args.salvage {
+        if args.json {
+            out = add_salvage(&out, &salvaged);
+        } else {
+            out += &salvage::text(&salvaged);
+        }
+    }
     if let Some(to) = &args.export {
         export(&cache, args, to)?;
         if !args.json {
             out += &format!("exported {} bytes to {}\n", cache.size(), to.display());
         }
     }
-    if args.writeback {
+    if args.writeback && args.salvage {
+        let pb = bar(salvage::dirty_bytes(&cache), "writing back");
+        let n = salvage::write_back(&cache, &*backing, |d| pb.set_position(d))
+            .context("writing the salvaged data back")?;
+        pb.finish_and_clear();
+        if !args.json {
+            out += &format!(
+                "wrote back {n} salvaged dirty bytes; the cache itself is unchanged: format it \
+                 again (pcache-mkfs --force {}) before serving it\n",
+                args.cache.display()
+            );
+        }
+    } else if args.writeback {
         let steps = writeback(&cache)?;
         let st = cache.status();
         if args.json {
@@ -230,16 +257,31 @@ fn run(args: &ReplayArgs) -> Result<String> {
         }
     }
     cache.close().context("closing the cache")?;
-    Ok(out)
+    Ok((out, salvaged.is_complete()))
+}
+
+/// The JSON report with a `salvage` object.
+fn add_salvage(doc: &str, r: &pcache_engine::salvage::SalvageReport) -> String {
+    match serde_json::from_str::<serde_json::Value>(doc) {
+        Ok(serde_json::Value::Object(mut m)) => {
+            m.insert("salvage".into(), salvage::json(r));
+            format!("{:#}\n", serde_json::Value::Object(m))
+        }
+        _ => doc.to_owned(),
+    }
 }
 
 fn main() -> ExitCode {
     let args = ReplayArgs::parse();
     init_logging();
     match run(&args) {
-        Ok(out) => {
+        Ok((out, complete)) => {
             print!("{out}");
-            ExitCode::SUCCESS
+            if complete {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(salvage::EXIT_SKIPPED)
+            }
         }
         Err(e) => {
             eprintln!("pcache-replay: {e:#}");

@@ -218,8 +218,14 @@ fn run_block(bins: &Path, file: &str, block: &[&CmdLine]) -> Result<usize, Strin
             ));
         }
         let words = &c.words;
+        // A salvage writes the backing device only; a plain writeback cleans the cache.
+        let salvage = words.iter().any(|w| w == "--salvage");
+        if salvage && !stdout.contains("salvage:") {
+            return Err(err(c, format!("no salvage report:\n{stdout}")));
+        }
         if words.iter().any(|w| w == "--writeback")
             && !words.iter().any(|w| w == "--json")
+            && !salvage
             && !stdout.contains("the cache is clean")
         {
             return Err(err(
