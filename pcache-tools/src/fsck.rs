@@ -96,6 +96,16 @@ pub struct Report {
     pub warnings: u64,
     /// Whether the kernel would refuse to activate the cache.
     pub kernel_refuses: bool,
+    /// Why pcache would refuse to load it (its strict open), when it was asked
+    /// ([`verdict::apply`]) and would.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pcache_refuses: Option<String>,
+    /// Whether pcache's verdict was asked (it needs the engine's view of the device).
+    #[serde(skip)]
+    pub pcache_checked: bool,
+    /// One past the highest logical byte a key of the log names (0 without keys).
+    #[serde(skip)]
+    pub max_key_end: u64,
     /// What `--repair` changed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub repaired: Vec<RepairDone>,
@@ -149,7 +159,12 @@ fn verdict(f: &Findings, repaired: bool) -> (Verdict, i32) {
     }
 }
 
-fn report(findings: Findings, status: Option<Status>, repaired: Vec<RepairDone>) -> Report {
+fn report(
+    findings: Findings,
+    status: Option<Status>,
+    repaired: Vec<RepairDone>,
+    max_key_end: u64,
+) -> Report {
     let (verdict, exit_code) = verdict(&findings, !repaired.is_empty());
     Report {
         verdict,
@@ -157,6 +172,9 @@ fn report(findings: Findings, status: Option<Status>, repaired: Vec<RepairDone>)
         errors: findings.errors(),
         warnings: findings.warnings(),
         kernel_refuses: findings.kernel_refuses(),
+        pcache_refuses: None,
+        pcache_checked: false,
+        max_key_end,
         repaired,
         findings,
         status_line: status.map(|s| s.to_string()),
@@ -170,7 +188,8 @@ fn report(findings: Findings, status: Option<Status>, repaired: Vec<RepairDone>)
 /// A read failed.
 pub fn check<M: Media + ?Sized>(m: &M, opts: &FsckOptions) -> io::Result<Report> {
     let s = scan(m, &opts.scan_options())?;
-    Ok(report(s.findings, s.status, Vec::new()))
+    let end = s.log.as_ref().map_or(0, |l| l.max_key_end);
+    Ok(report(s.findings, s.status, Vec::new(), end))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -195,7 +214,8 @@ pub fn check_and_repair<M: MediaMut + ?Sized>(
     let io = |what: String| move |source| FsckError::Io { what, source };
     let first = scan(&*m, &opts.scan_options()).map_err(io("reading the device".into()))?;
     if !opts.repair || first.findings.repairs().is_empty() {
-        return Ok(report(first.findings, first.status, Vec::new()));
+        let end = first.log.as_ref().map_or(0, |l| l.max_key_end);
+        return Ok(report(first.findings, first.status, Vec::new(), end));
     }
     let mut done = Vec::new();
     for &r in first.findings.repairs() {
@@ -232,7 +252,8 @@ pub fn check_and_repair<M: MediaMut + ?Sized>(
     }
     m.sync().map_err(io("flushing the repairs".into()))?;
     let second = scan(&*m, &opts.scan_options()).map_err(io("reading the device".into()))?;
-    Ok(report(second.findings, second.status, done))
+    let end = second.log.as_ref().map_or(0, |l| l.max_key_end);
+    Ok(report(second.findings, second.status, done, end))
 }
 
 /// The report for people: findings, repairs, and a verdict line naming the device.
@@ -275,6 +296,9 @@ pub fn text(r: &Report, device: &str) -> String {
             if f.kernel_refuses() {
                 s.push_str("; the kernel would refuse this cache");
             }
+            if r.pcache_refuses.is_some() {
+                s.push_str("; pcache would refuse it");
+            }
             s
         }
     };
@@ -289,6 +313,15 @@ pub fn text(r: &Report, device: &str) -> String {
         String::new()
     };
     let _ = writeln!(out, "{device}: {verdict}{notes}{status}");
+    match (&r.pcache_refuses, r.pcache_checked && r.kernel_refuses) {
+        (Some(why), _) => {
+            let _ = writeln!(out, "{device}: pcache would refuse this cache: {why}");
+        }
+        (None, true) => {
+            let _ = writeln!(out, "{device}: pcache would load it");
+        }
+        (None, false) => {}
+    }
     out
 }
 
@@ -304,6 +337,8 @@ pub fn json(r: &Report, device: &str) -> String {
     serde_json::to_string_pretty(&Doc { device, report: r })
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
+
+pub mod verdict;
 
 #[cfg(test)]
 mod tests;

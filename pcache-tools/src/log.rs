@@ -166,6 +166,9 @@ pub struct LogView {
     pub segs_used: u32,
     /// The ksets selected for display, in log order.
     pub listed: Vec<KsetView>,
+    /// One past the highest logical byte a decodable key names.
+    #[serde(skip)]
+    pub max_key_end: u64,
     /// Ksets walked but not selected.
     pub not_listed: u64,
 }
@@ -254,6 +257,7 @@ pub(crate) fn walk<M: Media + ?Sized>(
             invalid_keys: 0,
             segs_used: 0,
             listed: Vec::new(),
+            max_key_end: 0,
             not_listed: 0,
         },
     };

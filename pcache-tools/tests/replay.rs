@@ -15,6 +15,7 @@ const DEV: usize = 16 << 20;
 fn bin(name: &str) -> Command {
     Command::new(match name {
         "mkfs" => env!("CARGO_BIN_EXE_pcache-mkfs"),
+        "fsck" => env!("CARGO_BIN_EXE_pcache-fsck"),
         _ => env!("CARGO_BIN_EXE_pcache-replay"),
     })
 }
@@ -293,6 +294,25 @@ fn salvage_repairs_a_kset_with_one_flipped_bit() {
     assert_eq!(code, 1);
     assert!(err.contains("the log is damaged at 0:320"), "{err}");
     assert!(err.contains("14 ksets"), "{err}");
+    // fsck: the kernel would load it (losing 15 ksets), pcache would not.
+    let o = bin("fsck").arg(&s.cache).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains("kset_damaged") || text.contains("bit 6 of its byte 27"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pcache would refuse this cache: the log is damaged at 0:320"),
+        "{text}"
+    );
+    let o = bin("fsck").args(["--json"]).arg(&s.cache).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["pcache_refuses"].as_str().unwrap().contains("damaged"),
+        "{v}"
+    );
+    assert_eq!(v["kernel_refuses"], false);
     let (code, img, out) = s.export(&["--salvage"]);
     assert_eq!(code, 0, "{out}");
     assert!(img == s.model(&[]), "salvage did not recover everything");

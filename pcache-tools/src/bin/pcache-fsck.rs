@@ -43,6 +43,15 @@ fn run(args: &FsckArgs) -> Result<(String, i32), String> {
         fsck::check(&metered, &opts).map_err(|e| format!("{name}: read failed: {e}"))?
     };
     bar.finish_and_clear();
+    let mut report = report;
+    // The second verdict: would pcache's own replay load it?
+    if report.status.is_some() || report.kernel_refuses {
+        let size = fsck::verdict::backing_size(backing, report.max_key_end);
+        fsck::verdict::apply(
+            &mut report,
+            fsck::verdict::pcache_refuses(&args.device, size),
+        );
+    }
     let mut out = if args.json {
         with_live(fsck::json(&report, &name), live.as_ref()) + "\n"
     } else {

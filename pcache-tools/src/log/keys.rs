@@ -113,6 +113,7 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
             return Ok(view);
         };
         self.lint_key(&key, raw, what, at);
+        self.view.max_key_end = self.view.max_key_end.max(key.end());
         let seg = key.pos.seg as usize;
         let Some(facts) = facts else {
             self.f.push(Finding::refusal(
