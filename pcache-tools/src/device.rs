@@ -5,9 +5,11 @@
 //! reads) and [`MediaMut`] (positional writes and a durability barrier), so everything they
 //! do can be run against an in-memory image in tests.
 //!
-//! Files and block devices are read with `pread` and made durable with `fdatasync`. A DAX
-//! character device cannot be `pread`: it is mapped whole with `mmap`, and written data is
-//! made durable by flushing the CPU cache lines it touched (x86-64) and `msync`.
+//! The bytes are the engine's media ([`DaxMedia`]: one mapping, flush and fence
+//! implementation for the whole of pcache): files and block devices are mapped and made
+//! durable with `msync`; a DAX character device is mapped and made durable by flushing
+//! the CPU cache lines written and a fence. A read of a poisoned line (a machine check) or
+//! of a file truncated under the mapping is an I/O error naming the byte, not a crash.
 //!
 //! Opening a device takes pcache's claim on it ([`pcache_engine::claim`], the one the
 //! daemon takes): a writer's exclusive claim for [`Access::ReadWrite`], refused while any
@@ -16,12 +18,11 @@
 //! cache), and [`Device::live`] names the holder so the tool can warn that what it reads
 //! may be torn.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use pcache_engine::claim::{Claim, ClaimError, Holder};
+use pcache_engine::claim::{self, Claim, ClaimError, Holder};
+use pcache_engine::media::{CacheMedia, DaxMedia, MediaError};
 
 /// A cache device as the tools read it.
 pub trait Media {
@@ -98,18 +99,15 @@ pub enum DeviceError {
     Busy(Holder),
 }
 
-enum Backend {
-    File(File),
-    Map(memmap2::Mmap),
-    MapMut(memmap2::MmapMut),
-}
-
 /// An opened cache device.
 pub struct Device {
     path: PathBuf,
     kind: DeviceKind,
     size: u64,
-    backend: Backend,
+    /// The mapping (none for an empty file).
+    media: Option<DaxMedia>,
+    /// The bytes written since the last sync.
+    dirty: Option<(u64, u64)>,
     /// Our claim, held as long as the device is open (none when a reader found it live).
     _claim: Option<Claim>,
     /// Who holds the device, when a reader opened it live.
@@ -135,17 +133,12 @@ impl Device {
     /// [`DeviceError::Busy`] for [`Access::ReadWrite`] on a device another program holds.
     pub fn open(path: &Path, access: Access) -> Result<Self, DeviceError> {
         let meta = std::fs::metadata(path).map_err(DeviceError::Open)?;
-        let ft = meta.file_type();
-        let kind = if ft.is_file() {
-            DeviceKind::File
-        } else if ft.is_block_device() {
-            DeviceKind::Block
-        } else if ft.is_char_device() {
-            DeviceKind::Dax
-        } else if ft.is_dir() {
-            return Err(DeviceError::Unsupported("a directory"));
-        } else {
-            return Err(DeviceError::Unsupported("a special file"));
+        let kind = match claim::DeviceKind::of(&meta) {
+            Some(claim::DeviceKind::File) => DeviceKind::File,
+            Some(claim::DeviceKind::Block) => DeviceKind::Block,
+            Some(claim::DeviceKind::Char) => DeviceKind::Dax,
+            None if meta.is_dir() => return Err(DeviceError::Unsupported("a directory")),
+            None => return Err(DeviceError::Unsupported("a special file")),
         };
         let (claim, live) = match access {
             Access::ReadWrite => (
@@ -158,26 +151,18 @@ impl Device {
                 Err(e) => return Err(claim_err(e)),
             },
         };
-        // The claim holds the block device's O_EXCL open: our own plain opens still work.
-        let mut opts = OpenOptions::new();
-        opts.read(true).write(access == Access::ReadWrite);
-        let mut file = opts.open(path).map_err(DeviceError::Open)?;
-        let (size, backend) = match kind {
-            DeviceKind::File => (meta.len(), Backend::File(file)),
-            DeviceKind::Block => {
-                let size = file.seek(SeekFrom::End(0)).map_err(DeviceError::Size)?;
-                (size, Backend::File(file))
-            }
-            DeviceKind::Dax => {
-                let size = dax_size(meta.rdev()).map_err(DeviceError::Size)?;
-                (size, map(&file, size, access)?)
-            }
+        // The claim holds the block device's O_EXCL open: our own opens still work.
+        let media = if kind == DeviceKind::File && meta.len() == 0 {
+            None
+        } else {
+            Some(DaxMedia::open(path, access == Access::ReadOnly).map_err(media_err)?)
         };
         Ok(Self {
             path: path.to_owned(),
             kind,
-            size,
-            backend,
+            size: media.as_ref().map_or(0, CacheMedia::len),
+            media,
+            dirty: None,
             _claim: claim,
             live,
         })
@@ -211,43 +196,13 @@ fn claim_err(e: ClaimError) -> DeviceError {
     }
 }
 
-/// The size of a device-DAX character device, from `/sys/dev/char/MAJ:MIN/size`.
-fn dax_size(rdev: u64) -> io::Result<u64> {
-    // glibc's dev_t encoding (gnu_dev_major / gnu_dev_minor).
-    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & 0xffff_f000);
-    let minor = (rdev & 0xff) | ((rdev >> 12) & 0xffff_ff00);
-    let attr = format!("/sys/dev/char/{major}:{minor}/size");
-    let text = std::fs::read_to_string(&attr).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("{attr}: {e} (not a device-DAX character device?)"),
-        )
-    })?;
-    text.trim().parse().map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{attr}: not a number: {:?}", text.trim()),
-        )
-    })
-}
-
-#[allow(unsafe_code)]
-fn map(file: &File, size: u64, access: Access) -> Result<Backend, DeviceError> {
-    let len = usize::try_from(size)
-        .map_err(|_| DeviceError::Map(io::Error::other("device larger than the address space")))?;
-    let mut opts = memmap2::MmapOptions::new();
-    opts.len(len);
-    match access {
-        // SAFETY: the mapping is private to this process's `Device` and only ever read
-        // through bounds-checked slices. Another process (or the kernel's dm-pcache) may
-        // change the device under us; that changes the bytes we read, not their validity
-        // as `u8`, and every parser treats them as untrusted.
-        Access::ReadOnly => unsafe { opts.map(file) }.map(Backend::Map),
-        // SAFETY: as above; writes go through bounds-checked slices, and the tools open a
-        // block device exclusively for writing, so no other writer is expected.
-        Access::ReadWrite => unsafe { opts.map_mut(file) }.map(Backend::MapMut),
+fn media_err(e: MediaError) -> DeviceError {
+    match e {
+        MediaError::Io { op: "open", source } => DeviceError::Open(source),
+        MediaError::Io { op: "size", source } => DeviceError::Size(source),
+        MediaError::Io { source, .. } => DeviceError::Map(source),
+        other => DeviceError::Map(io::Error::other(other)),
     }
-    .map_err(DeviceError::Map)
 }
 
 /// The byte range `[off, off + len)` as slice indices, if it lies inside a device of `size`.
@@ -262,97 +217,58 @@ fn range(off: u64, len: usize, size: u64) -> io::Result<std::ops::Range<usize>> 
     }
 }
 
+/// A media error of a read or write as the I/O error the tools report.
+fn io_err(e: MediaError) -> io::Error {
+    match e {
+        MediaError::Poisoned { at, .. } => io::Error::other(format!(
+            "media error (machine check or SIGBUS) at byte {at:#x}"
+        )),
+        MediaError::ReadOnly => {
+            io::Error::new(io::ErrorKind::PermissionDenied, "device opened read-only")
+        }
+        MediaError::Io { source, .. } => source,
+        other => io::Error::other(other),
+    }
+}
+
 impl Media for Device {
     fn size(&self) -> u64 {
         self.size
     }
 
     fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        let r = range(off, buf.len(), self.size)?;
-        match &self.backend {
-            Backend::File(f) => f.read_exact_at(buf, off),
-            Backend::Map(m) => checked_copy(buf, &m[r], off),
-            Backend::MapMut(m) => checked_copy(buf, &m[r], off),
+        range(off, buf.len(), self.size)?;
+        match &self.media {
+            Some(m) => m.read(off, buf).map_err(io_err),
+            None => Ok(()),
         }
     }
-}
-
-/// Copies mapped device bytes with the engine's checked copy: a machine check on a
-/// poisoned line (on x86-64 Linux) is an I/O error naming the offset, as `pread` of a
-/// pmem block device reports it, instead of killing the tool.
-fn checked_copy(buf: &mut [u8], src: &[u8], off: u64) -> io::Result<()> {
-    pcache_engine::media::copy_checked(buf, src).map_err(|done| {
-        io::Error::other(format!(
-            "media error (machine check or SIGBUS) at byte {:#x}",
-            off + done as u64
-        ))
-    })
 }
 
 impl MediaMut for Device {
     fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
-        let r = range(off, buf.len(), self.size)?;
-        match &mut self.backend {
-            Backend::File(f) => f.write_all_at(buf, off),
-            Backend::MapMut(m) => {
-                m[r.clone()].copy_from_slice(buf);
-                flush_cache_lines(&m[r]);
-                Ok(())
-            }
-            Backend::Map(_) => Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "device opened read-only",
-            )),
-        }
+        range(off, buf.len(), self.size)?;
+        let Some(m) = &self.media else {
+            return Ok(());
+        };
+        m.write(off, buf).map_err(io_err)?;
+        let end = off + buf.len() as u64;
+        self.dirty = Some(match self.dirty {
+            Some((lo, hi)) => (lo.min(off), hi.max(end)),
+            None => (off, end),
+        });
+        Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        match &mut self.backend {
-            Backend::File(f) => f.sync_data(),
-            Backend::MapMut(m) => {
-                store_fence();
-                // Device DAX has no fsync: there, the cache-line flushes and the fence
-                // above are what make the stores durable, and msync may say EINVAL.
-                match m.flush() {
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
-                    other => other,
-                }
-            }
-            Backend::Map(_) => Ok(()),
-        }
-    }
-}
-
-/// Writes back the CPU cache lines holding `bytes` (x86-64 `clflush`; elsewhere the
-/// `msync` in [`MediaMut::sync`] is relied on).
-#[allow(unsafe_code)]
-fn flush_cache_lines(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        const LINE: usize = 64;
-        let start = bytes.as_ptr() as usize & !(LINE - 1);
-        let end = bytes.as_ptr() as usize + bytes.len();
-        let mut line = start;
-        while line < end {
-            // SAFETY: `clflush` only writes a cache line back; it is available on every
-            // x86-64 CPU (SSE2 is baseline). The line overlaps `bytes`, which lies inside
-            // a live mapping, so the address is mapped.
-            unsafe { core::arch::x86_64::_mm_clflush(line as *const u8) };
-            line += LINE;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
-}
-
-/// Orders the cache-line flushes before anything that follows.
-fn store_fence() {
-    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `sfence` has no memory-safety preconditions; SSE is baseline on x86-64.
-    #[allow(unsafe_code)]
-    unsafe {
-        core::arch::x86_64::_mm_sfence();
+        let (Some(m), Some((lo, hi))) = (&self.media, self.dirty.take()) else {
+            return Ok(());
+        };
+        // The engine's persistence: flush the written range (cache lines or msync), then a
+        // fence; a failed flush is latched and reported by `check`.
+        m.flush(lo, hi - lo);
+        m.fence();
+        m.check().map_err(io_err)
     }
 }
 
@@ -415,16 +331,16 @@ impl<M: MediaMut + ?Sized> MediaMut for &mut M {
 mod tests {
     use super::*;
 
-    /// A mapped device whose bytes cannot be read (a file truncated under its mapping
-    /// stands in for a poisoned line: both raise SIGBUS) gives an I/O error naming the
-    /// offset, not a crash; readable bytes copy as usual.
+    /// A device whose bytes cannot be read (a file truncated under its mapping stands in
+    /// for a poisoned line: both raise SIGBUS) gives an I/O error naming the offset, not a
+    /// crash; readable bytes read as usual.
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     #[test]
-    #[allow(unsafe_code)]
     fn unreadable_mapped_bytes_are_an_io_error() {
+        use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("img");
-        let f = OpenOptions::new()
+        let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -433,17 +349,15 @@ mod tests {
             .unwrap();
         f.set_len(16384).unwrap();
         f.write_all_at(&[7; 4096], 0).unwrap();
-        // SAFETY: the file is this test's own, open for as long as the mapping lives; its
-        // truncation below is the point of the test (reads past the end must fault).
-        let m = unsafe { memmap2::Mmap::map(&f) }.unwrap();
+        let d = Device::open(&path, Access::ReadOnly).unwrap();
         f.set_len(8192).unwrap();
         let mut buf = vec![0; 4096];
-        checked_copy(&mut buf, &m[..4096], 0).unwrap();
+        d.read_at(0, &mut buf).unwrap();
         assert_eq!(buf, vec![7; 4096]);
-        let e = checked_copy(&mut buf, &m[8192..12288], 8192).unwrap_err();
+        let e = d.read_at(8192, &mut buf).unwrap_err();
         assert!(e.to_string().contains("at byte 0x2000"), "{e}");
         let mut two = vec![0; 8192];
-        let e = checked_copy(&mut two, &m[4096..12288], 4096).unwrap_err();
+        let e = d.read_at(4096, &mut two).unwrap_err();
         assert!(e.to_string().contains("at byte 0x2000"), "{e}");
     }
 
@@ -452,7 +366,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pcache-dev-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("img");
-        let f = File::create(&path).unwrap();
+        let f = std::fs::File::create(&path).unwrap();
         f.set_len(8192).unwrap();
         drop(f);
         let mut d = Device::open(&path, Access::ReadWrite).unwrap();
