@@ -7,8 +7,8 @@
 //! the flip, fsck must exit non-zero. (Where the engine refuses the image, nothing is
 //! served silently.)
 //!
-//! The default run flips every bit of every kset header and of the records, and every
-//! bit of every third key byte; `PCACHE_BITFLIP_ALL=1` flips every bit of every byte.
+//! Every bit of every byte of the records' structs and of the live log's ksets (and of the
+//! terminator behind them) is flipped, one at a time.
 //! The power-cut side (fsck and the engine never call a torn tail damage) is proven by
 //! the crash simulation (`pcache-engine/tests/crash.rs`), which opens every cut image.
 
@@ -61,16 +61,34 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// An engine-written image: `writes` writes of `len` bytes, each FUA (its own kset) when
-/// `fua`, else closed by a flush every `per_kset` writes.
+/// `fua`, else closed by a flush every 5 writes.
 fn image(name: &'static str, data_crc: bool, writes: u64, len: usize, fua: bool) -> Image {
+    image_gc(name, data_crc, writes, len, fua, None)
+}
+
+/// As [`image`]; with `gc_at`, everything is written back and reclaimed after that many
+/// writes (so the live log starts there).
+fn image_gc(
+    name: &'static str,
+    data_crc: bool,
+    writes: u64,
+    len: usize,
+    fua: bool,
+    gc_at: Option<u64>,
+) -> Image {
     let media = Arc::new(MemMedia::new(CACHE));
     let n = layout::seg_num_for_device(CACHE).unwrap();
     media
         .write(SB_OFF, &pcache_format::fresh::superblock(n))
         .unwrap();
     let backing = Arc::new(MemBacking::new(DEV));
-    let c = Cache::open(media.clone(), backing.clone(), cfg(data_crc, false)).unwrap();
+    let mut open_cfg = cfg(data_crc, false);
+    open_cfg.gc_percent = gc_at.map(|_| 0);
+    let c = Cache::open(media.clone(), backing.clone(), open_cfg).unwrap();
     for i in 0..writes {
+        if Some(i) == gc_at {
+            c.writeback_all().unwrap();
+        }
         let off = ((i * 1_234_567) % (DEV - len as u64)) & !511;
         c.write(0, off, &pattern(i, len), fua).unwrap();
         if !fua && i % 5 == 4 {
@@ -87,8 +105,9 @@ fn image(name: &'static str, data_crc: bool, writes: u64, len: usize, fua: bool)
     }
 }
 
-/// What replay presents: a hash of the whole logical device, or `None` if the engine
-/// refuses the image.
+/// What replay presents: a hash of the cached extents and their bytes (the backing is
+/// never written, so the rest of the logical device is the same whatever the flip), or
+/// `None` if the engine refuses the image.
 fn presented(img: &Image) -> Option<u64> {
     let c = Cache::open(
         img.media.clone(),
@@ -97,14 +116,14 @@ fn presented(img: &Image) -> Option<u64> {
     )
     .ok()?;
     let mut h = DefaultHasher::new();
-    let mut buf = vec![0; 1 << 20];
-    let mut off = 0;
-    while off < DEV {
+    let mut buf = Vec::new();
+    for (off, len) in c.dirty_extents() {
+        buf.resize(len as usize, 0);
         if c.read(0, off, &mut buf).is_err() {
             return None;
         }
+        h.write_u64(off);
         h.write(&buf);
-        off += buf.len() as u64;
     }
     let _ = c.close();
     Some(h.finish())
@@ -122,14 +141,14 @@ fn fsck_exit(img: &Image) -> i32 {
 
 /// The byte ranges to flip: the metadata before segment 0, every used segment's records,
 /// and the live log (each kset's bytes), from a clean scan of the image.
-fn targets(img: &Image, all: bool) -> Vec<(u64, u64, bool)> {
+fn targets(img: &Image) -> Vec<(u64, u64)> {
     let s = pcache_tools::scan(&View(&img.media), &pcache_tools::ScanOptions::default()).unwrap();
     let log = s.log.as_ref().expect("a log");
-    // (start, end, every byte): the records' structs are at the start of their 4 KiB slots.
-    let mut t = vec![(SB_OFF, SB_OFF + 24, true)];
+    // The records' structs are at the start of their 4 KiB slots.
+    let mut t = vec![(SB_OFF, SB_OFF + 24)];
     for slot in 0..4 {
         let base = layout::cache_info_off(0) + slot * 4096;
-        t.push((base, base + 64, true));
+        t.push((base, base + 64));
     }
     let used: Vec<u32> = log
         .listed
@@ -140,7 +159,7 @@ fn targets(img: &Image, all: bool) -> Vec<(u64, u64, bool)> {
     for &seg in &used {
         for slot in 0..3 {
             let base = layout::segment_base(seg) + slot * 4096;
-            t.push((base, base + 64, true));
+            t.push((base, base + 64));
         }
     }
     for k in &log.listed {
@@ -148,26 +167,21 @@ fn targets(img: &Image, all: bool) -> Vec<(u64, u64, bool)> {
             pcache_tools::log::KsetKind::Keys { size, .. } => size,
             pcache_tools::log::KsetKind::Last { .. } => 24,
         };
-        t.push((k.offset, k.offset + 24, true));
-        t.push((k.offset + 24, k.offset + u64::from(size), all));
+        t.push((k.offset, k.offset + u64::from(size)));
     }
     // The terminator after the last kset.
     let head = CachePos::new(log.key_head.seg, log.key_head.off);
     let at = layout::data_area_off(head.seg) + u64::from(head.off);
-    t.push((at, at + 24, true));
+    t.push((at, at + 24));
     t
 }
 
 fn flip_all(img: &Image) -> (u64, u64, u64) {
-    let all = std::env::var_os("PCACHE_BITFLIP_ALL").is_some_and(|v| v == "1");
     let base = presented(img).expect("the unflipped image opens");
     assert_eq!(fsck_exit(img), 0, "{}: not clean before flipping", img.name);
     let (mut flips, mut changed, mut refused) = (0, 0, 0);
-    for (start, end, every) in targets(img, all) {
+    for (start, end) in targets(img) {
         for off in start..end {
-            if !every && (off - start) % 3 != 0 {
-                continue;
-            }
             let mut b = [0];
             img.media.read(off, &mut b).unwrap();
             for bit in 0..8 {
@@ -216,18 +230,21 @@ fn no_flip_that_changes_replay_is_called_clean() {
 fn a_log_across_a_last_link() {
     // A log segment holds 16 MiB of ksets: one 64-byte kset per FUA write fills it after
     // 262 144 of them.
-    let img = image(
+    // Written back and reclaimed shortly before the link, so each flip replays a short log.
+    let link = 16 * 1024 * 1024 / 64;
+    let img = image_gc(
         "across a LAST link",
         false,
-        16 * 1024 * 1024 / 64 + 40,
+        link + 40,
         512,
         true,
+        Some(link - 200),
     );
     let s = pcache_tools::scan(&View(&img.media), &pcache_tools::ScanOptions::default()).unwrap();
     let log = s.log.as_ref().unwrap();
     assert!(log.last_hops >= 1, "no LAST link: {:?}", log.key_head);
     // Flip only around the link (the kset before it, the LAST kset, the one after it) and
-    // the last two ksets: each flip replays the whole log of 262 144 ksets.
+    // the last two ksets.
     let (flips, changed, refused) = flip_near_links(&img);
     eprintln!(
         "{}: {flips} flips: {changed} change what replay presents, {refused} refused",
