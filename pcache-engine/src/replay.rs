@@ -6,7 +6,7 @@ use crate::cache::Inner;
 use crate::error::{EngineError, Result};
 use crate::index::Extent;
 use crate::salvage::{DamagedKset, SalvageReport, SkippedKey};
-use crate::walk::{behind, judge_end, EndEvidence, KeyContext, KeyOrder, WalkItem};
+use crate::walk::{behind, judge_end, EndEvidence, KeyContext, KeyOrder, WalkError, WalkItem};
 use pcache_format::kset::{read_kset, KsetRead};
 use pcache_format::layout::CachePos;
 use pcache_format::layout::SEG_DATA_SIZE;
@@ -49,7 +49,19 @@ impl Inner {
         let head = 'log: loop {
             let mut walk = self.walker(start);
             loop {
-                match walk.next_item()? {
+                let item = match walk.next_item() {
+                    Ok(item) => item,
+                    // A kset that overruns its segment or links out of range fails a
+                    // strict load; a salvage weighs it as the end it would have been.
+                    Err(e @ WalkError::Kset { .. }) if self.salvage => Some(WalkItem::End {
+                        pos: e.pos(),
+                        at: 0,
+                        end: pcache_format::LogEnd::BadCrc,
+                        header: &[],
+                    }),
+                    Err(e) => return Err(e.into()),
+                };
+                match item {
                     None => break 'log walk.pos(),
                     Some(WalkItem::End { pos, .. }) => {
                         if self.salvage {
