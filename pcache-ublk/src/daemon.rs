@@ -35,6 +35,7 @@ use crate::engine::EngineTarget;
 use crate::error::{describe_ublk, ublk, Error};
 use crate::state::{self, CopyMode, RunRecord, TargetData};
 use crate::target::{MemTarget, Target};
+use crate::unflushed::{Guarded, Unflushed};
 use crate::{queue, rpc};
 use pcache_engine::claim::{claim_pair, Claim};
 use pcache_engine::media::DaxMedia;
@@ -552,12 +553,20 @@ fn serve_target(
         dev.set_target_json(tgt_json);
         Ok(())
     };
-    let q_target = Arc::clone(target);
+    // Volatile writes no FLUSH has covered yet, kept where a recovering daemon finds them.
+    let run_dir = state::run_dir();
+    let marker = std::fs::create_dir_all(&run_dir)
+        .and_then(|()| Unflushed::open(&run_dir, dev_id, recovering))
+        .map_err(|source| Error::RunDir {
+            path: crate::unflushed::marker_path(&run_dir, dev_id),
+            source,
+        })?;
+    let marker = Arc::new(marker);
+    let q_target: Arc<dyn Target> = Arc::new(Guarded::new(Arc::clone(target), marker.clone()));
     let workers = usize::from(plan.workers);
     let q_fn = move |qid: u16, dev: &UblkDev| queue::serve(qid, dev, &q_target, workers);
     let live_target = Arc::clone(target);
     let live_life = Arc::clone(life);
-    let run_dir = state::run_dir();
     let live_dir = run_dir.clone();
     let on_live = move |ctrl: &UblkCtrl| {
         let dev_id = ctrl.dev_info().dev_id;
@@ -568,6 +577,7 @@ fn serve_target(
     let res = ctrl.run_target(tgt_init, q_fn, on_live);
     state::remove_record(&run_dir, dev_id);
     if let Err(e) = res {
+        marker.remove();
         let err = ublk("start device")(e);
         tracing::error!(dev_id, error = %err, "the device did not start");
         life.report_failure(&err);
@@ -588,7 +598,11 @@ fn serve_target(
         Ok(r) if r < 0 && r != -libc::ENOENT => {
             tracing::warn!(dev_id, errno = -r, "deleting the ublk device failed");
         }
-        Ok(_) => tracing::info!(dev_id, "ublk device deleted"),
+        Ok(_) => {
+            // No daemon will recover a deleted device: its marker has no reader left.
+            marker.remove();
+            tracing::info!(dev_id, "ublk device deleted");
+        }
         Err(e) => {
             tracing::warn!(dev_id, error = %describe_ublk(&e), "deleting the ublk device failed");
         }

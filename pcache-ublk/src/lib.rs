@@ -28,5 +28,6 @@ pub mod restart;
 pub mod rpc;
 pub mod state;
 pub mod target;
+pub mod unflushed;
 
 pub use error::Error;
