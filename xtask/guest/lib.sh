@@ -274,8 +274,15 @@ xt_chunk_loop() {
     while [ "$_i" -lt "$3" ]; do
         xt_pattern "chunk-$_i" 1048576 >/tmp/xt-chunk
         _m=$(md5sum </tmp/xt-chunk | cut -d' ' -f1)
-        dd if=/tmp/xt-chunk of="$1" bs=1M seek=$(($2 + _i)) oflag=direct conv=fsync,notrunc 2>/dev/null ||
-            { echo "XT: chunk $_i: write failed"; return 1; }
+        # A failed write or fsync (EIO: the device reports writes possibly lost in a
+        # daemon crash) is retried once, as an application would; the chunk is logged
+        # only after an fsync that succeeded.
+        if ! dd if=/tmp/xt-chunk of="$1" bs=1M seek=$(($2 + _i)) oflag=direct conv=fsync,notrunc 2>/tmp/xt-chunk.err; then
+            echo "XT: chunk $_i: $(tr '\n' ' ' </tmp/xt-chunk.err): retrying once"
+            echo "$_i" >>"$4.retried"
+            dd if=/tmp/xt-chunk of="$1" bs=1M seek=$(($2 + _i)) oflag=direct conv=fsync,notrunc 2>/dev/null ||
+                { echo "XT: chunk $_i: write failed"; return 1; }
+        fi
         echo "$_i $_m" >>"$4"
         _i=$((_i + 1))
     done

@@ -4,7 +4,9 @@
 # and fsync'd, and logged only after its fsync returned; pcache-ublk is
 # killed with SIGKILL in the middle; `pcache-ublk recover` re-attaches to the
 # same ublk device (user recovery) after replaying the cache. Every logged
-# chunk must read back, the writer must finish, and the device must work.
+# chunk must read back, the writer must finish, and the device must work. The
+# chunk in flight may see its fsync fail once with EIO after the recovery (its
+# write may have been lost with the daemon) and is written again.
 xt_need pcache-mkfs
 xt_need_sub pcache-ublk add del recover
 pcache-mkfs "$PMEM" || xt_fail "pcache-mkfs $PMEM exited $?"
@@ -45,6 +47,12 @@ while kill -0 "$writer" 2>/dev/null; do
 done
 wait "$writer" || { cat /tmp/writer.log; xt_fail "writes failed across the crash (no user recovery?)"; }
 xt_log "writer finished: $(wc -l </tmp/done) chunks"
+# The chunk in flight at the kill may have its fsync fail once (EIO: its write was
+# acknowledged but not yet flushed when the daemon died); it is rewritten. More would be
+# a false alarm.
+retried=$(wc -l </tmp/done.retried 2>/dev/null || echo 0)
+xt_log "chunks whose fsync reported the crash: $retried"
+[ "$retried" -le 1 ] || xt_fail "$retried chunks had a failed fsync: only the one in flight may"
 xt_chunks_verify "$UBLK_DEV" 64 /tmp/done
 fio --filename="$UBLK_DEV" --direct=1 --ioengine=libaio --iodepth=16 --name=after --rw=randwrite \
     --bs=4k --offset=1024m --size=16m --verify=crc32c --verify_fatal=1 --output="$OUT/fio-after.txt" ||
