@@ -55,6 +55,18 @@ impl Inner {
         }
     }
 
+    /// What the engine judges keys against: its bounds and generations, pcache's order,
+    /// and (on a data_crc cache, when `check_data`) the data.
+    pub(crate) fn key_context(&self, check_data: bool) -> KeyContext<'_> {
+        KeyContext {
+            bounds: self.key_bounds(),
+            gen: &self.segs,
+            data: (check_data && self.data_crc).then(|| (&*self.media, self.segs.chain())),
+            order: KeyOrder::Pcache,
+            kernel_decode: false,
+        }
+    }
+
     /// A walk of the log from `start` ([`LogWalker`]: the one kset loop).
     pub(crate) fn walker(&self, start: CachePos) -> LogWalker<'_> {
         LogWalker::new(&*self.media, self.segs.chain(), start)
@@ -74,14 +86,7 @@ impl Inner {
         index: usize,
         check_data: bool,
     ) -> Result<Option<Key>> {
-        let gen = |seg: u32| self.segs.gen(seg);
-        let cx = KeyContext {
-            bounds: self.key_bounds(),
-            gen: &gen,
-            data: (check_data && self.data_crc).then(|| (&*self.media, self.segs.chain())),
-            order: KeyOrder::Pcache,
-            kernel_decode: false,
-        };
+        let cx = self.key_context(check_data);
         match judge_key(raw, at, index, &cx).map_err(EngineError::media("read key data"))? {
             KeyVerdict::Live(key) => Ok(Some(key)),
             KeyVerdict::Stale(_) => Ok(None),

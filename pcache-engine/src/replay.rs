@@ -6,7 +6,7 @@ use crate::cache::Inner;
 use crate::error::{EngineError, Result};
 use crate::index::Extent;
 use crate::salvage::{DamagedKset, SalvageReport, SkippedKey};
-use crate::walk::{behind, judge_end, EndEvidence, KeyContext, KeyOrder, WalkError, WalkItem};
+use crate::walk::{behind, judge_end, EndEvidence, WalkError, WalkItem};
 use pcache_format::kset::{read_kset, KsetRead};
 use pcache_format::layout::CachePos;
 use pcache_format::layout::SEG_DATA_SIZE;
@@ -159,15 +159,8 @@ impl Inner {
         stats: &mut ReplayStats,
         report: &mut SalvageReport,
     ) -> Result<Option<CachePos>> {
-        let gen = |seg: u32| self.segs.gen(seg);
         let chain = self.segs.chain();
-        let cx = KeyContext {
-            bounds: self.key_bounds(),
-            gen: &gen,
-            data: None,
-            order: KeyOrder::Pcache,
-            kernel_decode: false,
-        };
+        let cx = self.key_context(false);
         let media = &*self.media;
         let ev = judge_end(media, chain, pos, &cx).map_err(EngineError::media("read kset"))?;
         let Some(resume) = ev.resume(pos) else {
@@ -219,15 +212,8 @@ impl Inner {
     /// kernel's own torn writes can look like one in rare cases, and such a cache must
     /// still open).
     fn refuse_damaged_end(&self, pos: CachePos) -> Result<EndEvidence> {
-        let gen = |seg: u32| self.segs.gen(seg);
         let chain = self.segs.chain();
-        let cx = KeyContext {
-            bounds: self.key_bounds(),
-            gen: &gen,
-            data: None,
-            order: KeyOrder::Pcache,
-            kernel_decode: false,
-        };
+        let cx = self.key_context(false);
         let media = &*self.media;
         let ev = judge_end(media, chain, pos, &cx).map_err(EngineError::media("read kset"))?;
         let Some(resume) = ev.resume(pos) else {

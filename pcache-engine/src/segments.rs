@@ -263,3 +263,9 @@ impl Segments {
             .collect()
     }
 }
+
+impl crate::walk::Generations for Segments {
+    fn gen(&self, seg: u32) -> u64 {
+        Segments::gen(self, seg)
+    }
+}

@@ -360,12 +360,30 @@ impl KeyVerdict {
     }
 }
 
+/// The current generation of each cache segment, as a key is judged against it.
+pub trait Generations {
+    /// The generation of cache segment `seg` (0 for one that does not exist).
+    fn gen(&self, seg: u32) -> u64;
+}
+
+impl Generations for &[u64] {
+    fn gen(&self, seg: u32) -> u64 {
+        self.get(seg as usize).copied().unwrap_or(0)
+    }
+}
+
+impl<F: Fn(u32) -> u64> Generations for F {
+    fn gen(&self, seg: u32) -> u64 {
+        self(seg)
+    }
+}
+
 /// What [`examine_key`] checks a key against.
 pub struct KeyContext<'a, S: LogSource + ?Sized = dyn CacheMedia> {
     /// The backing size and the number of segments.
     pub bounds: KeyBounds,
-    /// The current generation of a cache segment.
-    pub gen: &'a dyn Fn(u32) -> u64,
+    /// The current generation of each cache segment.
+    pub gen: &'a dyn Generations,
     /// Where to read a key's data to check its CRC; `None` when the cache has no data
     /// CRCs (or they are not to be checked).
     pub data: Option<(&'a S, &'a SegmentChain)>,
@@ -464,7 +482,7 @@ pub fn examine_key<S: LogSource + ?Sized>(
     };
     let mut facts = KeyFacts {
         key,
-        seg_gen: (cx.gen)(key.pos.seg),
+        seg_gen: cx.gen.gen(key.pos.seg),
         bad_crc: None,
         crc_checked: false,
     };

@@ -506,11 +506,10 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
         let Some(note) = note else { return Ok(()) };
         // What lies at the end and behind it: the engine's judgement, the same that makes
         // `pcache-ublk add` refuse the cache.
-        let gen = |seg: u32| self.input.gens.get(seg as usize).copied().unwrap_or(0);
         let src = Src(self.m);
         let cx = KeyContext {
             bounds: self.bounds,
-            gen: &gen,
+            gen: &self.input.gens,
             data: None,
             order: KeyOrder::Kernel,
             kernel_decode: true,

@@ -64,11 +64,10 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
         };
         // The kernel's checks in the kernel's order (the data CRC before the generation),
         // which also gives pcache's verdict (the generation first).
-        let gen = |seg: u32| self.input.gens.get(seg as usize).copied().unwrap_or(0);
         let src = Src(self.m);
         let cx = KeyContext {
             bounds: self.bounds,
-            gen: &gen,
+            gen: &self.input.gens,
             data: (self.input.data_crc && self.opts.verify_data_crc)
                 .then_some((&src, self.input.chain)),
             order: KeyOrder::Kernel,
