@@ -1,5 +1,5 @@
 //! `cargo xtask install` and `cargo xtask deb`: the release binaries, man pages and shell
-//! completions (generated from the clap definitions by the `docgen` examples of
+//! completions (generated from the clap definitions by the `tools-docgen` and `ublk-docgen` examples of
 //! pcache-tools and pcache-ublk), the systemd unit and the docs, installed under a prefix
 //! the way `make install` does (`--destdir` stages); `deb` packages exactly that tree for
 //! `--prefix /usr` with `dpkg-deb`.
@@ -143,7 +143,7 @@ struct Built {
     share: PathBuf,
 }
 
-/// `cargo build --release --workspace --bins`, then both `docgen` examples into a fresh
+/// `cargo build --release --workspace --bins`, then both docgen examples into a fresh
 /// `<target>/xtask-install/share`.
 fn build(repo: &Path) -> Result<Built> {
     let target = target_dir(repo);
@@ -165,15 +165,18 @@ fn build(repo: &Path) -> Result<Built> {
         fs::remove_dir_all(&share).with_context(|| format!("cannot clear {}", share.display()))?;
     }
     fs::create_dir_all(&share)?;
-    for pkg in ["pcache-tools", "pcache-ublk"] {
-        println!("install: man pages and completions of {pkg} (its docgen example)");
+    for (pkg, example) in [
+        ("pcache-tools", "tools-docgen"),
+        ("pcache-ublk", "ublk-docgen"),
+    ] {
+        println!("install: man pages and completions of {pkg} (its {example} example)");
         run(cargo_cmd()
             .args([
                 "run",
                 "--quiet",
                 "--release",
                 "--example",
-                "docgen",
+                example,
                 "-p",
                 pkg,
                 "--",

@@ -1,9 +1,9 @@
-//! `cargo run --example docgen -p pcache-tools -- SHARE_DIR`: writes the man pages and the
+//! `cargo run --example tools-docgen -p pcache-tools -- SHARE_DIR`: writes the man pages and the
 //! bash, zsh and fish completions of the four tools, generated from their clap definitions
 //! (`pcache_tools::args`), under SHARE_DIR (`man/man1`, `bash-completion/completions`,
 //! `zsh/site-functions`, `fish/vendor_completions.d`). `cargo xtask install` runs it; it
 //! is an example so that neither clap_mangen nor clap_complete ships in the tools. The
-//! helpers below are the same as in `pcache-ublk/examples/docgen.rs`.
+//! helpers below are the same as in `pcache-ublk/examples/ublk-docgen.rs`.
 
 use clap::CommandFactory;
 use clap_complete::Shell;
@@ -23,7 +23,7 @@ const SEE_ALSO: &[&str] = &[
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [share] = args.as_slice() else {
-        eprintln!("usage: docgen SHARE_DIR");
+        eprintln!("usage: tools-docgen SHARE_DIR");
         std::process::exit(2);
     };
     let share = PathBuf::from(share);

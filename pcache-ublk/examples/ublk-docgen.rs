@@ -1,10 +1,10 @@
-//! `cargo run --example docgen -p pcache-ublk -- SHARE_DIR`: writes the man pages of
+//! `cargo run --example ublk-docgen -p pcache-ublk -- SHARE_DIR`: writes the man pages of
 //! `pcache-ublk` and of each subcommand (`pcache-ublk-add.1`, ...) and its bash, zsh and
 //! fish completions, generated from the clap definition (`pcache_ublk::cli::Cli`), under
 //! SHARE_DIR (`man/man1`, `bash-completion/completions`, `zsh/site-functions`,
 //! `fish/vendor_completions.d`). `cargo xtask install` runs it; it is an example so that
 //! neither clap_mangen nor clap_complete ships in the daemon. The helpers below are the
-//! same as in `pcache-tools/examples/docgen.rs`.
+//! same as in `pcache-tools/examples/tools-docgen.rs`.
 
 use clap::CommandFactory;
 use clap_complete::Shell;
@@ -24,7 +24,7 @@ const SEE_ALSO: &[&str] = &[
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [share] = args.as_slice() else {
-        eprintln!("usage: docgen SHARE_DIR");
+        eprintln!("usage: ublk-docgen SHARE_DIR");
         std::process::exit(2);
     };
     let share = PathBuf::from(share);
