@@ -169,7 +169,7 @@ impl Inner {
         match ev {
             EndEvidence::BitFlip(f) => {
                 let at = self.abs(pos)?;
-                let room = SEG_DATA_SIZE - pos.off;
+                let room = SEG_DATA_SIZE.saturating_sub(pos.off);
                 let mut bytes = vec![0; f.was.size() as usize];
                 media
                     .read(at, &mut bytes)
