@@ -23,6 +23,7 @@ mod log;
 pub mod media;
 mod meta;
 mod replay;
+pub mod report;
 pub mod salvage;
 mod segments;
 mod status;

@@ -1,7 +1,7 @@
 //! Small helpers the tools share: argument parsers, one-line error messages, logging, and
 //! the warning for a live cache.
 
-use crate::device::{Access, Device, Media};
+use crate::device::{Access, Device, Image};
 use std::error::Error;
 use std::ops::Range;
 use std::path::Path;

@@ -1,8 +1,8 @@
 //! Access to a cache device: a regular file (usually sparse), a block device (`/dev/pmem0`)
 //! or a DAX character device (`/dev/dax0.0`).
 //!
-//! The tools see a device only through two small traits, [`Media`] (sized, positional
-//! reads) and [`MediaMut`] (positional writes and a durability barrier), so everything they
+//! The tools see a device only through two small traits, [`Image`] (sized, positional
+//! reads) and [`ImageMut`] (positional writes and a durability barrier), so everything they
 //! do can be run against an in-memory image in tests.
 //!
 //! The bytes are the engine's media ([`DaxMedia`]: one mapping, flush and fence
@@ -24,21 +24,12 @@ use std::path::{Path, PathBuf};
 use pcache_engine::claim::{self, Claim, ClaimError, Holder};
 use pcache_engine::media::{CacheMedia, DaxMedia, MediaError};
 
-/// A cache device as the tools read it.
-pub trait Media {
-    /// Size in bytes.
-    fn size(&self) -> u64;
-
-    /// Fills `buf` from byte `off`.
-    ///
-    /// # Errors
-    /// The range is not inside the device, or the read failed.
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()>;
-}
+use pcache_engine::report::image::{io_error as io_err, range};
+pub use pcache_engine::report::Image;
 
 /// A cache device the tools may write.
-pub trait MediaMut: Media {
-    /// Writes `buf` at byte `off`. Not durable until [`MediaMut::sync`] returns.
+pub trait ImageMut: Image {
+    /// Writes `buf` at byte `off`. Not durable until [`ImageMut::sync`] returns.
     ///
     /// # Errors
     /// The range is not inside the device, or the write failed.
@@ -47,7 +38,7 @@ pub trait MediaMut: Media {
     /// Makes every write so far durable.
     ///
     /// # Persistence
-    /// When this returns `Ok`, all data passed to [`MediaMut::write_at`] before the call
+    /// When this returns `Ok`, all data passed to [`ImageMut::write_at`] before the call
     /// survives a power failure.
     ///
     /// # Errors
@@ -205,33 +196,7 @@ fn media_err(e: MediaError) -> DeviceError {
     }
 }
 
-/// The byte range `[off, off + len)` as slice indices, if it lies inside a device of `size`.
-fn range(off: u64, len: usize, size: u64) -> io::Result<std::ops::Range<usize>> {
-    let end = off.checked_add(len as u64).filter(|&end| end <= size);
-    match (end, usize::try_from(off)) {
-        (Some(end), Ok(start)) => Ok(start..usize::try_from(end).unwrap_or(usize::MAX)),
-        _ => Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("bytes {off}..+{len} are beyond the end of the device ({size} bytes)"),
-        )),
-    }
-}
-
-/// A media error of a read or write as the I/O error the tools report.
-fn io_err(e: MediaError) -> io::Error {
-    match e {
-        MediaError::Poisoned { at, .. } => io::Error::other(format!(
-            "media error (machine check or SIGBUS) at byte {at:#x}"
-        )),
-        MediaError::ReadOnly => {
-            io::Error::new(io::ErrorKind::PermissionDenied, "device opened read-only")
-        }
-        MediaError::Io { source, .. } => source,
-        other => io::Error::other(other),
-    }
-}
-
-impl Media for Device {
+impl Image for Device {
     fn size(&self) -> u64 {
         self.size
     }
@@ -245,7 +210,7 @@ impl Media for Device {
     }
 }
 
-impl MediaMut for Device {
+impl ImageMut for Device {
     fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
         range(off, buf.len(), self.size)?;
         let Some(m) = &self.media else {
@@ -273,19 +238,7 @@ impl MediaMut for Device {
 }
 
 /// An image in memory, for tests and tools that build images: a byte vector.
-impl Media for Vec<u8> {
-    fn size(&self) -> u64 {
-        self.len() as u64
-    }
-
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        let r = range(off, buf.len(), self.size())?;
-        buf.copy_from_slice(&self[r]);
-        Ok(())
-    }
-}
-
-impl MediaMut for Vec<u8> {
+impl ImageMut for Vec<u8> {
     fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
         let r = range(off, buf.len(), self.size())?;
         self[r].copy_from_slice(buf);
@@ -297,27 +250,7 @@ impl MediaMut for Vec<u8> {
     }
 }
 
-impl<M: Media + ?Sized> Media for &M {
-    fn size(&self) -> u64 {
-        (**self).size()
-    }
-
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        (**self).read_at(off, buf)
-    }
-}
-
-impl<M: Media + ?Sized> Media for &mut M {
-    fn size(&self) -> u64 {
-        (**self).size()
-    }
-
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        (**self).read_at(off, buf)
-    }
-}
-
-impl<M: MediaMut + ?Sized> MediaMut for &mut M {
+impl<M: ImageMut + ?Sized> ImageMut for &mut M {
     fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
         (**self).write_at(off, buf)
     }

@@ -2,7 +2,7 @@
 
 use crate::chain::{Role, SegmentView};
 use crate::log::{KeyState, KeyView, KsetKind, KsetView, LogEndKind};
-use crate::scan::{CacheInfoView, DualView, Scan, ScanOptions, SlotState, SlotView};
+use crate::report::{CacheInfoView, DualView, Scan, ScanOptions, SlotState, SlotView};
 use pcache_format::record::CACHE_MODE_WRITEBACK;
 use serde::Serialize;
 use std::fmt::{self, Write as _};

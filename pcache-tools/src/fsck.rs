@@ -2,9 +2,9 @@
 //! one kind of repair that needs no guessing — rewriting a damaged copy of a dual record
 //! from its good twin.
 
-use crate::device::{Media, MediaMut};
+use crate::device::{Image, ImageMut};
 use crate::finding::{count, Findings, Repair, Severity};
-use crate::scan::{scan, ScanOptions, Status};
+use crate::{scan, ScanOptions, Status};
 use pcache_format::pcache_crc;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -186,7 +186,7 @@ fn report(
 ///
 /// # Errors
 /// A read failed.
-pub fn check<M: Media + ?Sized>(m: &M, opts: &FsckOptions) -> io::Result<Report> {
+pub fn check<M: Image + ?Sized>(m: &M, opts: &FsckOptions) -> io::Result<Report> {
     let s = scan(m, &opts.scan_options())?;
     let end = s.log.as_ref().map_or(0, |l| l.max_key_end);
     Ok(report(s.findings, s.status, Vec::new(), end))
@@ -203,11 +203,11 @@ fn hex(bytes: &[u8]) -> String {
 /// twin, then checks again. Without `opts.repair` this is [`check`].
 ///
 /// # Persistence
-/// The rewritten copies are made durable with [`MediaMut::sync`] before the second check.
+/// The rewritten copies are made durable with [`ImageMut::sync`] before the second check.
 ///
 /// # Errors
 /// A read or write failed, or the device changed during the check.
-pub fn check_and_repair<M: MediaMut + ?Sized>(
+pub fn check_and_repair<M: ImageMut + ?Sized>(
     m: &mut M,
     opts: &FsckOptions,
 ) -> Result<Report, FsckError> {

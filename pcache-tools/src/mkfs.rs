@@ -15,7 +15,7 @@
 //! A crash before step 5 leaves a superblock without a valid cache_info, which the kernel
 //! formats again on activation (upstream-format.md G.19).
 
-use crate::device::{Media, MediaMut};
+use crate::device::{Image, ImageMut};
 use crate::probe::{self, Found};
 use pcache_format::fresh::{self, Step};
 use pcache_format::layout::{self, KSET_HEADER_SIZE};
@@ -136,7 +136,7 @@ pub fn plan(device_size: u64, opts: &MkfsOptions) -> Result<Geometry, MkfsError>
 ///
 /// # Errors
 /// As [`plan`], or [`MkfsError::NotEmpty`] with what was found, or a failed read.
-pub fn preflight<M: Media + ?Sized>(m: &M, opts: &MkfsOptions) -> Result<Geometry, MkfsError> {
+pub fn preflight<M: Image + ?Sized>(m: &M, opts: &MkfsOptions) -> Result<Geometry, MkfsError> {
     let geometry = plan(m.size(), opts)?;
     if !opts.force {
         let found = probe::probe(m).map_err(MkfsError::Read)?;
@@ -170,12 +170,12 @@ pub enum Progress {
 /// `progress` is told about each step.
 ///
 /// # Persistence
-/// Each [`Step`] is made durable with [`MediaMut::sync`] before the next begins; when this
+/// Each [`Step`] is made durable with [`ImageMut::sync`] before the next begins; when this
 /// returns `Ok`, the whole cache is durable.
 ///
 /// # Errors
 /// As [`preflight`] (nothing written), or [`MkfsError::Write`].
-pub fn mkfs<M: MediaMut + ?Sized>(
+pub fn mkfs<M: ImageMut + ?Sized>(
     m: &mut M,
     opts: &MkfsOptions,
     progress: &mut dyn FnMut(Progress),
@@ -189,7 +189,7 @@ pub fn mkfs<M: MediaMut + ?Sized>(
 ///
 /// # Errors
 /// [`MkfsError::Write`].
-pub fn write_fresh<M: MediaMut + ?Sized>(
+pub fn write_fresh<M: ImageMut + ?Sized>(
     m: &mut M,
     g: &Geometry,
     progress: &mut dyn FnMut(Progress),

@@ -2,7 +2,7 @@
 //! accident: a pcache superblock, common filesystem, swap, encryption and partition-table
 //! signatures, or simply non-zero bytes near the start.
 
-use crate::device::Media;
+use crate::device::Image;
 use pcache_format::layout::SB_OFF;
 use pcache_format::record::PCACHE_MAGIC;
 use std::fmt;
@@ -85,7 +85,7 @@ const SIGNATURES: &[(u64, &[u8], &str)] = &[
 ///
 /// # Errors
 /// A read failed.
-pub fn probe<M: Media + ?Sized>(m: &M) -> io::Result<Vec<Found>> {
+pub fn probe<M: Image + ?Sized>(m: &M) -> io::Result<Vec<Found>> {
     let len = m.size().min(PROBE_BYTES);
     let mut head = vec![0u8; usize::try_from(len).unwrap_or(0)];
     m.read_at(0, &mut head)?;

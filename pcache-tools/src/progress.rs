@@ -1,6 +1,6 @@
 //! Progress for long jobs, shown on stderr only when it is a terminal.
 
-use crate::device::{Media, MediaMut};
+use crate::device::{Image, ImageMut};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{self, IsTerminal};
 use std::time::Duration;
@@ -37,7 +37,7 @@ impl<'a, M: ?Sized> Metered<'a, M> {
     }
 }
 
-impl<M: Media + ?Sized> Media for Metered<'_, M> {
+impl<M: Image + ?Sized> Image for Metered<'_, M> {
     fn size(&self) -> u64 {
         self.inner.size()
     }
@@ -49,7 +49,7 @@ impl<M: Media + ?Sized> Media for Metered<'_, M> {
     }
 }
 
-impl<M: MediaMut + ?Sized> MediaMut for Metered<'_, M> {
+impl<M: ImageMut + ?Sized> ImageMut for Metered<'_, M> {
     fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
         self.inner.write_at(off, buf)
     }

@@ -8,7 +8,7 @@
 //! This is test support: misuse (a kset that does not fit, a segment out of range) panics
 //! with a message instead of returning an error.
 
-use crate::device::{Media, MediaMut};
+use crate::device::{Image, ImageMut};
 use crate::mkfs::{self, Geometry, MkfsOptions};
 use pcache_format::kset::{encode_last_kset, KsetBuf, KEY_FLAG_CLEAN};
 use pcache_format::layout::{self, CachePos, KSET_HEADER_SIZE, SEG_DATA_SIZE};
@@ -116,7 +116,7 @@ fn check(off: u64, len: usize, size: u64) -> io::Result<()> {
     }
 }
 
-impl Media for SparseImage {
+impl Image for SparseImage {
     fn size(&self) -> u64 {
         self.size
     }
@@ -138,7 +138,7 @@ impl Media for SparseImage {
     }
 }
 
-impl MediaMut for SparseImage {
+impl ImageMut for SparseImage {
     fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
         check(off, buf.len(), self.size)?;
         let mut done = 0usize;

@@ -217,7 +217,7 @@ fn garbage_never_panics() {
         x ^= x << 17;
         *b = x as u8;
     }
-    pcache_tools::MediaMut::write_at(&mut img, 0, &junk).unwrap();
+    pcache_tools::ImageMut::write_at(&mut img, 0, &junk).unwrap();
     let p = d.image("junk", &img);
     let empty = d.file("empty", 0);
     for path in [&p, &empty] {

@@ -9,7 +9,7 @@ use pcache_format::{pcache_crc, Superblock};
 use pcache_tools::finding::Severity;
 use pcache_tools::fsck::{self, exit, FsckOptions};
 use pcache_tools::testimg::{samples, KeySpec, SparseImage, TestImage};
-use pcache_tools::{scan, MediaMut, Scan, ScanOptions};
+use pcache_tools::{scan, ImageMut, Scan, ScanOptions};
 use std::collections::BTreeSet;
 
 fn opts() -> ScanOptions {

@@ -8,7 +8,7 @@ use pcache_format::raw::RawKey;
 use pcache_format::record::{encode_meta, CacheInfo, SegGen, SegInfo, TailPos};
 use pcache_tools::fsck::{self, exit, FsckOptions};
 use pcache_tools::testimg::{samples, SparseImage};
-use pcache_tools::{dump, scan, MediaMut, ScanOptions};
+use pcache_tools::{dump, scan, ImageMut, ScanOptions};
 use zerocopy::IntoBytes;
 
 struct Rng(u64);

@@ -28,7 +28,7 @@ const DEV: u64 = 8 << 20;
 /// The tools' view of an in-memory image.
 struct View<'a>(&'a MemMedia);
 
-impl pcache_tools::Media for View<'_> {
+impl pcache_tools::Image for View<'_> {
     fn size(&self) -> u64 {
         self.0.len()
     }

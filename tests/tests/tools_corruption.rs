@@ -10,7 +10,7 @@ use pcache_tools::finding::Severity;
 use pcache_tools::log::KsetKind;
 use pcache_tools::mkfs::{self, MkfsOptions};
 use pcache_tools::testimg::SparseImage;
-use pcache_tools::{scan, Access, Device, Media, MediaMut, Scan, ScanOptions};
+use pcache_tools::{scan, Access, Device, Image, ImageMut, Scan, ScanOptions};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

@@ -37,7 +37,7 @@ fn segment_meta(path: &Path) -> Vec<u8> {
     let mut out = Vec::new();
     for seg in 0..31u32 {
         let mut buf = vec![0; 12_288 + 24];
-        pcache_tools::Media::read_at(&dev, pcache_format::layout::segment_base(seg), &mut buf)
+        pcache_tools::Image::read_at(&dev, pcache_format::layout::segment_base(seg), &mut buf)
             .unwrap();
         out.extend(buf);
     }
@@ -108,7 +108,7 @@ fn engine_accepts_mkfs_and_fsck_accepts_the_engine() {
 fn all_meta(path: &Path) -> Vec<u8> {
     let dev = Device::open(path, Access::ReadOnly).unwrap();
     let mut head = vec![0; 20_480];
-    pcache_tools::Media::read_at(&dev, 0, &mut head).unwrap();
+    pcache_tools::Image::read_at(&dev, 0, &mut head).unwrap();
     head.extend(segment_meta(path));
     head
 }
@@ -127,12 +127,12 @@ fn engine_format_equals_mkfs() {
     // An interrupted format: the superblock and nothing behind it. The engine formats
     // the cache as the kernel's first activation does.
     let zeros = vec![0u8; 12_288];
-    pcache_tools::MediaMut::write_at(&mut dev, 8192, &zeros).unwrap();
+    pcache_tools::ImageMut::write_at(&mut dev, 8192, &zeros).unwrap();
     for seg in 0..31u32 {
         let base = pcache_format::layout::segment_base(seg);
-        pcache_tools::MediaMut::write_at(&mut dev, base, &zeros).unwrap();
+        pcache_tools::ImageMut::write_at(&mut dev, base, &zeros).unwrap();
     }
-    pcache_tools::MediaMut::sync(&mut dev).unwrap();
+    pcache_tools::ImageMut::sync(&mut dev).unwrap();
     drop(dev);
     let backing = Arc::new(MemBacking::new(64 * MIB));
     let cache = open(&path, &backing, false);

@@ -51,7 +51,7 @@ fn repair_rewrites_only_the_damaged_copy() {
     let good = img.media.bytes(layout::dirty_tail_off(1), 16);
     assert_eq!(img.media.bytes(older, 16), good);
     let mut expect = before.clone();
-    crate::MediaMut::write_at(&mut expect, older, &good).unwrap();
+    crate::ImageMut::write_at(&mut expect, older, &good).unwrap();
     assert_eq!(img.media, expect);
     assert!(text(&r, "img").contains("repaired dirty_tail[0] at byte 0x4020"));
     // And now it is clean; a second repair changes nothing.
@@ -197,7 +197,7 @@ fn overlapping_live_data_is_an_error() {
 #[test]
 fn says_what_else_the_device_holds() {
     let mut img = crate::testimg::SparseImage::new(512 << 20);
-    crate::MediaMut::write_at(&mut img, 0, b"XFSB").unwrap();
+    crate::ImageMut::write_at(&mut img, 0, b"XFSB").unwrap();
     let r = check(&img, &FsckOptions::default()).unwrap();
     let f = r.findings.find("sb_unformatted").unwrap();
     assert!(f.message.contains("an XFS filesystem"), "{}", f.message);
@@ -211,7 +211,7 @@ fn stray_cache_info_of_old_kernels_is_a_note() {
         &pcache_format::record::CacheInfo::fresh(31, false, 70),
         2,
     );
-    crate::MediaMut::write_at(&mut img.media, 8216, zerocopy::IntoBytes::as_bytes(&rec)).unwrap();
+    crate::ImageMut::write_at(&mut img.media, 8216, zerocopy::IntoBytes::as_bytes(&rec)).unwrap();
     let r = check(&img.media, &FsckOptions::default()).unwrap();
     let f = r.findings.find("stray_cache_info").unwrap();
     assert_eq!(f.severity, crate::Severity::Info);

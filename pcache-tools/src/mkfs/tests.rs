@@ -176,7 +176,7 @@ struct Recorder {
     data: Vec<Vec<u8>>,
 }
 
-impl Media for Recorder {
+impl Image for Recorder {
     fn size(&self) -> u64 {
         self.img.size()
     }
@@ -185,7 +185,7 @@ impl Media for Recorder {
     }
 }
 
-impl MediaMut for Recorder {
+impl ImageMut for Recorder {
     fn write_at(&mut self, off: u64, buf: &[u8]) -> io::Result<()> {
         self.log.push(Some((off, buf.len())));
         self.data.push(buf.to_vec());

@@ -4,11 +4,11 @@
 //! The walk itself is the engine's ([`LogWalker`], the one walker of pcache); this module
 //! turns what it yields into findings and views.
 
-use crate::device::Media;
-use crate::finding::{Finding, Findings, Severity};
-use crate::scan::{Pos, ScanOptions};
-use pcache_engine::media::MediaError;
-use pcache_engine::walk::{
+use super::finding::{Finding, Findings, Severity};
+use super::image::Image;
+use super::{Pos, ScanOptions};
+use crate::media::MediaError;
+use crate::walk::{
     behind, judge_end, Behind, EndEvidence, KeyContext, KeyOrder, LogSource, LogWalker, WalkError,
     WalkItem,
 };
@@ -177,7 +177,7 @@ pub struct LogView {
 /// [`MediaError::OutOfRange`] (a truncated image), anything else an I/O error.
 pub(crate) struct Src<'a, M: ?Sized>(pub &'a M);
 
-impl<M: Media + ?Sized> LogSource for Src<'_, M> {
+impl<M: Image + ?Sized> LogSource for Src<'_, M> {
     fn read_log(&self, off: u64, buf: &mut [u8]) -> Result<(), MediaError> {
         let size = self.0.size();
         match off.checked_add(buf.len() as u64) {
@@ -212,7 +212,7 @@ fn io_error(e: MediaError) -> Option<io::Error> {
     }
 }
 
-struct Walker<'a, 'f, M: Media + ?Sized> {
+struct Walker<'a, 'f, M: Image + ?Sized> {
     m: &'a M,
     input: &'a LogInput<'a>,
     opts: &'a ScanOptions,
@@ -225,7 +225,7 @@ struct Walker<'a, 'f, M: Media + ?Sized> {
 }
 
 /// Replays the log. Returns the log and how it uses each cache segment.
-pub(crate) fn walk<M: Media + ?Sized>(
+pub(crate) fn walk<M: Image + ?Sized>(
     m: &M,
     input: &LogInput<'_>,
     opts: &ScanOptions,
@@ -297,7 +297,7 @@ pub(crate) fn walk<M: Media + ?Sized>(
     Ok((w.view, w.usage))
 }
 
-impl<M: Media + ?Sized> Walker<'_, '_, M> {
+impl<M: Image + ?Sized> Walker<'_, '_, M> {
     fn run(&mut self) -> io::Result<()> {
         let src = Src(self.m);
         let mut walk = LogWalker::new(&src, self.input.chain, self.input.key_tail);
@@ -411,7 +411,6 @@ impl<M: Media + ?Sized> Walker<'_, '_, M> {
                 None => self.truncated(what),
                 Some(e) => return Err(e),
             },
-            _ => {}
         }
         Ok(())
     }

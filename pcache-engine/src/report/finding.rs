@@ -222,6 +222,14 @@ impl Findings {
         self.list.iter().find(|f| f.code == code)
     }
 
+    /// Adds `text` to the message of the first finding with this code (for a tool that
+    /// knows more than the scan, such as what else a device holds).
+    pub fn amend(&mut self, code: &str, text: &str) {
+        if let Some(f) = self.list.iter_mut().find(|f| f.code == code) {
+            f.message.push_str(text);
+        }
+    }
+
     /// The most severe finding's severity.
     #[must_use]
     pub fn worst(&self) -> Option<Severity> {

@@ -2,10 +2,10 @@
 //! oddities, and overlapping live data.
 
 use super::{io_error, KeyState, KeyView, Src, Walker};
-use crate::device::Media;
-use crate::finding::{Finding, Severity};
-use crate::scan::Pos;
-use pcache_engine::walk::{examine_key, key_offset, KeyContext, KeyOrder};
+use crate::report::finding::{Finding, Severity};
+use crate::report::image::Image;
+use crate::report::Pos;
+use crate::walk::{examine_key, key_offset, KeyContext, KeyOrder};
 use pcache_format::kset::{KEY_FLAG_CLEAN, KEY_FLAG_EMPTY};
 use pcache_format::layout::{self, SECTOR_SIZE};
 use pcache_format::raw::RawKey;
@@ -29,7 +29,7 @@ impl Extent {
     }
 }
 
-impl<M: Media + ?Sized> Walker<'_, '_, M> {
+impl<M: Image + ?Sized> Walker<'_, '_, M> {
     /// Decodes and checks one key the way replay does (F.2, Errata 1), and more.
     pub(super) fn check_key(
         &mut self,

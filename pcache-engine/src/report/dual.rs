@@ -1,14 +1,14 @@
 //! Reading both copies of a dual record and reporting damaged ones.
 
+use super::finding::{Finding, Findings, Repair, Severity};
+use super::image::Image;
 use super::{DualView, SlotState, SlotView};
-use crate::device::Media;
-use crate::finding::{Finding, Findings, Repair, Severity};
 use pcache_format::record::{Dual, MetaRecord, Slot};
 use pcache_format::Structure;
 use std::io;
 
 /// Reads `len` bytes at `off`, or `None` when the range is not inside the device.
-pub(crate) fn read_opt<M: Media + ?Sized>(
+pub(crate) fn read_opt<M: Image + ?Sized>(
     m: &M,
     off: u64,
     len: usize,
@@ -25,7 +25,7 @@ pub(crate) fn read_opt<M: Media + ?Sized>(
 
 /// Decodes both copies of a dual record of `R` at `at` and describes them, turning each
 /// value into a view with `view`. The caller guarantees both ranges are on the device.
-pub(crate) fn read_dual<M: Media + ?Sized, R: MetaRecord, V>(
+pub(crate) fn read_dual<M: Image + ?Sized, R: MetaRecord, V>(
     m: &M,
     at: [u64; 2],
     structure: Structure,

@@ -1,17 +1,25 @@
-//! The image model shared by `pcache-dump` and `pcache-fsck`: one read-only pass over a
-//! cache device that decodes every structure the kernel reads on activation, the way the
-//! kernel reads it, and records [`Finding`]s on the way.
+//! Loading in *report* mode: one read-only pass over a cache device that decodes every
+//! structure the kernel reads on activation, the way the kernel reads it, and records each
+//! problem as a [`Finding`] instead of stopping at the first — the model `pcache-dump` and
+//! `pcache-fsck` print.
+//!
+//! pcache loads a cache in one of three modes:
+//!
+//! - *strict* ([`Cache::open`](crate::Cache::open)): the first problem refuses the cache;
+//! - *report* ([`scan`], here): every problem is collected, and the walk goes on wherever
+//!   the format allows; nothing is written;
+//! - *salvage* ([`CacheConfig::salvage`](crate::CacheConfig)): read-only, replay skips
+//!   what fails and reports it ([`crate::salvage`]).
 //!
 //! The pass follows the kernel's activation (upstream-format.md F.0): superblock, both
 //! cache_info copies, the segment chain with every segment's seg_info and generation
 //! copies, both tails, then replay of the kset log from key_tail to key_head (F.2, with the
-//! 7.3.4 treatment of stale keys of Errata 1). It never writes, never panics, and reads
-//! only ranges it has checked against the device size.
+//! 7.3.4 treatment of stale keys of Errata 1), through the engine's own log walker
+//! ([`crate::walk`]). It never writes, never panics, and reads only ranges it has checked
+//! against the device size.
 
-use crate::chain::{self, ChainView};
-use crate::device::Media;
-use crate::finding::{Finding, Findings, Severity};
-use crate::log::{self, LogView};
+use chain::ChainView;
+use log::LogView;
 use pcache_format::layout::{self, CachePos, SB_OFF};
 use pcache_format::raw::RawSuperblock;
 use pcache_format::record::{CacheInfo, Dual, TailPos, SB_F_BIGENDIAN};
@@ -21,10 +29,16 @@ use std::io;
 use std::ops::Range;
 use zerocopy::FromBytes;
 
+pub mod chain;
 mod dual;
+pub mod finding;
+pub mod image;
+pub mod log;
 mod views;
 
 pub(crate) use dual::{check_copies, read_dual, read_opt};
+pub use finding::{Finding, Findings, Repair, Severity};
+pub use image::Image;
 pub use views::{CacheInfoView, DualView, Pos, SbFields, SbView, SlotState, SlotView, Status};
 
 /// What a scan reads beyond the metadata, and how much of the log it keeps for display.
@@ -104,7 +118,7 @@ pub struct Scan {
 ///
 /// # Errors
 /// A read from the device failed.
-pub fn scan<M: Media + ?Sized>(m: &M, opts: &ScanOptions) -> io::Result<Scan> {
+pub fn scan<M: Image + ?Sized>(m: &M, opts: &ScanOptions) -> io::Result<Scan> {
     let mut findings = Findings::new(opts.findings_cap);
     let size = m.size();
     let (superblock, sb) = scan_superblock(m, &mut findings)?;
@@ -199,7 +213,7 @@ pub fn scan<M: Media + ?Sized>(m: &M, opts: &ScanOptions) -> io::Result<Scan> {
     Ok(out)
 }
 
-fn scan_superblock<M: Media + ?Sized>(
+fn scan_superblock<M: Image + ?Sized>(
     m: &M,
     f: &mut Findings,
 ) -> io::Result<(SbView, Option<Superblock>)> {
@@ -247,18 +261,6 @@ fn scan_superblock<M: Media + ?Sized>(
                 Reason::BigEndian => ("sb_big_endian", e.reason.to_string()),
                 _ => ("sb_invalid", e.reason.to_string()),
             };
-            let mut msg = msg;
-            if matches!(e.reason, Reason::BadMagic { .. }) {
-                let found = crate::probe::probe(m)?;
-                let other: Vec<String> = found
-                    .iter()
-                    .filter(|f| !matches!(f, crate::probe::Found::Pcache { .. }))
-                    .map(ToString::to_string)
-                    .collect();
-                if !other.is_empty() {
-                    msg = format!("{msg}; the device holds {}", other.join("; "));
-                }
-            }
             view.error = Some(msg.clone());
             let finding = if code == "sb_unformatted" {
                 Finding::new(Severity::Error, code, "superblock", Some(SB_OFF), msg)
@@ -340,7 +342,7 @@ fn scan_superblock<M: Media + ?Sized>(
 
 /// Kernels 6.18.0 to about 6.18.3 wrote cache_info copy 1 at 8 192 + 24 instead of
 /// 12 288 (upstream-format.md G.6). No reader looks there; say so if one is found.
-fn note_stray_cache_info<M: Media + ?Sized>(m: &M, f: &mut Findings) -> io::Result<()> {
+fn note_stray_cache_info<M: Image + ?Sized>(m: &M, f: &mut Findings) -> io::Result<()> {
     let at = layout::CACHE_INFO_OFF + 24;
     if let Some(bytes) = read_opt(m, at, 24)? {
         if let Ok(v) = pcache_format::record::decode_meta::<CacheInfo>(&bytes, at) {

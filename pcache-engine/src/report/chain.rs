@@ -1,10 +1,10 @@
 //! The segment chain: cache segment id → physical segment, with each segment's seg_info
 //! and generation copies, walked as the kernel walks it on activation (F.0 step 3.2).
 
-use crate::device::Media;
-use crate::finding::{Finding, Findings, Severity};
-use crate::log::SegUsage;
-use crate::scan::{check_copies, read_dual, DualView, ScanOptions};
+use super::finding::{Finding, Findings, Severity};
+use super::image::Image;
+use super::log::SegUsage;
+use super::{check_copies, read_dual, DualView, ScanOptions};
 use pcache_format::layout;
 use pcache_format::record::{CacheInfo, SegGen, SegInfo, SEG_TYPE_CACHE_DATA};
 use pcache_format::Structure;
@@ -103,7 +103,7 @@ pub(crate) struct ChainScan {
 
 /// Walks the chain from `ci.seg_id` for `ci.n_segs` segments. `seg_limit` is the number of
 /// physical segments the device really holds (≤ `seg_num`).
-pub(crate) fn scan_chain<M: Media + ?Sized>(
+pub(crate) fn scan_chain<M: Image + ?Sized>(
     m: &M,
     ci: &CacheInfo,
     seg_num: u32,
