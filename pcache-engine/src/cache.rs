@@ -17,18 +17,20 @@ use crate::backing::Backing;
 use crate::error::{EngineError, Result};
 use crate::index::Index;
 use crate::load::{self, LoadOptions};
-use crate::log::{DataHead, OpenKset};
+use crate::log::Log;
 use crate::media::CacheMedia;
 use crate::meta::DualState;
+use crate::reader::LogReader;
+use crate::replay::Replay;
 use crate::segments::Segments;
-use crate::status::{Counters, Status};
-use parking_lot::{Condvar, Mutex};
-use pcache_format::layout::{CachePos, KSET_HEADER_SIZE, SEG_DATA_SIZE};
+use crate::status::{Health, Status};
+use crate::workers::Control;
+use parking_lot::Mutex;
+use pcache_format::layout::{KSET_HEADER_SIZE, SEG_DATA_SIZE};
 use pcache_format::record::{CacheInfo, Superblock, GC_PERCENT_MAX};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 /// How to open a cache.
 #[derive(Debug, Clone, Copy)]
@@ -66,79 +68,31 @@ impl Default for CacheConfig {
     }
 }
 
-/// A tail (key_tail or dirty_tail) and where its latest record lives.
-#[derive(Debug)]
-pub(crate) struct Tail {
-    pub pos: CachePos,
-    pub state: DualState,
-}
-
-/// A wake-up flag for a background worker.
-#[derive(Debug, Default)]
-pub(crate) struct Kick {
-    flag: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Kick {
-    pub(crate) fn kick(&self) {
-        *self.flag.lock() = true;
-        self.cv.notify_all();
-    }
-
-    /// Waits for a kick or the timeout; clears the flag.
-    pub(crate) fn wait(&self, timeout: Duration) {
-        let mut f = self.flag.lock();
-        if !*f {
-            self.cv.wait_for(&mut f, timeout);
-        }
-        *f = false;
-    }
-}
-
-/// Everything the I/O paths and the workers share.
+/// Everything the I/O paths and the workers share: the devices and settings (fixed at
+/// open), and the owners of the mutable state — the space and segments ([`Segments`]),
+/// the index ([`Index`]), the log and its tails ([`Log`]), the workers' controls
+/// ([`Control`]) and the cache's health ([`Health`]). Each owner guards its own state;
+/// see the lock order above.
 pub(crate) struct Inner {
     pub media: Arc<dyn CacheMedia>,
     pub backing: Arc<dyn Backing>,
     pub sb: Superblock,
     pub data_crc: bool,
     pub read_only: bool,
-    /// Salvage mode (read-only): skip what fails, report it.
-    pub salvage: bool,
-    /// What a salvage replay skipped and repaired.
-    pub salvage_report: Mutex<crate::salvage::SalvageReport>,
     pub background: bool,
     /// Bytes of the logical device (the backing device's size).
     pub size: u64,
+    /// cache_info as last persisted, and where its copies are.
+    pub info: Mutex<(CacheInfo, DualState)>,
     pub segs: Segments,
     pub index: Index,
-    pub heads: Box<[Mutex<Option<DataHead>>]>,
-    pub ksets: Box<[Mutex<OpenKset>]>,
-    /// Where the next kset goes (held while a kset is closed).
-    pub key_head: Mutex<CachePos>,
-    /// The end of the durable log: writeback never reads past it.
-    pub durable_head: Mutex<CachePos>,
-    pub key_tail: Mutex<Tail>,
-    pub dirty_tail: Mutex<Tail>,
-    pub info: Mutex<(CacheInfo, DualState)>,
-    /// Serialises writeback rounds.
-    pub wb_lock: Mutex<()>,
-    /// Serialises GC rounds.
-    pub gc_lock: Mutex<()>,
-    pub counters: Counters,
-    pub replay_stats: Mutex<crate::replay::ReplayStats>,
-    pub stop: AtomicBool,
-    /// Set when a persistence step failed: the cache then refuses writes. The flag is
-    /// what the I/O paths test; the message is for errors and status.
-    pub failed_flag: AtomicBool,
-    pub failed: Mutex<Option<String>>,
-    /// A writer waits for space: GC runs whatever gc_percent says.
-    pub gc_wanted: AtomicBool,
-    pub kick_writeback: Kick,
-    pub kick_gc: Kick,
-    pub kick_flush: Kick,
-    /// Asks the flusher to close every kset now (a writer waits for space).
-    pub close_all_wanted: AtomicBool,
+    pub log: Log,
+    pub ctl: Control,
+    pub health: Health,
+    /// What the replay at open found.
+    pub replay_stats: crate::replay::ReplayStats,
+    /// What a salvage replay skipped and repaired.
+    pub salvage_report: crate::salvage::SalvageReport,
 }
 
 impl std::fmt::Debug for Inner {
@@ -152,38 +106,14 @@ impl std::fmt::Debug for Inner {
 }
 
 impl Inner {
-    /// Latches a failure of a persistence step; later writes are refused.
-    pub(crate) fn fail(&self, e: &EngineError) {
-        let mut f = self.failed.lock();
-        if f.is_none() {
-            tracing::error!("cache failed: {e}");
-            *f = Some(e.to_string());
-        }
-        self.failed_flag.store(true, Ordering::Release);
-        self.counters.error();
-    }
-
-    /// Whether a persistence step failed earlier.
-    pub(crate) fn has_failed(&self) -> bool {
-        self.failed_flag.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn check_failed(&self) -> Result<()> {
-        if !self.has_failed() {
-            return Ok(());
-        }
-        let why = self.failed.lock().clone().unwrap_or_default();
-        Err(EngineError::Failed(why))
-    }
-
     pub(crate) fn check_writable(&self) -> Result<()> {
-        if self.stop.load(Ordering::Acquire) {
+        if self.ctl.stop.load(Ordering::Acquire) {
             return Err(EngineError::Closed);
         }
         if self.read_only {
             return Err(EngineError::ReadOnly);
         }
-        self.check_failed()
+        self.health.check()
     }
 
     /// Checks a request: sector-aligned and inside the device.
@@ -198,16 +128,8 @@ impl Inner {
         }
     }
 
-    /// Absolute media offset of a cache position.
-    pub(crate) fn abs(&self, pos: CachePos) -> Result<u64> {
-        self.segs
-            .chain()
-            .abs(pos)
-            .ok_or_else(|| EngineError::Inconsistent(format!("position {pos} outside the cache")))
-    }
-
     pub(crate) fn queue(&self, q: u32) -> usize {
-        q as usize % self.heads.len()
+        q as usize % self.log.heads.len()
     }
 }
 
@@ -260,50 +182,23 @@ impl Cache {
         let queues = cfg.queues.max(1) as usize;
         let size = backing.size();
         let mut info = loaded.info;
-        let inner = Inner {
-            sb: loaded.sb,
-            data_crc: info.data_crc,
-            read_only,
-            salvage: cfg.salvage,
-            salvage_report: Mutex::default(),
-            background: cfg.background && !read_only,
-            size,
-            segs: Segments::new(loaded.chain, loaded.gens, info.data_crc),
-            index: Index::new(size),
-            heads: (0..queues).map(|_| Mutex::new(None)).collect(),
-            ksets: (0..queues)
-                .map(|_| Mutex::new(OpenKset::default()))
-                .collect(),
-            key_head: Mutex::new(CachePos::default()),
-            durable_head: Mutex::new(CachePos::default()),
-            key_tail: Mutex::new(Tail {
-                pos: loaded.key_tail.0,
-                state: loaded.key_tail.1,
-            }),
-            dirty_tail: Mutex::new(Tail {
-                pos: loaded.dirty_tail.0,
-                state: loaded.dirty_tail.1,
-            }),
-            info: Mutex::new((info, loaded.info_state)),
-            wb_lock: Mutex::new(()),
-            gc_lock: Mutex::new(()),
-            counters: Counters::default(),
-            replay_stats: Mutex::default(),
-            stop: AtomicBool::new(false),
-            failed_flag: AtomicBool::new(false),
-            failed: Mutex::new(None),
-            gc_wanted: AtomicBool::new(false),
-            kick_writeback: Kick::default(),
-            kick_gc: Kick::default(),
-            kick_flush: Kick::default(),
-            close_all_wanted: AtomicBool::new(false),
-            media,
-            backing,
-        };
+        let segs = Segments::new(loaded.chain, loaded.gens, info.data_crc);
+        let index = Index::new(size);
         if loaded.formatted {
             tracing::info!("formatted a new cache of {} segments", loaded.sb.seg_num);
         }
-        let head = inner.replay()?;
+        let replayed = Replay {
+            log: LogReader {
+                media: &*media,
+                segs: &segs,
+                backing_size: size,
+                data_crc: info.data_crc,
+            },
+            index: &index,
+            salvage: cfg.salvage,
+        }
+        .run(loaded.key_tail.0, loaded.dirty_tail.0)?;
+        let head = replayed.head;
         if SEG_DATA_SIZE - head.off < KSET_HEADER_SIZE {
             // Neither we nor the kernel write such a log: the next kset close could not
             // even place a LAST kset in the segment.
@@ -311,8 +206,24 @@ impl Cache {
                 "the log ends at {head}, less than a kset header before the end of its segment"
             )));
         }
-        *inner.key_head.lock() = head;
-        *inner.durable_head.lock() = head;
+        let inner = Inner {
+            sb: loaded.sb,
+            data_crc: info.data_crc,
+            read_only,
+            salvage_report: replayed.report,
+            background: cfg.background && !read_only,
+            size,
+            segs,
+            index,
+            log: Log::new(queues, head, loaded.key_tail, loaded.dirty_tail),
+            info: Mutex::new((info, loaded.info_state)),
+            ctl: Control::default(),
+            health: Health::default(),
+            replay_stats: replayed.stats,
+            media,
+            backing,
+        };
+        inner.health.counters.set_dirty(replayed.stats.dirty_bytes);
         if !read_only {
             // A1: the activation ends by persisting cache_info with INIT_DONE (and a new
             // gc_percent), in the slot that does not hold the latest copy.
@@ -350,7 +261,7 @@ impl Cache {
     /// otherwise).
     #[must_use]
     pub fn salvage_report(&self) -> crate::salvage::SalvageReport {
-        self.inner.salvage_report.lock().clone()
+        self.inner.salvage_report.clone()
     }
 
     /// The dirty extents of the index, `(logical offset, length)` in offset order: what a
@@ -380,7 +291,7 @@ impl Cache {
     /// # Errors
     /// A bad request, media or backing errors, a data CRC mismatch on a hit.
     pub fn read(&self, queue: u32, off: u64, buf: &mut [u8]) -> Result<()> {
-        if self.inner.stop.load(Ordering::Acquire) {
+        if self.inner.ctl.stop.load(Ordering::Acquire) {
             return Err(EngineError::Closed);
         }
         let len = buf.len();
@@ -422,7 +333,7 @@ impl Cache {
         len: usize,
         sink: &mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>,
     ) -> Result<()> {
-        if self.inner.stop.load(Ordering::Acquire) {
+        if self.inner.ctl.stop.load(Ordering::Acquire) {
             return Err(EngineError::Closed);
         }
         self.inner
@@ -525,7 +436,7 @@ impl Cache {
         load::persist_info(&*self.inner.media, &mut guard.1, &info)?;
         guard.0 = info;
         drop(guard);
-        self.inner.kick_gc.kick();
+        self.inner.ctl.kick_gc.kick();
         Ok(())
     }
 
@@ -577,14 +488,8 @@ impl Cache {
     /// Stops new requests and the workers, and waits for the workers to end. True for
     /// the call that stopped the cache.
     fn stop_workers(&self) -> bool {
-        let first = !self.inner.stop.swap(true, Ordering::AcqRel);
-        for k in [
-            &self.inner.kick_writeback,
-            &self.inner.kick_gc,
-            &self.inner.kick_flush,
-        ] {
-            k.kick();
-        }
+        let first = !self.inner.ctl.stop.swap(true, Ordering::AcqRel);
+        self.inner.ctl.kick_all();
         for w in self.workers.lock().drain(..) {
             let _ = w.join();
         }

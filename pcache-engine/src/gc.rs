@@ -15,6 +15,7 @@ impl Inner {
     /// nothing to do.
     pub(crate) fn gc_once(&self) -> Result<bool> {
         let forced = self
+            .ctl
             .gc_wanted
             .swap(false, std::sync::atomic::Ordering::AcqRel);
         self.gc_step(forced)
@@ -26,9 +27,9 @@ impl Inner {
     }
 
     fn gc_step(&self, force: bool) -> Result<bool> {
-        let _round = self.gc_lock.lock();
-        let kt = self.key_tail.lock().pos;
-        let dt = self.dirty_tail.lock().pos;
+        let _round = self.ctl.gc_lock.lock();
+        let kt = self.log.key_tail.lock().pos;
+        let dt = self.log.dirty_tail.lock().pos;
         if kt == dt {
             return Ok(false);
         }
@@ -37,7 +38,7 @@ impl Inner {
         if !force && u64::from(self.segs.used()) < u64::from(n) * pct / 100 {
             return Ok(false);
         }
-        let mut walk = self.walker(kt);
+        let mut walk = self.reader().walker(kt);
         match walk.next_item()? {
             None | Some(WalkItem::End { .. }) => Ok(false),
             Some(WalkItem::Last { next, .. }) => {
@@ -54,7 +55,7 @@ impl Inner {
                 // data was checked when it was replayed or written.
                 let mut live = Vec::with_capacity(keys.len());
                 for (i, raw) in keys.iter().enumerate() {
-                    if let Some(k) = self.judge(raw, at, i, false)? {
+                    if let Some(k) = self.reader().judge(raw, at, i, false)? {
                         live.push(k.pos.seg);
                     }
                 }
@@ -67,11 +68,11 @@ impl Inner {
                 // persisted) and freed. A failure here would leak the segment: it latches.
                 for seg in dead {
                     if let Err(e) = self.segs.invalidate(&*self.media, seg) {
-                        self.fail(&e);
+                        self.health.fail(&e);
                         return Err(e);
                     }
                 }
-                self.counters.gc_run();
+                self.health.counters.gc_run();
                 Ok(true)
             }
         }

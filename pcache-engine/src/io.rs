@@ -191,7 +191,7 @@ impl Inner {
                     break;
                 };
                 let n = space.len as usize;
-                let abs = self.abs(space.pos)?;
+                let abs = self.reader().abs(space.pos)?;
                 staged.push((
                     Key {
                         off: cur,
@@ -290,18 +290,18 @@ impl Inner {
                 return Err(e);
             }
         }
-        self.counters.write(len as u64);
+        self.health.counters.write(len as u64);
         if fua {
             // The ksets the keys went to, each closed once, in the order first used.
             let mut touched: Vec<usize> = Vec::with_capacity(2);
             for (key, _) in staged {
-                let ki = layout::kset_index(key.off, self.ksets.len() as u32) as usize;
+                let ki = layout::kset_index(key.off, self.log.ksets.len() as u32) as usize;
                 if !touched.contains(&ki) {
                     touched.push(ki);
                 }
             }
             for ki in touched {
-                let mut ks = self.ksets[ki].lock();
+                let mut ks = self.log.ksets[ki].lock();
                 self.close_kset(&mut ks)?;
             }
         }
@@ -449,7 +449,7 @@ impl Inner {
                 t.remove_if_same(*s, e);
             }
         }
-        self.counters.hit(hit_bytes);
+        self.health.counters.hit(hit_bytes);
         if misses.is_empty() {
             return Ok(());
         }
@@ -476,7 +476,7 @@ impl Inner {
         spare: &mut Vec<u8>,
     ) -> Result<()> {
         let mut miss_bytes = 0;
-        let mut filling = !self.read_only && !self.has_failed();
+        let mut filling = !self.read_only && !self.health.has_failed();
         for &(s, e) in misses {
             let logical = region.base + u64::from(s);
             let at = region.at_of(s);
@@ -507,7 +507,7 @@ impl Inner {
                 }
             }
         }
-        self.counters.miss(miss_bytes);
+        self.health.counters.miss(miss_bytes);
         Ok(())
     }
 
@@ -606,7 +606,7 @@ impl Inner {
             }
             Err(err) => {
                 if recoverable(&err) {
-                    self.counters.error();
+                    self.health.counters.error();
                 }
                 Err(err)
             }
@@ -617,7 +617,7 @@ impl Inner {
     fn redirected(&self, err: &EngineError, logical: u64) {
         if !matches!(err, EngineError::DataCrc { .. }) {
             // verify_hit counts its own mismatches.
-            self.counters.error();
+            self.health.counters.error();
         }
         tracing::warn!(
             "clean cache data at logical {logical:#x} is unreadable ({err}); served from the backing device"
@@ -634,7 +634,7 @@ impl Inner {
         region: &Region,
         dest: &mut Dest<'_, '_>,
     ) -> Result<u64> {
-        let abs = self.abs(CachePos::new(seg, from))?;
+        let abs = self.reader().abs(CachePos::new(seg, from))?;
         let at = region.at_of(start);
         let n = (stop - start) as usize;
         match dest {
@@ -669,10 +669,10 @@ impl Inner {
         })?;
         let mut whole = vec![0; len as usize];
         self.media
-            .read(self.abs(CachePos::new(seg, start))?, &mut whole)
+            .read(self.reader().abs(CachePos::new(seg, start))?, &mut whole)
             .map_err(EngineError::media("read data"))?;
         if pcache_crc(&whole) != crc {
-            self.counters.error();
+            self.health.counters.error();
             return Err(EngineError::DataCrc {
                 off: logical - u64::from(from - start),
                 len,

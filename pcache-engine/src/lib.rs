@@ -22,6 +22,8 @@ mod load;
 mod log;
 pub mod media;
 mod meta;
+mod reader;
+mod reclaim;
 mod replay;
 pub mod report;
 pub mod salvage;

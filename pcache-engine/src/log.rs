@@ -5,16 +5,61 @@
 use crate::cache::Inner;
 use crate::error::{EngineError, Result};
 use crate::index::Extent;
+use crate::meta::DualState;
+use crate::reader::LogReader;
 use crate::segments::Purpose;
-use crate::walk::{judge_key, KeyContext, KeyOrder, KeyVerdict, LogWalker};
+use parking_lot::Mutex;
 use pcache_format::kset::{encode_last_kset, KsetBuf};
 use pcache_format::layout::{
     self, dirty_tail_off, key_tail_off, CachePos, KSET_HEADER_SIZE, SEG_DATA_SIZE,
 };
 use pcache_format::record::TailPos;
-use pcache_format::{Key, KeyBounds};
-use std::sync::atomic::Ordering;
+use pcache_format::Key;
 use std::time::{Duration, Instant};
+
+/// A tail (key_tail or dirty_tail) and where its latest record lives.
+#[derive(Debug)]
+pub(crate) struct Tail {
+    pub pos: CachePos,
+    pub state: DualState,
+}
+
+/// The log and its tails: each queue's data head and open kset, key_head (where the next
+/// kset goes), the end of the durable log, and both tails as persisted.
+#[derive(Debug)]
+pub(crate) struct Log {
+    pub heads: Box<[Mutex<Option<DataHead>>]>,
+    pub ksets: Box<[Mutex<OpenKset>]>,
+    /// Where the next kset goes (held while a kset is closed).
+    pub key_head: Mutex<CachePos>,
+    /// The end of the durable log: writeback never reads past it.
+    pub durable_head: Mutex<CachePos>,
+    pub key_tail: Mutex<Tail>,
+    pub dirty_tail: Mutex<Tail>,
+}
+
+impl Log {
+    /// The log of `queues` queues as replay left it: ending at `head`, with the tails as
+    /// loaded.
+    pub(crate) fn new(
+        queues: usize,
+        head: CachePos,
+        key_tail: (CachePos, DualState),
+        dirty_tail: (CachePos, DualState),
+    ) -> Self {
+        let tail = |(pos, state)| Mutex::new(Tail { pos, state });
+        Self {
+            heads: (0..queues).map(|_| Mutex::new(None)).collect(),
+            ksets: (0..queues)
+                .map(|_| Mutex::new(OpenKset::default()))
+                .collect(),
+            key_head: Mutex::new(head),
+            durable_head: Mutex::new(head),
+            key_tail: tail(key_tail),
+            dirty_tail: tail(dirty_tail),
+        }
+    }
+}
 
 /// A kset being filled in memory.
 #[derive(Debug, Default)]
@@ -48,63 +93,19 @@ const COMMIT: u64 = 8;
 pub(crate) const KSET_FLUSH_DELAY: Duration = Duration::from_secs(1);
 
 impl Inner {
-    pub(crate) fn key_bounds(&self) -> KeyBounds {
-        KeyBounds {
+    /// The log as replay, writeback and GC read it.
+    pub(crate) fn reader(&self) -> LogReader<'_> {
+        LogReader {
+            media: &*self.media,
+            segs: &self.segs,
             backing_size: self.size,
-            n_segs: self.segs.count(),
-        }
-    }
-
-    /// What the engine judges keys against: its bounds and generations, pcache's order,
-    /// and (on a data_crc cache, when `check_data`) the data.
-    pub(crate) fn key_context(&self, check_data: bool) -> KeyContext<'_> {
-        KeyContext {
-            bounds: self.key_bounds(),
-            gen: &self.segs,
-            data: (check_data && self.data_crc).then(|| (&*self.media, self.segs.chain())),
-            order: KeyOrder::Pcache,
-            kernel_decode: false,
-        }
-    }
-
-    /// A walk of the log from `start` ([`LogWalker`]: the one kset loop).
-    pub(crate) fn walker(&self, start: CachePos) -> LogWalker<'_> {
-        LogWalker::new(&*self.media, self.segs.chain(), start)
-    }
-
-    /// What replay makes of key `index` of the kset at `at`, in pcache's order (a stale
-    /// key is dropped before its data is checked, [`KeyOrder::Pcache`]): `Some` for a live
-    /// key, `None` for a stale one. The data CRC is checked (on a data_crc cache) only
-    /// when `check_data`.
-    ///
-    /// # Errors
-    /// A key that fails decoding or its data CRC; a media error reading the data.
-    pub(crate) fn judge(
-        &self,
-        raw: &pcache_format::raw::RawKey,
-        at: u64,
-        index: usize,
-        check_data: bool,
-    ) -> Result<Option<Key>> {
-        let cx = self.key_context(check_data);
-        match judge_key(raw, at, index, &cx).map_err(EngineError::media("read key data"))? {
-            KeyVerdict::Live(key) => Ok(Some(key)),
-            KeyVerdict::Stale(_) => Ok(None),
-            KeyVerdict::BadCrc { key, .. } => Err(EngineError::DataCrc {
-                off: key.off,
-                len: key.len,
-                pos: key.pos,
-            }),
-            KeyVerdict::Invalid(source) => Err(EngineError::Corrupt {
-                context: "key",
-                source,
-            }),
+            data_crc: self.data_crc,
         }
     }
 
     /// Persists a new key_tail (step T1).
     pub(crate) fn set_key_tail(&self, pos: CachePos) -> Result<()> {
-        let mut t = self.key_tail.lock();
+        let mut t = self.log.key_tail.lock();
         t.state.persist(&*self.media, key_tail_off, &TailPos(pos))?;
         t.pos = pos;
         Ok(())
@@ -112,48 +113,11 @@ impl Inner {
 
     /// Persists a new dirty_tail (step T1).
     pub(crate) fn set_dirty_tail(&self, pos: CachePos) -> Result<()> {
-        let mut t = self.dirty_tail.lock();
+        let mut t = self.log.dirty_tail.lock();
         t.state
             .persist(&*self.media, dirty_tail_off, &TailPos(pos))?;
         t.pos = pos;
         Ok(())
-    }
-
-    /// Waits for space to be freed. With background workers it asks them to hurry; without,
-    /// it reclaims in this thread (closing ksets first only when `close_ksets`, i.e. when
-    /// the caller holds no kset lock).
-    pub(crate) fn wait_for_space(&self, close_ksets: bool, purpose: Purpose) -> Result<()> {
-        if self.stop.load(Ordering::Acquire) {
-            return Err(EngineError::Closed);
-        }
-        self.check_failed()?;
-        if self.background {
-            if close_ksets {
-                self.close_all_wanted.store(true, Ordering::Release);
-                self.kick_flush.kick();
-            }
-            // A waiting writer gets GC regardless of gc_percent.
-            self.gc_wanted.store(true, Ordering::Release);
-            self.kick_gc.kick();
-            self.kick_writeback.kick();
-            self.segs.wait_freed(Duration::from_millis(50));
-            return Ok(());
-        }
-        let mut progress = false;
-        if close_ksets {
-            self.close_all()?;
-        }
-        while self.writeback_once()? {
-            progress = true;
-        }
-        while self.gc_once_forced()? {
-            progress = true;
-        }
-        if progress || self.segs.can_alloc(purpose) {
-            Ok(())
-        } else {
-            Err(EngineError::Full)
-        }
     }
 
     /// Takes up to `want` bytes of data space from queue `q`'s data head, with a segment
@@ -164,9 +128,9 @@ impl Inner {
     pub(crate) fn alloc_data(&self, q: usize, want: u32, wait: bool) -> Result<Option<Space>> {
         let lock = || {
             if wait {
-                Some(self.heads[q].lock())
+                Some(self.log.heads[q].lock())
             } else {
-                self.heads[q].try_lock()
+                self.log.heads[q].try_lock()
             }
         };
         let Some(mut head) = lock() else {
@@ -233,8 +197,8 @@ impl Inner {
     /// it to its region's kset, closing the kset when it is full. With `epoch`, the key is
     /// a miss fill, dropped (false) if a write reached its region since the epoch.
     pub(crate) fn commit(&self, key: &Key, epoch: Option<u64>) -> Result<bool> {
-        let ki = layout::kset_index(key.off, self.ksets.len() as u32) as usize;
-        let mut ks = self.ksets[ki].lock();
+        let ki = layout::kset_index(key.off, self.log.ksets.len() as u32) as usize;
+        let mut ks = self.log.ksets[ki].lock();
         if ks.buf.is_full() {
             self.close_kset(&mut ks)?;
         }
@@ -269,7 +233,7 @@ impl Inner {
             ks.since = Some(Instant::now());
         }
         if !key.is_clean() {
-            self.counters.dirty(u64::from(key.len));
+            self.health.counters.dirty(u64::from(key.len));
         }
         if ks.buf.is_full() {
             self.close_kset(&mut ks)?;
@@ -279,7 +243,7 @@ impl Inner {
 
     /// Closes every open kset, in index order (FLUSH).
     pub(crate) fn close_all(&self) -> Result<()> {
-        for k in self.ksets.iter() {
+        for k in self.log.ksets.iter() {
             let mut ks = k.lock();
             self.close_kset(&mut ks)?;
         }
@@ -288,7 +252,7 @@ impl Inner {
 
     /// Closes the kset of queue `i` if it has been open for a second.
     pub(crate) fn close_if_old(&self, i: usize, now: Instant) -> Result<()> {
-        let mut ks = self.ksets[i].lock();
+        let mut ks = self.log.ksets[i].lock();
         if ks
             .since
             .is_some_and(|t| now.duration_since(t) >= KSET_FLUSH_DELAY)
@@ -319,7 +283,7 @@ impl Inner {
         let r = self.close_kset_inner(ks);
         if let Err(e) = &r {
             if !matches!(e, EngineError::Closed | EngineError::Full) {
-                self.fail(e);
+                self.health.fail(e);
             }
         }
         r
@@ -329,12 +293,12 @@ impl Inner {
         let size = ks.buf.size();
         let hdr = KSET_HEADER_SIZE;
         let media = &*self.media;
-        let mut head = self.key_head.lock();
+        let mut head = self.log.key_head.lock();
         // Keep room for a LAST kset after this one; otherwise chain a new log segment.
         while SEG_DATA_SIZE - head.off < size + hdr {
             let next = self.alloc_log_segment()?;
             let next_pos = CachePos::new(next, 0);
-            let next_abs = self.abs(next_pos)?;
+            let next_abs = self.reader().abs(next_pos)?;
             media
                 .zero(next_abs, u64::from(hdr))
                 .map_err(EngineError::media("zero log segment"))?;
@@ -342,7 +306,7 @@ impl Inner {
             // links to it.
             media.flush(next_abs, u64::from(hdr));
             media.fence();
-            let here = self.abs(*head)?;
+            let here = self.reader().abs(*head)?;
             let last = encode_last_kset(next);
             media
                 .write(here + COMMIT, &last[COMMIT as usize..])
@@ -361,9 +325,9 @@ impl Inner {
                 .check()
                 .map_err(EngineError::media("flush LAST kset"))?;
             *head = next_pos;
-            *self.durable_head.lock() = next_pos;
+            *self.log.durable_head.lock() = next_pos;
         }
-        let here = self.abs(*head)?;
+        let here = self.reader().abs(*head)?;
         let term = here + u64::from(size);
         media
             .zero(term, u64::from(hdr))
@@ -389,11 +353,11 @@ impl Inner {
         media.fence();
         media.check().map_err(EngineError::media("flush kset"))?;
         head.off += size;
-        *self.durable_head.lock() = *head;
+        *self.log.durable_head.lock() = *head;
         drop(head);
         ks.buf.clear();
         ks.since = None;
-        self.kick_writeback.kick();
+        self.ctl.kick_writeback.kick();
         Ok(())
     }
 }

@@ -2,9 +2,9 @@
 //! from the log between key_tail and the first invalid kset (upstream-format.md F.2, with
 //! the 7.3.4 treatment of stale keys).
 
-use crate::cache::Inner;
 use crate::error::{EngineError, Result};
-use crate::index::Extent;
+use crate::index::{Extent, Index};
+use crate::reader::LogReader;
 use crate::salvage::{DamagedKset, SalvageReport, SkippedKey};
 use crate::walk::{behind, judge_end, EndEvidence, WalkError, WalkItem};
 use pcache_format::kset::{read_kset, KsetRead};
@@ -34,20 +34,39 @@ pub struct ReplayStats {
     pub end: Option<EndEvidence>,
 }
 
-impl Inner {
-    /// Replays the log; returns key_head. In salvage mode it goes on past what a strict
-    /// replay refuses, and records it ([`SalvageReport`]).
-    pub(crate) fn replay(&self) -> Result<CachePos> {
-        let key_tail = self.key_tail.lock().pos;
-        let dirty_tail = self.dirty_tail.lock().pos;
+/// What a replay rebuilt and found.
+#[derive(Debug)]
+pub(crate) struct Replayed {
+    /// key_head: where the log ends.
+    pub head: CachePos,
+    pub stats: ReplayStats,
+    /// What a salvage skipped and repaired (empty for a strict replay).
+    pub report: SalvageReport,
+}
+
+/// A replay: the log it reads and the index it fills (with the segments' references,
+/// generations and allocation map, through the reader's segments). It needs nothing else
+/// of the cache, and runs before the cache exists.
+pub(crate) struct Replay<'a> {
+    pub log: LogReader<'a>,
+    pub index: &'a Index,
+    /// Salvage mode: go on past what a strict replay refuses, and report it.
+    pub salvage: bool,
+}
+
+impl Replay<'_> {
+    /// Replays the log from `key_tail`; dirty keys are those from `dirty_tail` on. In
+    /// salvage mode it goes on past what a strict replay refuses, and records it
+    /// ([`SalvageReport`]).
+    pub(crate) fn run(&self, key_tail: CachePos, dirty_tail: CachePos) -> Result<Replayed> {
         let mut stats = ReplayStats::default();
         let mut report = SalvageReport::default();
         let mut dirty = key_tail == dirty_tail;
-        self.segs.mark_used(key_tail.seg);
+        self.log.segs.mark_used(key_tail.seg);
         let mut start = key_tail;
         let mut resumes = 0u32;
         let head = 'log: loop {
-            let mut walk = self.walker(start);
+            let mut walk = self.log.walker(start);
             loop {
                 let item = match walk.next_item() {
                     Ok(item) => item,
@@ -69,7 +88,7 @@ impl Inner {
                                 self.salvage_end(pos, dirty, &mut stats, &mut report)?
                             {
                                 resumes += 1;
-                                if resumes > self.segs.count().saturating_mul(4) {
+                                if resumes > self.log.segs.count().saturating_mul(4) {
                                     return Err(EngineError::Inconsistent(format!(
                                         "salvage went past more than {} damaged ksets",
                                         resumes - 1
@@ -85,7 +104,7 @@ impl Inner {
                     }
                     Some(WalkItem::Last { next, .. }) => {
                         stats.last_ksets += 1;
-                        self.segs.mark_used(next);
+                        self.log.segs.mark_used(next);
                     }
                     Some(WalkItem::Kset { pos, at, keys, .. }) => {
                         self.replay_keys(pos, at, keys, dirty, &mut stats, &mut report)?;
@@ -97,7 +116,6 @@ impl Inner {
             }
         };
         report.finish();
-        *self.salvage_report.lock() = report;
         if !dirty {
             return Err(EngineError::Inconsistent(format!(
                 "dirty_tail {dirty_tail} is not on the log from key_tail {key_tail} to key_head {head}"
@@ -106,9 +124,11 @@ impl Inner {
         let (extents, bytes) = self.index.totals();
         stats.extents = extents;
         stats.cached_bytes = bytes;
-        self.counters.set_dirty(stats.dirty_bytes);
-        *self.replay_stats.lock() = stats;
-        Ok(head)
+        Ok(Replayed {
+            head,
+            stats,
+            report,
+        })
     }
 
     /// Replays the keys of a kset at `pos` (absolute offset `at`).
@@ -125,7 +145,7 @@ impl Inner {
             stats.keys += 1;
             // A key whose segment moved on is dropped before anything else (before the
             // data CRC, which reused space would fail).
-            match self.judge(raw, at, i, true) {
+            match self.log.judge(raw, at, i, true) {
                 Ok(None) => stats.stale_keys += 1,
                 Ok(Some(key)) => {
                     report.covered(key.off, key.end());
@@ -159,16 +179,16 @@ impl Inner {
         stats: &mut ReplayStats,
         report: &mut SalvageReport,
     ) -> Result<Option<CachePos>> {
-        let chain = self.segs.chain();
-        let cx = self.key_context(false);
-        let media = &*self.media;
+        let chain = self.log.segs.chain();
+        let cx = self.log.key_context(false);
+        let media = self.log.media;
         let ev = judge_end(media, chain, pos, &cx).map_err(EngineError::media("read kset"))?;
         let Some(resume) = ev.resume(pos) else {
             return Ok(None);
         };
         match ev {
             EndEvidence::BitFlip(f) => {
-                let at = self.abs(pos)?;
+                let at = self.log.abs(pos)?;
                 let room = SEG_DATA_SIZE.saturating_sub(pos.off);
                 let mut bytes = vec![0; f.was.size() as usize];
                 media
@@ -182,13 +202,13 @@ impl Inner {
                     repaired: true,
                     what: format!("bit {} of byte {} flipped; repaired", f.bit, f.byte),
                 });
-                match read_kset(&bytes, room, self.segs.count(), at) {
+                match read_kset(&bytes, room, self.log.segs.count(), at) {
                     Ok(KsetRead::Keys { keys, .. }) => {
                         self.replay_keys(pos, at, keys, dirty, stats, report)?;
                     }
                     Ok(KsetRead::Last { next }) => {
                         stats.last_ksets += 1;
-                        self.segs.mark_used(next);
+                        self.log.segs.mark_used(next);
                     }
                     _ => {}
                 }
@@ -212,9 +232,9 @@ impl Inner {
     /// kernel's own torn writes can look like one in rare cases, and such a cache must
     /// still open).
     fn refuse_damaged_end(&self, pos: CachePos) -> Result<EndEvidence> {
-        let chain = self.segs.chain();
-        let cx = self.key_context(false);
-        let media = &*self.media;
+        let chain = self.log.segs.chain();
+        let cx = self.log.key_context(false);
+        let media = self.log.media;
         let ev = judge_end(media, chain, pos, &cx).map_err(EngineError::media("read kset"))?;
         let Some(resume) = ev.resume(pos) else {
             return Ok(ev);
@@ -241,9 +261,10 @@ impl Inner {
 
     /// Inserts a live key into the index and takes its segment reference.
     fn replay_key(&self, key: &Key, dirty: bool, stats: &mut ReplayStats) -> Result<()> {
-        self.segs.mark_used(key.pos.seg);
-        self.segs.get(key.pos.seg);
-        self.segs
+        self.log.segs.mark_used(key.pos.seg);
+        self.log.segs.get(key.pos.seg);
+        self.log
+            .segs
             .set_key_crc(key.pos.seg, key.pos.off, key.len, key.data_crc);
         if dirty && !key.is_clean() {
             stats.dirty_bytes += u64::from(key.len);

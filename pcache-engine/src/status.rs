@@ -1,9 +1,49 @@
 //! Status: what `dmsetup status` shows for the kernel target, plus counters.
 
 use crate::cache::Inner;
+use crate::error::{EngineError, Result};
 use crate::replay::ReplayStats;
+use parking_lot::Mutex;
 use pcache_format::layout::CachePos;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// The cache's health: whether a persistence step failed (the cache then refuses
+/// writes), and the counters.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    /// Set when a persistence step failed. The flag is what the I/O paths test; the
+    /// message is for errors and status.
+    pub failed_flag: AtomicBool,
+    pub failed: Mutex<Option<String>>,
+    pub counters: Counters,
+}
+
+impl Health {
+    /// Latches a failure of a persistence step; later writes are refused.
+    pub(crate) fn fail(&self, e: &EngineError) {
+        let mut f = self.failed.lock();
+        if f.is_none() {
+            tracing::error!("cache failed: {e}");
+            *f = Some(e.to_string());
+        }
+        self.failed_flag.store(true, Ordering::Release);
+        self.counters.error();
+    }
+
+    /// Whether a persistence step failed earlier.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed_flag.load(Ordering::Acquire)
+    }
+
+    /// Refuses when a persistence step failed earlier.
+    pub(crate) fn check(&self) -> Result<()> {
+        if !self.has_failed() {
+            return Ok(());
+        }
+        let why = self.failed.lock().clone().unwrap_or_default();
+        Err(EngineError::Failed(why))
+    }
+}
 
 /// Counters, updated with relaxed atomics (monotonic except `dirty_bytes`).
 #[derive(Debug, Default)]
@@ -126,7 +166,7 @@ impl Status {
 impl Inner {
     pub(crate) fn status(&self) -> Status {
         let info = self.info.lock().0;
-        let c = &self.counters;
+        let c = &self.health.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Status {
             sb_flags: self.sb.flags,
@@ -136,9 +176,9 @@ impl Inner {
             gc_percent: info.gc_percent,
             cache_info_flags: info.flags(),
             data_crc: self.data_crc,
-            key_head: *self.durable_head.lock(),
-            dirty_tail: self.dirty_tail.lock().pos,
-            key_tail: self.key_tail.lock().pos,
+            key_head: *self.log.durable_head.lock(),
+            dirty_tail: self.log.dirty_tail.lock().pos,
+            key_tail: self.log.key_tail.lock().pos,
             hits: get(&c.hits),
             misses: get(&c.misses),
             written: get(&c.written),
@@ -146,8 +186,8 @@ impl Inner {
             written_back: get(&c.written_back),
             gc_runs: get(&c.gc_runs),
             errors: get(&c.errors),
-            failed: self.failed.lock().clone(),
-            replay: *self.replay_stats.lock(),
+            failed: self.health.failed.lock().clone(),
+            replay: self.replay_stats,
         }
     }
 }

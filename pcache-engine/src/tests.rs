@@ -325,6 +325,7 @@ fn data_crc_mismatch_is_never_served() {
     let (_, ext) = snap.iter().find(|(off, _)| *off == 1 << 20).unwrap();
     let abs = c
         .inner()
+        .reader()
         .abs(CachePos::new(ext.seg, ext.seg_off + 4096))
         .unwrap();
     let mut byte = [0u8; 1];
@@ -457,6 +458,7 @@ fn data_crc_mismatch_on_clean_data_is_served_from_the_backing() {
     assert!(ext.is_clean(), "the miss was cached as CLEAN");
     let abs = c
         .inner()
+        .reader()
         .abs(CachePos::new(ext.seg, ext.seg_off + 100))
         .unwrap();
     let mut byte = [0u8; 1];

@@ -1,7 +1,8 @@
 //! Background workers: the kset flusher (1 s delay), writeback and GC.
 
 use crate::cache::Inner;
-use std::sync::atomic::Ordering;
+use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,6 +13,70 @@ const FLUSH_TICK: Duration = Duration::from_millis(100);
 const IDLE: Duration = Duration::from_millis(500);
 /// Longest back-off after a writeback error.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A wake-up flag for a background worker.
+#[derive(Debug, Default)]
+pub(crate) struct Kick {
+    flag: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Kick {
+    pub(crate) fn kick(&self) {
+        *self.flag.lock() = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits for a kick or the timeout; clears the flag.
+    pub(crate) fn wait(&self, timeout: Duration) {
+        let mut f = self.flag.lock();
+        if !*f {
+            self.cv.wait_for(&mut f, timeout);
+        }
+        *f = false;
+    }
+}
+
+/// The workers' controls: how the cache stops them, wakes them, and asks them for space
+/// (the write path's only way to reach writeback and GC when the workers run), and the
+/// locks that keep one writeback round and one GC round at a time.
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    /// The cache is closing: requests are refused, the workers end.
+    pub stop: AtomicBool,
+    /// A writer waits for space: GC runs whatever gc_percent says.
+    pub gc_wanted: AtomicBool,
+    /// Asks the flusher to close every kset now (a writer waits for space).
+    pub close_all_wanted: AtomicBool,
+    pub kick_writeback: Kick,
+    pub kick_gc: Kick,
+    pub kick_flush: Kick,
+    /// Serialises writeback rounds.
+    pub wb_lock: Mutex<()>,
+    /// Serialises GC rounds.
+    pub gc_lock: Mutex<()>,
+}
+
+impl Control {
+    /// Asks the workers for space: the flusher closes every kset (when `close_ksets`),
+    /// GC runs whatever gc_percent says, writeback goes on.
+    pub(crate) fn want_space(&self, close_ksets: bool) {
+        if close_ksets {
+            self.close_all_wanted.store(true, Ordering::Release);
+            self.kick_flush.kick();
+        }
+        self.gc_wanted.store(true, Ordering::Release);
+        self.kick_gc.kick();
+        self.kick_writeback.kick();
+    }
+
+    /// Wakes every worker (to see that the cache stops).
+    pub(crate) fn kick_all(&self) {
+        for k in [&self.kick_writeback, &self.kick_gc, &self.kick_flush] {
+            k.kick();
+        }
+    }
+}
 
 fn spawn_one(name: &str, inner: &Arc<Inner>, f: fn(&Inner)) -> Option<JoinHandle<()>> {
     let inner = Arc::clone(inner);
@@ -40,20 +105,20 @@ pub(crate) fn spawn(inner: &Arc<Inner>) -> Vec<JoinHandle<()>> {
 }
 
 fn stopping(inner: &Inner) -> bool {
-    inner.stop.load(Ordering::Acquire)
+    inner.ctl.stop.load(Ordering::Acquire)
 }
 
 fn flusher(inner: &Inner) {
     while !stopping(inner) {
-        inner.kick_flush.wait(FLUSH_TICK);
+        inner.ctl.kick_flush.wait(FLUSH_TICK);
         if stopping(inner) {
             break;
         }
-        let all = inner.close_all_wanted.swap(false, Ordering::AcqRel);
+        let all = inner.ctl.close_all_wanted.swap(false, Ordering::AcqRel);
         let now = Instant::now();
-        for i in 0..inner.ksets.len() {
+        for i in 0..inner.log.ksets.len() {
             let r = if all {
-                let mut ks = inner.ksets[i].lock();
+                let mut ks = inner.log.ksets[i].lock();
                 inner.close_kset(&mut ks)
             } else {
                 inner.close_if_old(i, now)
@@ -70,11 +135,11 @@ fn writeback(inner: &Inner) {
     while !stopping(inner) {
         match inner.writeback_once() {
             Ok(true) => backoff = Duration::from_millis(10),
-            Ok(false) => inner.kick_writeback.wait(IDLE),
+            Ok(false) => inner.ctl.kick_writeback.wait(IDLE),
             Err(e) => {
                 // Dirty data stays in the cache; dirty_tail stays put; retry later. Kicks
                 // (every kset close sends one) do not cut the back-off short.
-                inner.counters.error();
+                inner.health.counters.error();
                 tracing::error!("writeback: {e}; retrying in {backoff:?}");
                 sleep_unless_stopping(inner, backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -99,9 +164,9 @@ fn gc(inner: &Inner) {
     while !stopping(inner) {
         match inner.gc_once() {
             Ok(true) => {}
-            Ok(false) => inner.kick_gc.wait(IDLE),
+            Ok(false) => inner.ctl.kick_gc.wait(IDLE),
             Err(e) => {
-                inner.counters.error();
+                inner.health.counters.error();
                 tracing::error!("gc: {e}");
                 sleep_unless_stopping(inner, MAX_BACKOFF);
             }

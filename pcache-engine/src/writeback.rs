@@ -46,13 +46,13 @@ impl Inner {
     /// or follows a LAST kset. False when the log is clean (dirty_tail has reached the end
     /// of the durable log).
     pub(crate) fn writeback_once(&self) -> Result<bool> {
-        let _round = self.wb_lock.lock();
-        let dt = self.dirty_tail.lock().pos;
-        let durable = *self.durable_head.lock();
+        let _round = self.ctl.wb_lock.lock();
+        let dt = self.log.dirty_tail.lock().pos;
+        let durable = *self.log.durable_head.lock();
         if dt == durable {
             return Ok(false);
         }
-        let mut walk = self.walker(dt);
+        let mut walk = self.reader().walker(dt);
         // Later keys win over earlier ones, within a kset and across the round's ksets:
         // the backing must end up with the newest data of each byte.
         let mut regions: BTreeMap<u64, Subtree> = BTreeMap::new();
@@ -73,7 +73,7 @@ impl Inner {
                 Some(WalkItem::Kset { at, keys, size, .. }) => {
                     let mut live = Vec::with_capacity(keys.len());
                     for (i, raw) in keys.iter().enumerate() {
-                        live.extend(self.judge(raw, at, i, true)?);
+                        live.extend(self.reader().judge(raw, at, i, true)?);
                     }
                     dirty += add_keys(&live, &mut regions);
                     end = CachePos::new(end.seg, end.off + size);
@@ -110,8 +110,8 @@ impl Inner {
         }
         // W2: dirty_tail moves past the round's ksets.
         self.set_dirty_tail(end)?;
-        self.counters.written_back(written, dirty);
-        self.kick_gc.kick();
+        self.health.counters.written_back(written, dirty);
+        self.ctl.kick_gc.kick();
         Ok(true)
     }
 
@@ -159,7 +159,7 @@ impl Inner {
             free = after;
             let buf = &mut buf[..len as usize];
             self.media
-                .read(self.abs(pos)?, buf)
+                .read(self.reader().abs(pos)?, buf)
                 .map_err(EngineError::media("read data for writeback"))?;
             writes.push((off, buf));
         }
