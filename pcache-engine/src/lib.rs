@@ -28,7 +28,7 @@ mod replay;
 pub mod report;
 pub mod salvage;
 mod segments;
-mod status;
+pub mod status;
 pub mod walk;
 mod workers;
 mod writeback;
@@ -36,7 +36,7 @@ mod writeback;
 pub use cache::{Cache, CacheConfig};
 pub use error::{EngineError, ErrorKind, Result};
 pub use replay::ReplayStats;
-pub use status::Status;
+pub use status::{KernelStatus, Status, StatusJson, JSON_SCHEMA};
 
 #[cfg(test)]
 mod tests;

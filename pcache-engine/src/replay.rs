@@ -14,7 +14,7 @@ use pcache_format::raw::RawKey;
 use pcache_format::Key;
 
 /// What a replay found, for `pcache-replay` and the status counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReplayStats {
     /// Normal ksets replayed.
     pub ksets: u64,
@@ -31,7 +31,18 @@ pub struct ReplayStats {
     /// Bytes the rebuilt index covers.
     pub cached_bytes: u64,
     /// What the end of the log is (`None` before a replay).
+    #[serde(serialize_with = "end_name")]
     pub end: Option<EndEvidence>,
+}
+
+fn end_name<S: serde::Serializer>(
+    e: &Option<EndEvidence>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match e {
+        Some(e) => s.serialize_str(e.name()),
+        None => s.serialize_none(),
+    }
 }
 
 /// What a replay rebuilt and found.

@@ -5,6 +5,8 @@ use crate::error::{EngineError, Result};
 use crate::replay::ReplayStats;
 use parking_lot::Mutex;
 use pcache_format::layout::CachePos;
+use serde::Serialize;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The cache's health: whether a persistence step failed (the cache then refuses
@@ -93,15 +95,33 @@ impl Counters {
     }
 }
 
-/// The state of a cache: the kernel's status fields and pcache's counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Status {
+/// The version of every JSON document pcache prints (`"schema": 1`): `pcache-ublk status
+/// --json`, `pcache-dump --json`, `pcache-fsck --json` and `pcache-replay --json`. It
+/// changes when a field changes meaning or goes away, not when one is added.
+pub const JSON_SCHEMA: u32 = 1;
+
+/// Serialises a cache position the one way pcache's JSON writes positions: `"seg:off"`
+/// (cache segment id, offset in its data area), as `dmsetup status` prints them.
+///
+/// # Errors
+/// Those of the serializer.
+pub fn serialize_pos<S: serde::Serializer>(
+    p: &CachePos,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(p)
+}
+
+/// The kernel's status fields (`dmsetup status`, upstream-format.md F.9): one type for a
+/// live cache ([`Status::kernel`]) and for an image as the kernel would load it
+/// (`pcache_engine::report::Scan::status`). Displayed as the kernel prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KernelStatus {
     /// Superblock flags.
     pub sb_flags: u32,
     /// Segments on the device (superblock).
     pub seg_num: u32,
-    /// Segments in the cache (cache_info).
+    /// Segments in the cache (the kernel sets it to `seg_num`).
     pub n_segs: u32,
     /// Segments in use, data and log.
     pub segs_used: u32,
@@ -109,14 +129,56 @@ pub struct Status {
     pub gc_percent: u8,
     /// cache_info flags as persisted.
     pub cache_info_flags: u32,
-    /// Whether keys carry data CRCs.
-    pub data_crc: bool,
     /// Where the next kset goes.
+    #[serde(serialize_with = "serialize_pos")]
     pub key_head: CachePos,
     /// The first kset not yet written back.
+    #[serde(serialize_with = "serialize_pos")]
     pub dirty_tail: CachePos,
     /// The first kset not yet reclaimed.
+    #[serde(serialize_with = "serialize_pos")]
     pub key_tail: CachePos,
+}
+
+impl KernelStatus {
+    /// Whether everything logged has been written back.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.dirty_tail == self.key_head
+    }
+}
+
+impl fmt::Display for KernelStatus {
+    /// The kernel's INFO fields, `%x %u %u %u %u %x %u:%u %u:%u %u:%u`:
+    /// `sb_flags seg_num n_segs segs_used gc_percent cache_info_flags key_head dirty_tail
+    /// key_tail`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:x} {} {} {} {} {:x} {} {} {}",
+            self.sb_flags,
+            self.seg_num,
+            self.n_segs,
+            self.segs_used,
+            self.gc_percent,
+            self.cache_info_flags,
+            self.key_head,
+            self.dirty_tail,
+            self.key_tail
+        )
+    }
+}
+
+/// The state of an open cache: the kernel's status fields and pcache's counters. Its JSON
+/// is flat: the kernel's fields, then the counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Status {
+    /// The kernel's fields.
+    #[serde(flatten)]
+    pub kernel: KernelStatus,
+    /// Whether keys carry data CRCs.
+    pub data_crc: bool,
     /// Bytes read from the cache.
     pub hits: u64,
     /// Bytes read from the backing device.
@@ -132,34 +194,52 @@ pub struct Status {
     /// Errors (I/O, data CRC, failed persistence steps).
     pub errors: u64,
     /// Why the cache stopped accepting writes, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
     /// What the replay at open found.
     pub replay: ReplayStats,
 }
 
 impl Status {
-    /// The kernel's `dmsetup status` INFO fields:
-    /// `sb_flags seg_num n_segs segs_used gc_percent cache_info_flags key_head dirty_tail key_tail`.
+    /// The kernel's `dmsetup status` INFO fields.
     #[must_use]
     pub fn dmsetup_line(&self) -> String {
-        format!(
-            "{:x} {} {} {} {} {:x} {} {} {}",
-            self.sb_flags,
-            self.seg_num,
-            self.n_segs,
-            self.segs_used,
-            self.gc_percent,
-            self.cache_info_flags,
-            self.key_head,
-            self.dirty_tail,
-            self.key_tail
-        )
+        self.kernel.to_string()
     }
 
     /// Whether everything logged has been written back.
     #[must_use]
     pub fn is_clean(&self) -> bool {
-        self.dirty_tail == self.key_head
+        self.kernel.is_clean()
+    }
+}
+
+/// A status as pcache's JSON documents carry it (`pcache-ublk status --json`,
+/// `pcache-replay --json`): the schema version, the status's fields, whether the cache is
+/// clean, and the `dmsetup status` line.
+#[derive(Debug, Serialize)]
+pub struct StatusJson<'a> {
+    /// [`JSON_SCHEMA`].
+    pub schema: u32,
+    /// The status.
+    #[serde(flatten)]
+    pub status: &'a Status,
+    /// Everything logged is written back.
+    pub clean: bool,
+    /// The `dmsetup status` line.
+    pub dmsetup: String,
+}
+
+impl<'a> StatusJson<'a> {
+    /// The document of `status`.
+    #[must_use]
+    pub fn new(status: &'a Status) -> Self {
+        Self {
+            schema: JSON_SCHEMA,
+            status,
+            clean: status.is_clean(),
+            dmsetup: status.dmsetup_line(),
+        }
     }
 }
 
@@ -169,16 +249,18 @@ impl Inner {
         let c = &self.health.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Status {
-            sb_flags: self.sb.flags,
-            seg_num: self.sb.seg_num,
-            n_segs: self.segs.count(),
-            segs_used: self.segs.used(),
-            gc_percent: info.gc_percent,
-            cache_info_flags: info.flags(),
+            kernel: KernelStatus {
+                sb_flags: self.sb.flags,
+                seg_num: self.sb.seg_num,
+                n_segs: self.segs.count(),
+                segs_used: self.segs.used(),
+                gc_percent: info.gc_percent,
+                cache_info_flags: info.flags(),
+                key_head: *self.log.durable_head.lock(),
+                dirty_tail: self.log.dirty_tail.lock().pos,
+                key_tail: self.log.key_tail.lock().pos,
+            },
             data_crc: self.data_crc,
-            key_head: *self.log.durable_head.lock(),
-            dirty_tail: self.log.dirty_tail.lock().pos,
-            key_tail: self.log.key_tail.lock().pos,
             hits: get(&c.hits),
             misses: get(&c.misses),
             written: get(&c.written),

@@ -153,7 +153,7 @@ fn replay_rebuilds_the_same_index() {
     drop(c);
     let c = Cache::open(media, backing, inline(3)).unwrap();
     assert_eq!(index_snapshot(&c), before);
-    assert_eq!(c.status().key_head, status.key_head);
+    assert_eq!(c.status().kernel.key_head, status.kernel.key_head);
     // Data heads held one reference each before; replay rebuilds only the keys' ones.
     let refs_after: Vec<u32> = c.inner().segs.snapshot().iter().map(|s| s.1).collect();
     for (i, (b, a)) in refs_before.iter().zip(&refs_after).enumerate() {
@@ -192,7 +192,7 @@ fn full_cache_reclaims_and_keeps_data() {
     }
     let st = c.status();
     assert!(st.gc_runs > 0, "{st:?}");
-    assert_ne!(st.key_tail, CachePos::new(0, 0), "{st:?}");
+    assert_ne!(st.kernel.key_tail, CachePos::new(0, 0), "{st:?}");
     let mut buf = vec![0; chunk as usize];
     for i in 0..dev / chunk {
         c.read(0, i * chunk, &mut buf).unwrap();
@@ -280,8 +280,8 @@ fn gc_percent_is_persisted() {
     let info = Cache::peek_info(&*media).unwrap().unwrap();
     assert_eq!(info.gc_percent, 33);
     let c = Cache::open(media, backing, inline(1)).unwrap();
-    assert_eq!(c.status().gc_percent, 33);
-    assert_eq!(c.status().cache_info_flags, 0x2 | (33 << 6));
+    assert_eq!(c.status().kernel.gc_percent, 33);
+    assert_eq!(c.status().kernel.cache_info_flags, 0x2 | (33 << 6));
 }
 
 /// Requests that are not sector-aligned or run past the device fail without effect.
@@ -357,19 +357,19 @@ fn the_log_chains_segments_and_gc_frees_them() {
     // One-key ksets (FUA) of 64 bytes each: a 16 MiB log segment holds about 262 000.
     let mut i = 0u64;
     let sectors = (16u64 << 20) / 512;
-    while c.status().key_head.seg == 0 || c.status().key_head.off < 4096 {
+    while c.status().kernel.key_head.seg == 0 || c.status().kernel.key_head.off < 4096 {
         let s = (i * 7) % sectors;
         c.write(0, s * 512, &pattern(i, 512), true).unwrap();
         i += 1;
         assert!(i < 400_000, "the log never left its first segment");
     }
-    let head = c.status().key_head;
+    let head = c.status().kernel.key_head;
     assert_ne!(head.seg, 0);
     // Reopen: replay crosses the LAST kset and finds the same head.
     c.close().unwrap();
     drop(c);
     let c = Cache::open(media.clone(), backing.clone(), cfg).unwrap();
-    assert_eq!(c.status().key_head, head);
+    assert_eq!(c.status().kernel.key_head, head);
     assert!(c.status().replay.last_ksets >= 1);
     let check = |c: &Cache| {
         let mut buf = vec![0; 512];
@@ -389,9 +389,9 @@ fn the_log_chains_segments_and_gc_frees_them() {
     c.writeback_all().unwrap();
     let st = c.status();
     assert!(st.is_clean(), "{st:?}");
-    assert_eq!(st.key_tail, st.dirty_tail, "{st:?}");
+    assert_eq!(st.kernel.key_tail, st.kernel.dirty_tail, "{st:?}");
     assert_ne!(
-        st.key_tail.seg, 0,
+        st.kernel.key_tail.seg, 0,
         "key_tail left the first log segment: {st:?}"
     );
     check(&c);

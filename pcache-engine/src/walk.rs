@@ -552,6 +552,17 @@ pub enum EndEvidence {
 }
 
 impl EndEvidence {
+    /// A short name for reports and JSON: `clean`, `torn`, `bit_flip` or `cut`.
+    #[must_use]
+    pub const fn name(&self) -> &'static str {
+        match self {
+            EndEvidence::Clean => "clean",
+            EndEvidence::Torn => "torn",
+            EndEvidence::BitFlip(_) => "bit_flip",
+            EndEvidence::Cut { .. } => "cut",
+        }
+    }
+
     /// Whether durable ksets are lost behind the end: the log is damaged in the middle.
     #[must_use]
     pub fn is_damage(&self) -> bool {

@@ -138,7 +138,7 @@ fn writeback_errors_keep_dirty_data_and_retry() {
         assert_eq!(e.errno(), -libc::EIO);
         let after = c.status();
         assert_eq!(
-            after.dirty_tail, before.dirty_tail,
+            after.kernel.dirty_tail, before.kernel.dirty_tail,
             "{fault}: dirty_tail moved"
         );
         assert!(!after.is_clean());

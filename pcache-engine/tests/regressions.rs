@@ -268,5 +268,5 @@ fn a_failed_gc_round_is_retried_cleanly() {
     c.close().unwrap();
     drop(c);
     let c = Cache::open(media, Arc::new(MemBacking::new(1 << 30)), cfg).unwrap();
-    assert_eq!(c.status().key_head, st.key_head);
+    assert_eq!(c.status().kernel.key_head, st.kernel.key_head);
 }

@@ -605,7 +605,7 @@ fn round(
         max_used: AtomicU32::new(0),
         fills: AtomicU32::new(0),
     });
-    let n_segs = sh.cache.status().n_segs;
+    let n_segs = sh.cache.status().kernel.n_segs;
 
     let done = Arc::new(AtomicBool::new(false));
     // The monitor: holds writeback until the cache is full (data allocation keeps one
@@ -615,7 +615,7 @@ fn round(
         let (sh, done, gated) = (Arc::clone(&sh), Arc::clone(&done), Arc::clone(&gated));
         std::thread::spawn(move || {
             let sample = || {
-                let used = sh.cache.status().segs_used;
+                let used = sh.cache.status().kernel.segs_used;
                 sh.max_used.fetch_max(used, Ordering::Relaxed);
                 used
             };

@@ -38,6 +38,8 @@ impl DumpOptions {
 /// The JSON document of `pcache-dump --json`.
 #[derive(Debug, Serialize)]
 pub struct DumpJson<'a> {
+    /// [`pcache_engine::JSON_SCHEMA`].
+    pub schema: u32,
     /// The device path.
     pub device: &'a str,
     /// The `dmsetup status` line, as text.
@@ -52,6 +54,7 @@ pub struct DumpJson<'a> {
 #[must_use]
 pub fn json(scan: &Scan, device: &str) -> String {
     let doc = DumpJson {
+        schema: pcache_engine::JSON_SCHEMA,
         device,
         status_line: scan.status.map(|s| s.to_string()),
         scan,
@@ -374,7 +377,7 @@ fn write_text(out: &mut String, scan: &Scan, device: &str) -> fmt::Result {
         Some(s) => writeln!(
             out,
             "status: {s}{}",
-            if s.kernel_would_load {
+            if scan.kernel_would_load {
                 ""
             } else {
                 "  (the kernel would refuse this cache)"

@@ -330,12 +330,17 @@ pub fn text(r: &Report, device: &str) -> String {
 pub fn json(r: &Report, device: &str) -> String {
     #[derive(Serialize)]
     struct Doc<'a> {
+        schema: u32,
         device: &'a str,
         #[serde(flatten)]
         report: &'a Report,
     }
-    serde_json::to_string_pretty(&Doc { device, report: r })
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    serde_json::to_string_pretty(&Doc {
+        schema: pcache_engine::JSON_SCHEMA,
+        device,
+        report: r,
+    })
+    .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
 pub mod verdict;

@@ -276,6 +276,7 @@ pub fn status(id: u32) -> Result<serde_json::Value, Error> {
     let rec = running_record(id)?.ok_or_else(|| no_daemon(id))?;
     let mut v = rpc::call(&rec.socket, &Request::Status)?;
     if let Some(obj) = v.as_object_mut() {
+        obj.insert("schema".into(), pcache_engine::JSON_SCHEMA.into());
         obj.insert("dev_id".into(), id.into());
         obj.insert("path".into(), daemon::bdev_path(id).into());
         obj.insert("pid".into(), rec.pid.into());
@@ -296,7 +297,8 @@ pub fn format_status(v: &serde_json::Value) -> String {
     if let Some(obj) = v.as_object() {
         let mut keys: Vec<&String> = obj.keys().collect();
         keys.sort();
-        for k in keys {
+        // The schema version is for programs; the replay report is one object.
+        for k in keys.into_iter().filter(|k| *k != "schema") {
             let val = &obj[k];
             let text = val
                 .as_str()

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use pcache_engine::backing::{open_best, Backing};
 use pcache_engine::media::{CacheMedia, DaxMedia};
-use pcache_engine::{Cache, CacheConfig, EngineError, Status};
+use pcache_engine::{Cache, CacheConfig, EngineError, Status, StatusJson};
 
 use crate::error::Error;
 use crate::target::{Errno, ReadSink, Target, WriteSource};
@@ -119,27 +119,14 @@ pub(crate) fn open_error(cache: &Path, e: &EngineError) -> Error {
     Error::Engine(format!("{}: {e}{hint}", cache.display()))
 }
 
-/// The engine's status as JSON: every field, positions as `"seg:off"` strings.
+/// The engine's status as JSON ([`StatusJson`]: the schema version, every field,
+/// positions as `"seg:off"` strings), for the `pcache` target.
 pub fn status_json(s: &Status) -> serde_json::Value {
-    serde_json::json!({
-        "target": "pcache",
-        "sb_flags": s.sb_flags,
-        "seg_num": s.seg_num,
-        "n_segs": s.n_segs,
-        "segs_used": s.segs_used,
-        "gc_percent": s.gc_percent,
-        "cache_info_flags": s.cache_info_flags,
-        "key_head": s.key_head.to_string(),
-        "dirty_tail": s.dirty_tail.to_string(),
-        "key_tail": s.key_tail.to_string(),
-        "hits": s.hits,
-        "misses": s.misses,
-        "dirty_bytes": s.dirty_bytes,
-        "written_back": s.written_back,
-        "gc_runs": s.gc_runs,
-        "errors": s.errors,
-        "dmsetup": s.dmsetup_line(),
-    })
+    let mut v = serde_json::to_value(StatusJson::new(s)).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("target".into(), "pcache".into());
+    }
+    v
 }
 
 /// Runs an engine call that takes one of the request's callbacks (`write_with`'s source,

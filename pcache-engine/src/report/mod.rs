@@ -36,10 +36,11 @@ pub mod image;
 pub mod log;
 mod views;
 
+pub use crate::status::KernelStatus as Status;
 pub(crate) use dual::{check_copies, read_dual, read_opt};
 pub use finding::{Finding, Findings, Repair, Severity};
 pub use image::Image;
-pub use views::{CacheInfoView, DualView, Pos, SbFields, SbView, SlotState, SlotView, Status};
+pub use views::{CacheInfoView, DualView, Pos, SbFields, SbView, SlotState, SlotView};
 
 /// What a scan reads beyond the metadata, and how much of the log it keeps for display.
 #[derive(Debug, Clone)]
@@ -110,6 +111,9 @@ pub struct Scan {
     /// The `dmsetup status` line the kernel would show.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// Whether the kernel's dm-pcache would activate this cache (`status` is then the
+    /// line it would show).
+    pub kernel_would_load: bool,
     /// What is wrong or odd.
     pub findings: Findings,
 }
@@ -119,6 +123,12 @@ pub struct Scan {
 /// # Errors
 /// A read from the device failed.
 pub fn scan<M: Image + ?Sized>(m: &M, opts: &ScanOptions) -> io::Result<Scan> {
+    let mut s = scan_image(m, opts)?;
+    s.kernel_would_load = !s.findings.kernel_refuses();
+    Ok(s)
+}
+
+fn scan_image<M: Image + ?Sized>(m: &M, opts: &ScanOptions) -> io::Result<Scan> {
     let mut findings = Findings::new(opts.findings_cap);
     let size = m.size();
     let (superblock, sb) = scan_superblock(m, &mut findings)?;
@@ -131,6 +141,7 @@ pub fn scan<M: Image + ?Sized>(m: &M, opts: &ScanOptions) -> io::Result<Scan> {
         chain: None,
         log: None,
         status: None,
+        kernel_would_load: false,
         findings,
     };
     let Some(sb) = sb else { return Ok(out) };
@@ -201,11 +212,10 @@ pub fn scan<M: Image + ?Sized>(m: &M, opts: &ScanOptions) -> io::Result<Scan> {
             n_segs: sb.seg_num,
             segs_used: log_view.segs_used,
             gc_percent: ci.gc_percent,
-            cache_flags: ci.flags(),
-            key_head: log_view.key_head,
-            dirty_tail: dirty_tail.into(),
-            key_tail: key_tail.into(),
-            kernel_would_load: !f.kernel_refuses(),
+            cache_info_flags: ci.flags(),
+            key_head: log_view.key_head.into(),
+            dirty_tail,
+            key_tail,
         });
         out.log = Some(log_view);
     }

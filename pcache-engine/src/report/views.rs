@@ -6,8 +6,9 @@ use pcache_format::record::CacheInfo;
 use serde::Serialize;
 use std::fmt;
 
-/// A position in the cache: cache segment id and offset in its data area.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+/// A position in the cache: cache segment id and offset in its data area. In JSON it is
+/// `"seg:off"`, as every position pcache prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Pos {
     /// Cache (logical) segment id.
     pub seg: u32,
@@ -21,6 +22,18 @@ impl From<CachePos> for Pos {
             seg: p.seg,
             off: p.off,
         }
+    }
+}
+
+impl From<Pos> for CachePos {
+    fn from(p: Pos) -> Self {
+        CachePos::new(p.seg, p.off)
+    }
+}
+
+impl Serialize for Pos {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -148,52 +161,5 @@ impl From<CacheInfo> for CacheInfoView {
             gc_percent: c.gc_percent,
             reserved: c.reserved,
         }
-    }
-}
-
-/// The summary the kernel prints for `dmsetup status` (upstream-format.md F.9), as it would
-/// read right after activating this image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Status {
-    /// Superblock flags.
-    pub sb_flags: u32,
-    /// Segments on the device (superblock).
-    pub seg_num: u32,
-    /// The kernel's in-memory segment count, which it sets to `seg_num`.
-    pub n_segs: u32,
-    /// Segments marked used by replay: key_tail's segment, the segments reached through
-    /// LAST ksets, and the segments of non-stale keys (Errata 1).
-    pub segs_used: u32,
-    /// gc_percent.
-    pub gc_percent: u8,
-    /// cache_info flags.
-    pub cache_flags: u32,
-    /// key_head after replay.
-    pub key_head: Pos,
-    /// dirty_tail.
-    pub dirty_tail: Pos,
-    /// key_tail.
-    pub key_tail: Pos,
-    /// False when the kernel would refuse this cache (the line is then what it would
-    /// print if it did not).
-    pub kernel_would_load: bool,
-}
-
-impl fmt::Display for Status {
-    /// The kernel's `%x %u %u %u %u %x %u:%u %u:%u %u:%u`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:x} {} {} {} {} {:x} {} {} {}",
-            self.sb_flags,
-            self.seg_num,
-            self.n_segs,
-            self.segs_used,
-            self.gc_percent,
-            self.cache_flags,
-            self.key_head,
-            self.dirty_tail,
-            self.key_tail
-        )
     }
 }

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pcache_engine::backing::Backing;
 use pcache_engine::claim::{claim_pair, Claim, ClaimError};
 use pcache_engine::media::{CacheMedia, DaxMedia};
-use pcache_engine::{Cache, CacheConfig, Status};
+use pcache_engine::{Cache, CacheConfig, Status, StatusJson};
 use pcache_tools::args::ReplayArgs;
 use pcache_tools::cli::init_logging;
 use pcache_tools::salvage;
@@ -122,23 +122,22 @@ fn spinner(what: &str) -> ProgressBar {
 fn report(st: &Status, json: bool) -> String {
     let r = &st.replay;
     if json {
-        let v = serde_json::json!({
-            "ksets": r.ksets,
-            "last_ksets": r.last_ksets,
-            "keys": r.keys,
-            "stale_keys": r.stale_keys,
-            "live_extents": r.extents,
-            "cached_bytes": r.cached_bytes,
-            "dirty_bytes": st.dirty_bytes,
-            "key_head": st.key_head.to_string(),
-            "dirty_tail": st.dirty_tail.to_string(),
-            "key_tail": st.key_tail.to_string(),
-            "segs_used": st.segs_used,
-            "n_segs": st.n_segs,
-            "data_crc": st.data_crc,
-            "clean": st.is_clean(),
-            "status": st.dmsetup_line(),
-        });
+        // The one status document (schema, the kernel's fields, the counters, the
+        // replay's stats), with the replay's figures also at the top as documented.
+        let mut v = serde_json::to_value(StatusJson::new(st)).unwrap_or_default();
+        if let Some(obj) = v.as_object_mut() {
+            for (k, n) in [
+                ("ksets", r.ksets),
+                ("last_ksets", r.last_ksets),
+                ("keys", r.keys),
+                ("stale_keys", r.stale_keys),
+                ("live_extents", r.extents),
+                ("cached_bytes", r.cached_bytes),
+            ] {
+                obj.insert(k.into(), n.into());
+            }
+            obj.insert("status".into(), st.dmsetup_line().into());
+        }
         format!("{v:#}\n")
     } else {
         format!(
@@ -153,11 +152,11 @@ fn report(st: &Status, json: bool) -> String {
             r.extents,
             r.cached_bytes,
             st.dirty_bytes,
-            st.key_tail,
-            st.dirty_tail,
-            st.key_head,
-            st.segs_used,
-            st.n_segs,
+            st.kernel.key_tail,
+            st.kernel.dirty_tail,
+            st.kernel.key_head,
+            st.kernel.segs_used,
+            st.kernel.n_segs,
             if st.is_clean() { ", clean" } else { "" },
             st.dmsetup_line()
         )
