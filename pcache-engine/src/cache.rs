@@ -20,6 +20,7 @@ use crate::load::{self, LoadOptions};
 use crate::log::Log;
 use crate::media::CacheMedia;
 use crate::meta::DualState;
+use crate::policy::{Policy, SeqCutoff};
 use crate::reader::LogReader;
 use crate::replay::Replay;
 use crate::segments::Segments;
@@ -28,7 +29,8 @@ use crate::workers::Control;
 use parking_lot::Mutex;
 use pcache_format::layout::{KSET_HEADER_SIZE, SEG_DATA_SIZE};
 use pcache_format::record::{CacheInfo, Superblock, GC_PERCENT_MAX};
-use std::sync::atomic::Ordering;
+use pcache_format::CacheMode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -53,6 +55,10 @@ pub struct CacheConfig {
     /// checks and go on past a damaged kset, instead of refusing the cache; what was
     /// skipped is in [`Cache::salvage_report`].
     pub salvage: bool,
+    /// Change the cache mode and persist it; `None` keeps the cache's.
+    pub cache_mode: Option<CacheMode>,
+    /// Sequential cutoffs (not persisted; 0 = off).
+    pub seq_cutoff: SeqCutoff,
 }
 
 impl Default for CacheConfig {
@@ -64,6 +70,8 @@ impl Default for CacheConfig {
             background: true,
             read_only: false,
             salvage: false,
+            cache_mode: None,
+            seq_cutoff: SeqCutoff::default(),
         }
     }
 }
@@ -89,6 +97,11 @@ pub(crate) struct Inner {
     pub log: Log,
     pub ctl: Control,
     pub health: Health,
+    /// The mode and the sequential cutoff.
+    pub policy: Policy,
+    /// A write reached the backing device since it was last flushed: the next FLUSH
+    /// flushes it (WT2).
+    pub backing_unflushed: AtomicBool,
     /// What the replay at open found.
     pub replay_stats: crate::replay::ReplayStats,
     /// What a salvage replay skipped and repaired.
@@ -182,6 +195,10 @@ impl Cache {
         let queues = cfg.queues.max(1) as usize;
         let size = backing.size();
         let mut info = loaded.info;
+        let mode = cfg
+            .cache_mode
+            .or_else(|| CacheMode::from_value(info.cache_mode))
+            .unwrap_or_default();
         let segs = Segments::new(loaded.chain, loaded.gens, info.data_crc);
         let index = Index::new(size);
         if loaded.formatted {
@@ -219,6 +236,8 @@ impl Cache {
             info: Mutex::new((info, loaded.info_state)),
             ctl: Control::default(),
             health: Health::default(),
+            policy: Policy::new(mode, queues, cfg.seq_cutoff),
+            backing_unflushed: AtomicBool::new(false),
             replay_stats: replayed.stats,
             media,
             backing,
@@ -231,6 +250,7 @@ impl Cache {
             if let Some(pct) = cfg.gc_percent {
                 info.gc_percent = pct;
             }
+            info.cache_mode = mode.value();
             let mut guard = inner.info.lock();
             guard.0 = info;
             let (ref i, ref mut st) = *guard;
@@ -382,7 +402,16 @@ impl Cache {
             return Ok(());
         }
         self.inner.check_writable()?;
-        self.inner.close_all()
+        self.inner.close_all()?;
+        if self.inner.backing_unflushed.swap(false, Ordering::AcqRel) {
+            // WT2: writes that reached the backing device are durable there when the
+            // FLUSH completes.
+            if let Err(e) = self.inner.backing.flush() {
+                self.inner.backing_unflushed.store(true, Ordering::Release);
+                return Err(EngineError::backing("flush", 0, 0)(e));
+            }
+        }
+        Ok(())
     }
 
     /// Discards `[off, off + len)`: later reads return zeros, and no earlier data of the
@@ -438,6 +467,34 @@ impl Cache {
         drop(guard);
         self.inner.ctl.kick_gc.kick();
         Ok(())
+    }
+
+    /// Switches the cache mode and persists it in cache_info. Switching to a mode that
+    /// keeps no dirty data (writethrough, writearound, passthrough) drains the cache:
+    /// writeback goes on as always, [`Status::draining`] says so until no dirty data is
+    /// left, and writes follow the new mode at once (a write over data not yet written
+    /// back is still logged, so writeback keeps log order).
+    ///
+    /// # Errors
+    /// A read-only or failed cache; media errors.
+    pub fn set_cache_mode(&self, mode: CacheMode) -> Result<()> {
+        self.inner.check_writable()?;
+        let mut guard = self.inner.info.lock();
+        let mut info = guard.0;
+        info.cache_mode = mode.value();
+        load::persist_info(&*self.inner.media, &mut guard.1, &info)?;
+        guard.0 = info;
+        drop(guard);
+        self.inner.policy.set_mode(mode);
+        // Dirty data in the open ksets drains too.
+        self.inner.ctl.kick_flush.kick();
+        self.inner.ctl.kick_writeback.kick();
+        Ok(())
+    }
+
+    /// Changes the sequential cutoffs (not persisted; 0 = off).
+    pub fn set_seq_cutoff(&self, cutoff: SeqCutoff) {
+        self.inner.policy.set_cutoff(cutoff);
     }
 
     /// Writes back every dirty kset now, in log order, and runs GC where it is due;

@@ -3,8 +3,10 @@
 use crate::cache::Inner;
 use crate::error::{EngineError, Result};
 use crate::index::Extent;
-use crate::log::Space;
+use crate::log::{Commit, Space};
 use crate::media::MediaError;
+use crate::through::Through;
+use pcache_format::CacheMode;
 use pcache_format::kset::KEY_FLAG_CLEAN;
 use pcache_format::layout::{self, CachePos, SUBTREE_SIZE};
 use pcache_format::{pcache_crc, Key};
@@ -32,7 +34,7 @@ thread_local! {
 }
 
 /// Returns a vector from [`Inner::stage`] for the next request of this thread.
-fn recycle_staged(mut v: Vec<(Key, Space)>) {
+pub(crate) fn recycle_staged(mut v: Vec<(Key, Space)>) {
     if v.capacity() <= KEEP_BUF {
         v.clear();
         STAGED.set(v);
@@ -168,7 +170,7 @@ impl Inner {
     /// `src_at` of the request) and returns their keys (not yet logged). The data is
     /// flushed; the caller fences (D1) before logging the keys.
     #[allow(clippy::too_many_arguments)]
-    fn stage(
+    pub(crate) fn stage(
         &self,
         q: usize,
         off: u64,
@@ -251,11 +253,34 @@ impl Inner {
         fua: bool,
         src: &mut Source<'_>,
     ) -> Result<()> {
+        self.write_inner(q, off, len, fua, src, false)
+    }
+
+    /// [`Inner::write`]; `zeros`: the bytes are zeros (write zeroes, discard).
+    fn write_inner(
+        &self,
+        q: u32,
+        off: u64,
+        len: usize,
+        fua: bool,
+        src: &mut Source<'_>,
+        zeros: bool,
+    ) -> Result<()> {
         self.check_request(off, len as u64)?;
         if len == 0 {
             return Ok(());
         }
         let q = self.queue(q);
+        self.health.counters.write_request();
+        // Where the write goes: the cache alone (writeback, writeonly) or the backing
+        // device too (the others, and a stream past the sequential cutoff).
+        let mode = self.policy.mode();
+        let bypass = self.policy.bypass(q, off, len as u64, true);
+        if bypass {
+            self.health.counters.bypassed(len as u64, true);
+        }
+        let via_backing = bypass || !mode.keeps_dirty();
+        let through = !bypass && mode == CacheMode::Writethrough;
         // Region by region (a 4 MiB piece, split further at a segment end): each piece is
         // logged before the next takes space, so even a write larger than the cache only
         // ever waits for space that earlier pieces' writeback can free.
@@ -263,6 +288,13 @@ impl Inner {
         while done < len {
             let cur = off + done as u64;
             let n = piece_len(cur, len - done);
+            if via_backing {
+                let r = self.write_through(q, cur, n, src, done as u64, fua, through, zeros)?;
+                if matches!(r, Through::Done) {
+                    done += n;
+                    continue;
+                }
+            }
             let staged = self.stage(q, cur, n, src, done as u64, 0, true)?;
             let r = self.log_staged(&staged, n, fua);
             recycle_staged(staged);
@@ -283,7 +315,7 @@ impl Inner {
             return Err(EngineError::media("flush data")(e));
         }
         for (i, (key, _)) in staged.iter().enumerate() {
-            if let Err(e) = self.commit(key, None) {
+            if let Err(e) = self.commit(key, Commit::Write) {
                 for (_, s) in &staged[i + 1..] {
                     let _ = self.release_space(s);
                 }
@@ -324,7 +356,7 @@ impl Inner {
             // Spread over the queues by region, as the ksets are.
             #[allow(clippy::cast_possible_truncation)]
             let q = (at >> layout::SUBTREE_SHIFT) as u32;
-            self.write(q, at, n, durable, &mut copy_from(&ZEROS[..n]))?;
+            self.write_inner(q, at, n, durable, &mut copy_from(&ZEROS[..n]), true)?;
             done += n as u64;
         }
         Ok(())
@@ -341,16 +373,26 @@ impl Inner {
         }
         self.check_request(off, len as u64)?;
         let q = self.queue(q);
-        with_extents(|exts| {
+        // Misses are cached unless the mode says not to, or the read continues a stream
+        // past the sequential cutoff.
+        let bypass = self.policy.bypass(q, off, len as u64, false);
+        let fill = self.policy.mode().fills() && !bypass;
+        let mut missed = false;
+        let r = with_extents(|exts| {
             let mut done = 0;
             while done < len {
                 let cur = off + done as u64;
                 let n = piece_len(cur, len - done);
-                self.read_region(q, cur, done, n, dest, exts)?;
+                missed |= self.read_region(q, cur, done, n, dest, exts, fill)?;
                 done += n;
             }
             Ok(())
-        })
+        });
+        if bypass && missed {
+            self.health.counters.bypassed(len as u64, false);
+        }
+        self.health.counters.read(!missed);
+        r
     }
 
     /// Whether every byte of `[off, off + len)` is held by an extent of the index, so a
@@ -393,7 +435,9 @@ impl Inner {
     }
 
     /// Reads the `len` bytes at `off`, inside one 4 MiB region, which are bytes
-    /// `[at, at + len)` of the request.
+    /// `[at, at + len)` of the request; misses are cached when `fill`. True when some
+    /// bytes came from the backing device.
+    #[allow(clippy::too_many_arguments)]
     fn read_region(
         &self,
         q: usize,
@@ -402,7 +446,8 @@ impl Inner {
         len: usize,
         dest: &mut Dest<'_, '_>,
         exts: &mut Vec<(u32, Extent)>,
-    ) -> Result<()> {
+        fill: bool,
+    ) -> Result<bool> {
         let (tree, rel) = self
             .index
             .subtree(off)
@@ -451,21 +496,23 @@ impl Inner {
         }
         self.health.counters.hit(hit_bytes);
         if misses.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         misses.sort_unstable();
         let mut spare = match dest {
             Dest::Buf(_) => Vec::new(),
             Dest::Sink(_) => MISS_BUF.take(),
         };
-        let r = self.read_misses(q, &misses, &region, dest, epoch, &mut spare);
+        let r = self.read_misses(q, &misses, &region, dest, epoch, fill, &mut spare);
         if spare.capacity() <= KEEP_MISS_BUF {
             MISS_BUF.set(spare);
         }
-        r
+        r.map(|()| true)
     }
 
-    /// Serves the misses of a region from the backing device and caches them.
+    /// Serves the misses of a region from the backing device and caches them (when
+    /// `fill`).
+    #[allow(clippy::too_many_arguments)]
     fn read_misses(
         &self,
         q: usize,
@@ -473,10 +520,11 @@ impl Inner {
         region: &Region,
         dest: &mut Dest<'_, '_>,
         epoch: u64,
+        fill: bool,
         spare: &mut Vec<u8>,
     ) -> Result<()> {
         let mut miss_bytes = 0;
-        let mut filling = !self.read_only && !self.health.has_failed();
+        let mut filling = fill && !self.read_only && !self.health.has_failed();
         for &(s, e) in misses {
             let logical = region.base + u64::from(s);
             let at = region.at_of(s);
@@ -710,7 +758,7 @@ impl Inner {
         self.media.fence();
         let ok = self.media.check().is_ok();
         for (key, space) in staged {
-            if !ok || !self.commit(key, Some(epoch))? {
+            if !ok || !self.commit(key, Commit::Fill(epoch))? {
                 self.release_space(space)?;
             }
         }

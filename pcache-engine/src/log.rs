@@ -61,10 +61,25 @@ impl Log {
     }
 }
 
+/// How a key is committed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Commit {
+    /// A write: its region's epoch moves on.
+    Write,
+    /// A read-miss fill read under this epoch: dropped if a write came since.
+    Fill(u64),
+    /// A written-through (CLEAN) key whose write began under this epoch: dropped if
+    /// another write came since; the region's epoch moves on.
+    Through(u64),
+}
+
 /// A kset being filled in memory.
 #[derive(Debug, Default)]
 pub(crate) struct OpenKset {
     pub buf: KsetBuf,
+    /// It holds a written-through key: the backing device is flushed before the kset is
+    /// made durable (WT1).
+    pub through: bool,
     /// When the first key went in: the flusher closes the kset a second later.
     pub since: Option<Instant>,
 }
@@ -194,9 +209,10 @@ impl Inner {
     }
 
     /// Logs a key whose data is durable (D1 done): inserts it into the index and appends
-    /// it to its region's kset, closing the kset when it is full. With `epoch`, the key is
-    /// a miss fill, dropped (false) if a write reached its region since the epoch.
-    pub(crate) fn commit(&self, key: &Key, epoch: Option<u64>) -> Result<bool> {
+    /// it to its region's kset, closing the kset when it is full. A miss fill or a
+    /// written-through key ([`Commit`]) is dropped (false) if a write reached its region
+    /// since its epoch.
+    pub(crate) fn commit(&self, key: &Key, how: Commit) -> Result<bool> {
         let ki = layout::kset_index(key.off, self.log.ksets.len() as u32) as usize;
         let mut ks = self.log.ksets[ki].lock();
         if ks.buf.is_full() {
@@ -210,12 +226,15 @@ impl Inner {
             .set_key_crc(key.pos.seg, key.pos.off, key.len, key.data_crc);
         {
             let mut t = tree.write();
-            if let Some(e) = epoch {
-                if t.epoch != e {
-                    return Ok(false);
+            match how {
+                Commit::Write => t.epoch += 1,
+                Commit::Fill(e) if t.epoch != e => return Ok(false),
+                Commit::Fill(_) => {}
+                Commit::Through(e) if t.epoch != e => return Ok(false),
+                Commit::Through(_) => {
+                    t.epoch += 1;
+                    ks.through = true;
                 }
-            } else {
-                t.epoch += 1;
             }
             t.insert(
                 rel,
@@ -290,6 +309,14 @@ impl Inner {
     }
 
     fn close_kset_inner(&self, ks: &mut OpenKset) -> Result<()> {
+        if ks.through {
+            // WT1: the backing device holds the written-through data durably before a
+            // CLEAN key saying so can be.
+            self.backing
+                .flush()
+                .map_err(EngineError::backing("flush", 0, 0))?;
+            ks.through = false;
+        }
         let size = ks.buf.size();
         let hdr = KSET_HEADER_SIZE;
         let media = &*self.media;

@@ -19,6 +19,7 @@ impl Inner {
             return Err(EngineError::Closed);
         }
         self.health.check()?;
+        self.health.counters.space_wait();
         if self.background {
             // A waiting writer gets GC regardless of gc_percent.
             self.ctl.want_space(close_ksets);

@@ -290,7 +290,8 @@ impl Replay<'_> {
                 key.pos.off,
                 key.len,
                 key.seg_gen,
-                key.is_clean(),
+                // Before dirty_tail, a dirty key was written back.
+                key.is_clean() || !dirty,
             ),
         );
         Ok(())

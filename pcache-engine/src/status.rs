@@ -2,7 +2,9 @@
 
 use crate::cache::Inner;
 use crate::error::{EngineError, Result};
+use crate::policy::SeqCutoff;
 use crate::replay::ReplayStats;
+use pcache_format::CacheMode;
 use parking_lot::Mutex;
 use pcache_format::layout::CachePos;
 use serde::Serialize;
@@ -52,6 +54,13 @@ impl Health {
 pub(crate) struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
+    reads: AtomicU64,
+    read_hits: AtomicU64,
+    writes: AtomicU64,
+    bypassed_reads: AtomicU64,
+    bypassed_writes: AtomicU64,
+    written_through: AtomicU64,
+    space_waits: AtomicU64,
     written: AtomicU64,
     dirty: AtomicU64,
     written_back: AtomicU64,
@@ -60,6 +69,34 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// A read request; `hit` when the cache served all of it.
+    pub(crate) fn read(&self, hit: bool) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        if hit {
+            self.read_hits.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    /// A write request.
+    pub(crate) fn write_request(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Bytes a sequential stream sent around the cache.
+    pub(crate) fn bypassed(&self, bytes: u64, write: bool) {
+        let c = if write {
+            &self.bypassed_writes
+        } else {
+            &self.bypassed_reads
+        };
+        c.fetch_add(bytes, Ordering::Relaxed);
+    }
+    /// Bytes a write put on the backing device itself (writethrough, writearound).
+    pub(crate) fn through(&self, bytes: u64) {
+        self.written_through.fetch_add(bytes, Ordering::Relaxed);
+    }
+    /// A request waited for space.
+    pub(crate) fn space_wait(&self) {
+        self.space_waits.fetch_add(1, Ordering::Relaxed);
+    }
     pub(crate) fn hit(&self, bytes: u64) {
         if bytes > 0 {
             self.hits.fetch_add(bytes, Ordering::Relaxed);
@@ -110,6 +147,10 @@ pub fn serialize_pos<S: serde::Serializer>(
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
     s.collect_str(p)
+}
+
+fn mode_name<S: serde::Serializer>(m: &CacheMode, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(m.name())
 }
 
 /// The kernel's status fields (`dmsetup status`, upstream-format.md F.9): one type for a
@@ -179,6 +220,33 @@ pub struct Status {
     pub kernel: KernelStatus,
     /// Whether keys carry data CRCs.
     pub data_crc: bool,
+    /// The cache mode in force.
+    #[serde(serialize_with = "mode_name")]
+    pub cache_mode: CacheMode,
+    /// Dirty data is being written back because the mode keeps none: the mode's
+    /// guarantee (the backing device holds every write) holds once it is done.
+    pub draining: bool,
+    /// The sequential cutoffs.
+    pub seq_cutoff: SeqCutoff,
+    /// Read requests.
+    pub reads: u64,
+    /// Read requests the cache served whole.
+    pub read_hits: u64,
+    /// Read requests that read the backing device.
+    pub read_misses: u64,
+    /// Write requests.
+    pub writes: u64,
+    /// Bytes of reads the sequential cutoff kept out of the cache.
+    pub bypassed_reads: u64,
+    /// Bytes of writes the sequential cutoff sent around the cache.
+    pub bypassed_writes: u64,
+    /// Bytes writes put on the backing device themselves (writethrough, writearound,
+    /// passthrough, cutoff).
+    pub written_through: u64,
+    /// Requests that waited for cache space.
+    pub space_waits: u64,
+    /// Bytes the index holds that are on the backing device too.
+    pub clean_bytes: u64,
     /// Bytes read from the cache.
     pub hits: u64,
     /// Bytes read from the backing device.
@@ -193,8 +261,7 @@ pub struct Status {
     pub gc_runs: u64,
     /// Errors (I/O, data CRC, failed persistence steps).
     pub errors: u64,
-    /// Why the cache stopped accepting writes, if it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Why the cache stopped accepting writes (it latched failed), if it did.
     pub failed: Option<String>,
     /// What the replay at open found.
     pub replay: ReplayStats,
@@ -248,6 +315,10 @@ impl Inner {
         let info = self.info.lock().0;
         let c = &self.health.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mode = self.policy.mode();
+        let dirty = get(&c.dirty);
+        let (reads, read_hits) = (get(&c.reads), get(&c.read_hits));
+        let cached = self.index.totals().1;
         Status {
             kernel: KernelStatus {
                 sb_flags: self.sb.flags,
@@ -261,10 +332,22 @@ impl Inner {
                 key_tail: self.log.key_tail.lock().pos,
             },
             data_crc: self.data_crc,
+            cache_mode: mode,
+            draining: !mode.keeps_dirty() && dirty > 0,
+            seq_cutoff: self.policy.cutoff(),
+            reads,
+            read_hits,
+            read_misses: reads.saturating_sub(read_hits),
+            writes: get(&c.writes),
+            bypassed_reads: get(&c.bypassed_reads),
+            bypassed_writes: get(&c.bypassed_writes),
+            written_through: get(&c.written_through),
+            space_waits: get(&c.space_waits),
+            clean_bytes: cached.saturating_sub(dirty),
             hits: get(&c.hits),
             misses: get(&c.misses),
             written: get(&c.written),
-            dirty_bytes: get(&c.dirty),
+            dirty_bytes: dirty,
             written_back: get(&c.written_back),
             gc_runs: get(&c.gc_runs),
             errors: get(&c.errors),

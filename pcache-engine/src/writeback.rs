@@ -108,6 +108,18 @@ impl Inner {
                 .flush()
                 .map_err(EngineError::backing("flush", 0, 0))?;
         }
+        // The index's extents of what was written back are clean now (before W2: until
+        // dirty_tail moves, GC cannot reuse their segments). A write in a mode that keeps
+        // no dirty data writes a clean range through instead of logging it.
+        for (&base, t) in &regions {
+            let Some((tree, _)) = self.index.subtree(base) else {
+                continue;
+            };
+            let mut tree = tree.write();
+            for (rel, e) in t.iter().filter(|(_, e)| !e.is_clean()) {
+                tree.mark_clean(rel, e);
+            }
+        }
         // W2: dirty_tail moves past the round's ksets.
         self.set_dirty_tail(end)?;
         self.health.counters.written_back(written, dirty);

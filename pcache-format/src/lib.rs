@@ -17,6 +17,7 @@ pub mod error;
 pub mod fresh;
 pub mod kset;
 pub mod layout;
+pub mod mode;
 pub mod raw;
 pub mod record;
 
@@ -24,6 +25,7 @@ pub use crc::{kernel_crc32c, pcache_crc, pcache_crc_append, PCACHE_CRC_SEED};
 pub use error::{FormatError, Reason, Result, Structure};
 pub use kset::{read_kset, Key, KeyBounds, KsetBuf, KsetRead, LogEnd};
 pub use layout::{CachePos, SegmentChain};
+pub use mode::CacheMode;
 pub use record::{
     CacheInfo, Dual, MetaRecord, SegGen, SegInfo, Slot, Superblock, TailPos, Versioned,
 };

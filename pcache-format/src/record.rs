@@ -17,7 +17,7 @@ pub const PCACHE_MAGIC: u64 = 0x65B0_5EFA_96C5_96EF;
 /// Superblock flag: formatted by a big-endian kernel.
 pub const SB_F_BIGENDIAN: u32 = 1;
 
-/// Cache mode `writeback`, the only one the kernel accepts.
+/// Cache mode `writeback`, the only one the kernel runs (see [`crate::CacheMode`]).
 pub const CACHE_MODE_WRITEBACK: u8 = 0;
 /// Smallest gc_percent.
 pub const GC_PERCENT_MIN: u8 = 0;
@@ -339,7 +339,8 @@ pub struct CacheInfo {
     pub data_crc: bool,
     /// INIT_DONE: the cache has been formatted completely.
     pub init_done: bool,
-    /// CACHE_MODE (4 bits); only 0, writeback, is used.
+    /// CACHE_MODE (4 bits): [`crate::CacheMode`]'s value (the kernel keeps it and runs
+    /// writeback).
     pub cache_mode: u8,
     /// GC_PERCENT (7 bits), 0..=90.
     pub gc_percent: u8,
@@ -419,8 +420,8 @@ impl CacheInfo {
         if self.gc_percent > GC_PERCENT_MAX {
             out.push("gc_percent is over 90");
         }
-        if self.cache_mode != CACHE_MODE_WRITEBACK {
-            out.push("cache_mode is not writeback");
+        if crate::CacheMode::from_value(self.cache_mode).is_none() {
+            out.push("cache_mode is not one of the kernel's four or pcache's passthrough");
         }
         if self.unknown_flags != 0 {
             out.push("undefined flag bits 13..31 are set");

@@ -154,6 +154,23 @@ impl Subtree {
         }
     }
 
+    /// Marks CLEAN the extents inside `[start, start + ext.len())` that still hold
+    /// `ext`'s data (the same segment, generation and mapping): it was written back, so
+    /// the backing device holds the same bytes.
+    pub(crate) fn mark_clean(&mut self, start: u32, ext: &Extent) {
+        let end = start + ext.len();
+        let delta = ext.seg_off.wrapping_sub(start);
+        for (&k, e) in self.map.range_mut(start..end).rev() {
+            if k + e.len() <= end
+                && e.seg == ext.seg
+                && e.gen == ext.gen
+                && e.seg_off.wrapping_sub(k) == delta
+            {
+                e.len_clean |= CLEAN_BIT;
+            }
+        }
+    }
+
     /// All extents, in order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Extent)> {
         self.map.iter().map(|(&k, e)| (k, e))

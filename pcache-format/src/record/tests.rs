@@ -207,13 +207,17 @@ fn cache_info_checks() {
     assert_eq!(
         CacheInfo {
             gc_percent: 127,
-            cache_mode: 1,
+            cache_mode: 9,
             ..ci
         }
         .lint()
         .len(),
         2
     );
+    // Every mode pcache knows is fine; the kernel keeps the bits as they are.
+    for m in crate::CacheMode::ALL {
+        assert!(CacheInfo { cache_mode: m.value(), ..ci }.lint().is_empty(), "{m}");
+    }
 }
 
 fn any_cache_info() -> impl Strategy<Value = CacheInfo> {

@@ -1,0 +1,202 @@
+//! Writes that reach the backing device themselves: every write in writethrough,
+//! writearound and passthrough, and the writes a sequential stream sends around the
+//! cache. Steps WT1 and WT2 of `docs/design.md`.
+//!
+//! A piece of such a write (inside one 4 MiB region) first moves its region's epoch on,
+//! so that no read-miss fill that read the backing device before it can cache older
+//! bytes, and looks at what the cache holds of its range:
+//!
+//! - data not yet written back: the piece is written as writeback does (a dirty key).
+//!   Writeback writes the log in order; a piece written around it could be overwritten
+//!   by the older dirty data later. This only happens while a cache drains after a switch
+//!   from writeback or writeonly; the mode's guarantee holds once the drain is done.
+//! - nothing, and the piece does not go through the cache (writearound, passthrough, the
+//!   cutoff): the bytes go to the backing device only. No key of the range exists that
+//!   replay could bring back.
+//! - otherwise (writethrough, or a cached range): the bytes go into the cache as CLEAN
+//!   keys and to the backing device, so no older cached byte is ever served.
+
+use crate::cache::Inner;
+use crate::error::{EngineError, Result};
+use crate::io::Source;
+use crate::log::{Commit, Space};
+use pcache_format::kset::KEY_FLAG_CLEAN;
+use pcache_format::layout;
+use pcache_format::Key;
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+
+thread_local! {
+    /// Where an around write's bytes are gathered for the backing device.
+    static AROUND_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// What a piece written through found in the cache.
+pub(crate) enum Through {
+    /// Done.
+    Done,
+    /// The range holds data not yet written back: write it as writeback does.
+    AsWriteback,
+}
+
+impl Inner {
+    /// Writes one piece `[off, off + n)` (inside one region; bytes `src_at..` of the
+    /// request) to the backing device, and to the cache when `through` or when the range
+    /// is cached (see the module documentation). `zeros`: the piece is zeros (write
+    /// zeroes, discard), which the backing device writes itself.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn write_through(
+        &self,
+        q: usize,
+        off: u64,
+        n: usize,
+        src: &mut Source<'_>,
+        src_at: u64,
+        fua: bool,
+        through: bool,
+        zeros: bool,
+    ) -> Result<Through> {
+        let (tree, rel) = self
+            .index
+            .subtree(off)
+            .ok_or_else(|| EngineError::Inconsistent(format!("{off:#x} outside the index")))?;
+        // Inside one region: fits.
+        #[allow(clippy::cast_possible_truncation)]
+        let end = rel + n as u32;
+        let (epoch, cached, dirty) = {
+            let mut t = tree.write();
+            t.epoch += 1;
+            let mut exts = Vec::new();
+            t.overlapping(rel, end, &mut exts);
+            let dirty = exts.iter().any(|(_, e)| !e.is_clean());
+            (t.epoch, !exts.is_empty(), dirty)
+        };
+        if dirty {
+            return Ok(Through::AsWriteback);
+        }
+        if !(through || cached) {
+            self.write_around(off, n, src, src_at, fua, zeros)?;
+            return Ok(Through::Done);
+        }
+        let staged = self.stage(q, off, n, src, src_at, KEY_FLAG_CLEAN, true)?;
+        let r = self.log_through(&staged, epoch, fua);
+        crate::io::recycle_staged(staged);
+        r?;
+        self.health.counters.through(n as u64);
+        Ok(Through::Done)
+    }
+
+    /// The bytes to the backing device only.
+    fn write_around(
+        &self,
+        off: u64,
+        n: usize,
+        src: &mut Source<'_>,
+        src_at: u64,
+        fua: bool,
+        zeros: bool,
+    ) -> Result<()> {
+        let backing = |e| EngineError::backing("write", off, n as u64)(e);
+        if zeros {
+            self.backing
+                .write_zeroes(off, n as u64)
+                .map_err(backing)?;
+        } else {
+            let mut buf = AROUND_BUF.take();
+            buf.resize(n, 0);
+            let r = src(src_at, &mut buf)
+                .map_err(|source| EngineError::WriteSource {
+                    off,
+                    len: n as u64,
+                    source,
+                })
+                .and_then(|()| self.backing.write_at(off, &buf).map_err(backing));
+            if buf.capacity() <= 4 << 20 {
+                AROUND_BUF.set(buf);
+            }
+            r?;
+        }
+        self.after_backing_write(fua)?;
+        self.health.counters.through(n as u64);
+        Ok(())
+    }
+
+    /// A write reached the backing device: with FUA it is made durable now (WT2);
+    /// otherwise the next FLUSH flushes the backing device.
+    fn after_backing_write(&self, fua: bool) -> Result<()> {
+        if fua {
+            // WT2: a FUA write is durable on the backing device before it completes.
+            self.backing
+                .flush()
+                .map_err(EngineError::backing("flush", 0, 0))
+        } else {
+            self.backing_unflushed.store(true, Ordering::Release);
+            Ok(())
+        }
+    }
+
+    /// D1 for the staged CLEAN keys, their bytes to the backing device, then the keys
+    /// (dropped if a newer write reached the region meanwhile). With FUA, the keys are
+    /// made durable too: a FUA write must not read older cached bytes after a crash.
+    /// On an error before the keys are committed, their space is released.
+    fn log_through(&self, staged: &[(Key, Space)], epoch: u64, fua: bool) -> Result<()> {
+        if let Err(e) = self.through_data(staged, fua) {
+            for (_, s) in staged {
+                let _ = self.release_space(s);
+            }
+            return Err(e);
+        }
+        let mut touched: Vec<usize> = Vec::with_capacity(2);
+        for (i, (key, space)) in staged.iter().enumerate() {
+            match self.commit(key, Commit::Through(epoch)) {
+                Ok(true) => {
+                    let ki = layout::kset_index(key.off, self.log.ksets.len() as u32) as usize;
+                    if !touched.contains(&ki) {
+                        touched.push(ki);
+                    }
+                }
+                Ok(false) => self.release_space(space)?,
+                Err(e) => {
+                    for (_, s) in &staged[i + 1..] {
+                        let _ = self.release_space(s);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        if fua {
+            for ki in touched {
+                let mut ks = self.log.ksets[ki].lock();
+                self.close_kset(&mut ks)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// D1 for the staged keys, then their bytes from the cache to the backing device.
+    fn through_data(&self, staged: &[(Key, Space)], fua: bool) -> Result<()> {
+        // D1: the cache holds the bytes durably before a key can point at them.
+        self.media.fence();
+        self.media
+            .check()
+            .map_err(EngineError::media("flush data"))?;
+        let mut buf = AROUND_BUF.take();
+        let r = (|| -> Result<()> {
+            for (key, space) in staged {
+                buf.resize(key.len as usize, 0);
+                self.media
+                    .read(self.reader().abs(space.pos)?, &mut buf)
+                    .map_err(EngineError::media("read data to write through"))?;
+                self.backing
+                    .write_at(key.off, &buf)
+                    .map_err(EngineError::backing("write", key.off, u64::from(key.len)))?;
+            }
+            Ok(())
+        })();
+        if buf.capacity() <= 4 << 20 {
+            AROUND_BUF.set(buf);
+        }
+        r?;
+        self.after_backing_write(fua)
+    }
+}
