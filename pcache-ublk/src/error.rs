@@ -4,6 +4,8 @@ use std::io;
 use std::path::PathBuf;
 
 use libublk::UblkError;
+use pcache_engine::media::MediaError;
+use pcache_engine::EngineError;
 
 /// Why a pcache-ublk command failed. Messages name the object and never repeat the
 /// `#[source]` (the binary prints the whole chain).
@@ -25,9 +27,39 @@ pub enum Error {
     /// by another writer (named), or both roles given the same device.
     #[error(transparent)]
     Claim(#[from] pcache_engine::claim::ClaimError),
-    /// The engine refused to open the cache, or failed.
-    #[error("cache engine: {0}")]
-    Engine(String),
+    /// The cache media could not be mapped (missing, not a DAX device, …).
+    #[error("cache {path}")]
+    CacheMedia {
+        /// The path as given.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: MediaError,
+    },
+    /// The engine failed (closing the cache, …).
+    #[error("cache engine")]
+    Engine(#[from] EngineError),
+    /// The engine refused to open the cache, or failed opening it.
+    #[error("cache engine: {path}")]
+    Open {
+        /// The cache device.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: EngineError,
+    },
+    /// The engine refused the cache for a reason the command line can fix (not formatted,
+    /// the other data_crc setting): the reason (an error without a source of its own),
+    /// then how to fix it.
+    #[error("cache engine: {path}: {reason}{hint}")]
+    Unusable {
+        /// The cache device.
+        path: PathBuf,
+        /// Why the engine refused it.
+        reason: EngineError,
+        /// What to do about it, in parentheses after a space.
+        hint: String,
+    },
     /// `/dev/ublk-control` is missing.
     #[error(
         "the ublk driver is not loaded: /dev/ublk-control is missing (run `modprobe ublk_drv`)"
