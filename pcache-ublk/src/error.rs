@@ -84,9 +84,18 @@ pub enum Error {
         /// Why it cannot be used.
         why: String,
     },
-    /// The daemon could not be started, or reported a failure.
+    /// The daemon reported a failure (its message, chain and all), or did not report.
     #[error("{0}")]
     Daemon(String),
+    /// A system call for starting, signalling or supervising the daemon failed.
+    #[error("{what}")]
+    Process {
+        /// What was being done.
+        what: String,
+        /// The failure (an `io::Error` or a `nix` errno).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// Talking to a running daemon failed.
     #[error("control socket {path}")]
     Socket {
@@ -140,6 +149,18 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// Wraps the failure of a system call as [`Error::Process`], saying what was being done.
+pub fn process<E>(what: impl Into<String>) -> impl FnOnce(E) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let what = what.into();
+    move |e| Error::Process {
+        what,
+        source: Box::new(e),
+    }
+}
+
 /// Wraps a libublk error as [`Error::Ublk`].
 pub fn ublk(op: &'static str) -> impl FnOnce(UblkError) -> Error {
     move |e| Error::Ublk {
@@ -158,6 +179,14 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.starts_with("ublk add device failed: "), "{msg}");
         assert!(msg.contains("errno 16"), "{msg}");
+    }
+
+    #[test]
+    fn a_failed_system_call_keeps_its_cause() {
+        let cause = || io::Error::from_raw_os_error(libc::ENOENT);
+        let e = process("cannot start the daemon")(cause());
+        assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(chain(&e), format!("cannot start the daemon: {}", cause()));
     }
 
     #[test]
