@@ -1,8 +1,10 @@
-//! Small helpers the tools share: argument parsers, one-line error messages, logging, and
-//! the warning for a live cache.
+//! Small helpers the tools share: argument parsers, logging, output, and the warning for
+//! a live cache.
+//!
+//! Errors here are typed (or `std::io::Error`); the binaries add what they were doing
+//! with `anyhow`'s context and print the whole chain on one line, `{:#}`.
 
-use crate::device::{Access, Device, Image};
-use std::error::Error;
+use crate::device::{Access, Device, DeviceError, Image};
 use std::ops::Range;
 use std::path::Path;
 
@@ -53,6 +55,9 @@ pub fn with_live(doc: String, holder: Option<&Holder>) -> String {
 /// Parses a byte count: a decimal number with an optional binary suffix `K`, `M`, `G`,
 /// `T` (also `KiB`, … and lower case).
 ///
+/// A clap value parser: its error is the message clap prints after the argument's name,
+/// a `String` by clap's convention (there is no source to keep).
+///
 /// # Errors
 /// Not a number, or too large.
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -80,6 +85,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Parses a range of cache segment ids: `N`, `A..B` (B excluded), `A..=B`, `A..`, `..B`.
 ///
+/// A clap value parser, so its error is a `String` message, as [`parse_size`]'s.
+///
 /// # Errors
 /// Not of that form.
 pub fn parse_range(s: &str) -> Result<Range<u32>, String> {
@@ -100,34 +107,15 @@ pub fn parse_range(s: &str) -> Result<Range<u32>, String> {
     Ok(start..end)
 }
 
-/// An error and its sources on one line, separated by `": "`.
-#[must_use]
-pub fn one_line(e: &(dyn Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let next = c.to_string();
-        if !s.ends_with(&next) {
-            s.push_str(": ");
-            s.push_str(&next);
-        }
-        cur = c.source();
-    }
-    s
-}
-
-/// Writes `text` to stdout. A closed pipe (`pcache-dump DEV | head`) is not an error;
-/// any other failure is returned as a message.
+/// Writes `text` to stdout. A closed pipe (`pcache-dump DEV | head`) is not an error.
 ///
 /// # Errors
 /// Writing failed for another reason than a closed pipe.
-pub fn emit(text: &str) -> Result<(), String> {
+pub fn emit(text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(format!("cannot write the output: {e}"))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
         _ => Ok(()),
     }
 }
@@ -135,11 +123,9 @@ pub fn emit(text: &str) -> Result<(), String> {
 /// The size of a backing device or file, opened read-only.
 ///
 /// # Errors
-/// It cannot be opened.
-pub fn backing_size(path: &Path) -> Result<u64, String> {
-    Device::open(path, Access::ReadOnly)
-        .map(|d| d.size())
-        .map_err(|e| format!("{}: {}", path.display(), one_line(&e)))
+/// It cannot be opened (the error does not name `path`; the caller does).
+pub fn backing_size(path: &Path) -> Result<u64, DeviceError> {
+    Device::open(path, Access::ReadOnly).map(|d| d.size())
 }
 
 #[cfg(test)]
@@ -189,11 +175,13 @@ mod tests {
     }
 
     #[test]
-    fn error_chain() {
-        let e = crate::device::DeviceError::Open(std::io::Error::from_raw_os_error(2));
+    fn error_chain_on_one_line() {
+        // What the binaries print: `{:#}` of the error with their context.
+        let e = anyhow::Error::new(DeviceError::Open(std::io::Error::from_raw_os_error(2)))
+            .context("/dev/x");
         assert_eq!(
-            one_line(&e),
-            "cannot open: No such file or directory (os error 2)"
+            format!("{e:#}"),
+            "/dev/x: cannot open: No such file or directory (os error 2)"
         );
     }
 }

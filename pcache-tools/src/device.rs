@@ -183,7 +183,7 @@ fn claim_err(e: ClaimError) -> DeviceError {
     match e {
         ClaimError::Busy { holder, .. } => DeviceError::Busy(holder),
         ClaimError::Device { source, .. } => DeviceError::Open(source),
-        other => DeviceError::Open(io::Error::other(other.to_string())),
+        other => DeviceError::Open(io::Error::other(other)),
     }
 }
 

@@ -120,8 +120,9 @@ pub fn del(id: u32, force: bool) -> Result<(), Error> {
             Err(e) => {
                 tracing::warn!(error = %crate::error::chain(&e), pid = rec.pid, "control socket failed; sending SIGTERM");
                 let pid = nix::unistd::Pid::from_raw(i32::try_from(rec.pid).unwrap_or(0));
-                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
-                    .map_err(|e| Error::Daemon(format!("cannot signal daemon {}: {e}", rec.pid)))?;
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).map_err(
+                    crate::error::process(format!("cannot signal daemon {}", rec.pid)),
+                )?;
             }
         }
         if !wait_for_exit(rec.pid, DEL_TIMEOUT) {
@@ -349,10 +350,11 @@ pub fn default_log_file() -> PathBuf {
 /// report: the device is live, or why it is not.
 ///
 /// # Errors
-/// [`Error::Daemon`] with the daemon's reason, or why it could not be started.
+/// [`Error::Daemon`] with the daemon's reason, [`Error::Process`] if it could not be
+/// started.
 pub fn start_detached(log: &Path) -> Result<(u32, String), Error> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::Daemon(format!("cannot find my own executable: {e}")))?;
+    let exe =
+        std::env::current_exe().map_err(crate::error::process("cannot find my own executable"))?;
     let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
     args.push("--daemon-child".into());
     if let Some(dir) = log.parent() {
@@ -377,7 +379,7 @@ pub fn start_detached(log: &Path) -> Result<(u32, String), Error> {
         .stdout(Stdio::piped())
         .stderr(log_file)
         .spawn()
-        .map_err(|e| Error::Daemon(format!("cannot start the daemon: {e}")))?;
+        .map_err(crate::error::process("cannot start the daemon"))?;
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line);

@@ -204,15 +204,15 @@ pub fn claim(backend: &mut Backend) -> Result<Option<(Claim, Claim)>, Error> {
 /// activation formats it) takes `asked`, off by default.
 ///
 /// # Errors
-/// [`Error::Device`] if the cache cannot be mapped, [`Error::Engine`] if it is not
-/// formatted or its metadata is damaged, [`Error::Invalid`] if `asked` contradicts it.
+/// [`Error::CacheMedia`] if the cache cannot be mapped, [`Error::Unusable`] if it is not
+/// formatted, [`Error::Open`] if its metadata is damaged, [`Error::Invalid`] if `asked`
+/// contradicts it.
 pub fn check_cache(cache: &Path, asked: Option<bool>) -> Result<bool, Error> {
-    let media = DaxMedia::open(cache, true).map_err(|e| Error::Device {
-        role: "cache",
+    let media = DaxMedia::open(cache, true).map_err(|source| Error::CacheMedia {
         path: cache.to_owned(),
-        source: std::io::Error::other(e.to_string()),
+        source,
     })?;
-    let info = Cache::peek_info(&media).map_err(|e| crate::engine::open_error(cache, &e))?;
+    let info = Cache::peek_info(&media).map_err(|e| crate::engine::open_error(cache, e))?;
     let on_off = |b: bool| if b { "on" } else { "off" };
     match (info.map(|i| i.data_crc), asked) {
         (Some(held), Some(asked)) if held != asked => Err(Error::Invalid(format!(

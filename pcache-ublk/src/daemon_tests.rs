@@ -296,7 +296,7 @@ fn bad_devices_are_refused_before_the_driver_is_looked_for_and_change_nothing() 
         .set_len(CACHE)
         .unwrap();
     let err = refused(plan(&blank, &backing, None), &blank, &backing);
-    assert!(matches!(err, Error::Engine(_)), "{err}");
+    assert!(matches!(err, Error::Unusable { .. }), "{err}");
     assert!(err.to_string().contains("pcache-mkfs"), "{err}");
 
     // A damaged superblock.
@@ -305,7 +305,14 @@ fn bad_devices_are_refused_before_the_driver_is_looked_for_and_change_nothing() 
     let f = std::fs::OpenOptions::new().write(true).open(&bad).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&f, &[0xff; 8], SB_OFF + 8).unwrap();
     let err = refused(plan(&bad, &backing, None), &bad, &backing);
-    assert!(matches!(err, Error::Engine(_)), "{err}");
+    assert!(matches!(err, Error::Open { .. }), "{err}");
+    // The engine's error is kept with its own cause: the chain says what is wrong.
+    let msg = crate::error::chain(&err);
+    assert!(
+        msg.starts_with(&format!("cache engine: {}: ", bad.display())),
+        "{msg}"
+    );
+    assert!(msg.ends_with("bad magic 0xffffffffffffffff"), "{msg}");
 
     // The same file as cache and backing.
     let err = refused(plan(&cache, &cache, None), &cache, &backing);

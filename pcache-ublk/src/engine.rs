@@ -56,13 +56,14 @@ impl EngineTarget {
     /// them, with the engine's background workers running.
     ///
     /// # Errors
-    /// [`Error::Device`] if a device cannot be opened, [`Error::Engine`] if the engine
-    /// refuses the cache (not formatted, data_crc mismatch, too small, corrupt, …).
+    /// [`Error::CacheMedia`] or [`Error::Device`] if a device cannot be opened,
+    /// [`Error::Unusable`] if the engine refuses the cache for a reason the command line
+    /// can fix (not formatted, data_crc mismatch), [`Error::Open`] for the others (too
+    /// small, corrupt, …).
     pub fn open(cache: &Path, backing: &Path, data_crc: bool, queues: u32) -> Result<Self, Error> {
-        let media = DaxMedia::open(cache, false).map_err(|e| Error::Device {
-            role: "cache",
+        let media = DaxMedia::open(cache, false).map_err(|source| Error::CacheMedia {
             path: cache.to_owned(),
-            source: std::io::Error::other(e.to_string()),
+            source,
         })?;
         // io_uring for writeback where it measured faster (O_DIRECT on a block device
         // or a real file system), plain pwrite otherwise (docs/performance.md).
@@ -85,7 +86,7 @@ impl EngineTarget {
     /// `backing` name them in messages.
     ///
     /// # Errors
-    /// [`Error::Engine`] if the engine refuses the cache.
+    /// [`Error::Unusable`] or [`Error::Open`] if the engine refuses the cache.
     pub fn open_on(
         media: Arc<dyn CacheMedia>,
         backing_dev: Arc<dyn Backing>,
@@ -93,7 +94,7 @@ impl EngineTarget {
         cache: &Path,
         backing: &Path,
     ) -> Result<Self, Error> {
-        let opened = Cache::open(media, backing_dev, cfg).map_err(|e| open_error(cache, &e))?;
+        let opened = Cache::open(media, backing_dev, cfg).map_err(|e| open_error(cache, e))?;
         Ok(Self::new(opened, cache, backing))
     }
 
@@ -103,20 +104,23 @@ impl EngineTarget {
     }
 }
 
-/// Explains why the engine refused to open a cache, with what to do about it.
-pub(crate) fn open_error(cache: &Path, e: &EngineError) -> Error {
-    let hint = match e {
+/// Explains why the engine refused to open a cache, with what to do about it where the
+/// command line can fix it.
+pub(crate) fn open_error(cache: &Path, e: EngineError) -> Error {
+    let path = cache.to_owned();
+    let hint = match &e {
         EngineError::NotFormatted => format!(" (format it first: pcache-mkfs {})", cache.display()),
         EngineError::DataCrcMismatch { on_media, .. } => {
-            if *on_media {
-                " (pass --data-crc)".to_owned()
-            } else {
-                " (drop --data-crc)".to_owned()
-            }
+            let fix = if *on_media { "pass" } else { "drop" };
+            format!(" ({fix} --data-crc)")
         }
-        _ => String::new(),
+        _ => return Error::Open { path, source: e },
     };
-    Error::Engine(format!("{}: {e}{hint}", cache.display()))
+    Error::Unusable {
+        path,
+        reason: e,
+        hint,
+    }
 }
 
 /// The engine's status as JSON ([`StatusJson`]: the schema version, every field,
@@ -255,12 +259,12 @@ impl Target for EngineTarget {
         v
     }
 
-    fn set_gc_percent(&self, pct: u8) -> Result<(), String> {
-        self.cache.set_gc_percent(pct).map_err(|e| e.to_string())
+    fn set_gc_percent(&self, pct: u8) -> Result<(), EngineError> {
+        self.cache.set_gc_percent(pct)
     }
 
-    fn close(&self) -> Result<(), String> {
-        self.cache.close().map_err(|e| e.to_string())
+    fn close(&self) -> Result<(), EngineError> {
+        self.cache.close()
     }
 }
 

@@ -255,7 +255,7 @@ fn an_unformatted_cache_is_refused_with_a_hint() {
     let media = Arc::new(MemMedia::new(CACHE));
     let err = open(media, Arc::new(MemBacking::new(BACKING)), false).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, Error::Engine(_)), "{msg}");
+    assert!(matches!(err, Error::Unusable { .. }), "{msg}");
     assert!(msg.contains("pcache-mkfs"), "{msg}");
 }
 
@@ -322,7 +322,7 @@ fn a_backing_device_smaller_than_the_cached_keys_is_refused() {
         open(media, Arc::new(MemBacking::new(16 << 20)), false).map(|t| t.close())
     });
     match res {
-        Ok(Err(e)) => assert!(matches!(e, Error::Engine(_)), "{e}"),
+        Ok(Err(e)) => assert!(matches!(e, Error::Open { .. }), "{e}"),
         Ok(Ok(_)) => panic!("a cache with keys past the end of the backing device was opened"),
         Err(_) => panic!("the engine panicked on keys past the end of the backing device"),
     }

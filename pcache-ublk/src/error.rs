@@ -4,6 +4,8 @@ use std::io;
 use std::path::PathBuf;
 
 use libublk::UblkError;
+use pcache_engine::media::MediaError;
+use pcache_engine::EngineError;
 
 /// Why a pcache-ublk command failed. Messages name the object and never repeat the
 /// `#[source]` (the binary prints the whole chain).
@@ -25,9 +27,39 @@ pub enum Error {
     /// by another writer (named), or both roles given the same device.
     #[error(transparent)]
     Claim(#[from] pcache_engine::claim::ClaimError),
-    /// The engine refused to open the cache, or failed.
-    #[error("cache engine: {0}")]
-    Engine(String),
+    /// The cache media could not be mapped (missing, not a DAX device, …).
+    #[error("cache {path}")]
+    CacheMedia {
+        /// The path as given.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: MediaError,
+    },
+    /// The engine failed (closing the cache, …).
+    #[error("cache engine")]
+    Engine(#[from] EngineError),
+    /// The engine refused to open the cache, or failed opening it.
+    #[error("cache engine: {path}")]
+    Open {
+        /// The cache device.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: EngineError,
+    },
+    /// The engine refused the cache for a reason the command line can fix (not formatted,
+    /// the other data_crc setting): the reason (an error without a source of its own),
+    /// then how to fix it.
+    #[error("cache engine: {path}: {reason}{hint}")]
+    Unusable {
+        /// The cache device.
+        path: PathBuf,
+        /// Why the engine refused it.
+        reason: EngineError,
+        /// What to do about it, in parentheses after a space.
+        hint: String,
+    },
     /// `/dev/ublk-control` is missing.
     #[error(
         "the ublk driver is not loaded: /dev/ublk-control is missing (run `modprobe ublk_drv`)"
@@ -52,9 +84,18 @@ pub enum Error {
         /// Why it cannot be used.
         why: String,
     },
-    /// The daemon could not be started, or reported a failure.
+    /// The daemon reported a failure (its message, chain and all), or did not report.
     #[error("{0}")]
     Daemon(String),
+    /// A system call for starting, signalling or supervising the daemon failed.
+    #[error("{what}")]
+    Process {
+        /// What was being done.
+        what: String,
+        /// The failure (an `io::Error` or a `nix` errno).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// Talking to a running daemon failed.
     #[error("control socket {path}")]
     Socket {
@@ -108,6 +149,18 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// Wraps the failure of a system call as [`Error::Process`], saying what was being done.
+pub fn process<E>(what: impl Into<String>) -> impl FnOnce(E) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let what = what.into();
+    move |e| Error::Process {
+        what,
+        source: Box::new(e),
+    }
+}
+
 /// Wraps a libublk error as [`Error::Ublk`].
 pub fn ublk(op: &'static str) -> impl FnOnce(UblkError) -> Error {
     move |e| Error::Ublk {
@@ -126,6 +179,14 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.starts_with("ublk add device failed: "), "{msg}");
         assert!(msg.contains("errno 16"), "{msg}");
+    }
+
+    #[test]
+    fn a_failed_system_call_keeps_its_cause() {
+        let cause = || io::Error::from_raw_os_error(libc::ENOENT);
+        let e = process("cannot start the daemon")(cause());
+        assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(chain(&e), format!("cannot start the daemon: {}", cause()));
     }
 
     #[test]

@@ -267,7 +267,7 @@ impl Lifecycle {
 /// (a hangup is ignored: the daemon outlives the terminal that started it).
 ///
 /// # Errors
-/// [`Error::Daemon`] if the mask cannot be set or the thread cannot be spawned.
+/// [`Error::Process`] if the mask cannot be set or the thread cannot be spawned.
 pub fn handle_signals(life: &Arc<Lifecycle>) -> Result<(), Error> {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
@@ -275,7 +275,7 @@ pub fn handle_signals(life: &Arc<Lifecycle>) -> Result<(), Error> {
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGHUP);
     set.thread_block()
-        .map_err(|e| Error::Daemon(format!("cannot block signals: {e}")))?;
+        .map_err(crate::error::process("cannot block signals"))?;
     let life = Arc::clone(life);
     std::thread::Builder::new()
         .name("pcache-signals".into())
@@ -292,6 +292,6 @@ pub fn handle_signals(life: &Arc<Lifecycle>) -> Result<(), Error> {
                 }
             }
         })
-        .map_err(|e| Error::Daemon(format!("cannot spawn the signal thread: {e}")))?;
+        .map_err(crate::error::process("cannot spawn the signal thread"))?;
     Ok(())
 }

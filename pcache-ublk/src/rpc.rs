@@ -94,8 +94,12 @@ pub fn dispatch(req: &Request, target: &dyn Target, stop: &dyn Fn()) -> Response
     match req {
         Request::Status => Response::ok(target.status()),
         Request::Set { key, value } => match key.as_str() {
-            "gc_percent" => match parse_gc_percent(value).and_then(|v| target.set_gc_percent(v)) {
-                Ok(()) => Response::ok(serde_json::Value::Null),
+            "gc_percent" => match parse_gc_percent(value) {
+                // The reply is text: the target's error goes with its whole chain.
+                Ok(v) => match target.set_gc_percent(v) {
+                    Ok(()) => Response::ok(serde_json::Value::Null),
+                    Err(e) => Response::err(crate::error::chain(&e)),
+                },
                 Err(e) => Response::err(e),
             },
             other => Response::err(format!("unknown key {other:?} (known: gc_percent)")),
@@ -269,6 +273,60 @@ mod tests {
             &|| {},
         );
         assert!(!r.ok && r.error.unwrap().contains("unknown key"));
+    }
+
+    /// A target whose tunables fail with an error that has a cause of its own.
+    struct Failing;
+
+    impl Target for Failing {
+        fn size(&self) -> u64 {
+            0
+        }
+        fn read(&self, _: u32, _: u64, _: &mut [u8]) -> Result<(), crate::target::Errno> {
+            Err(-libc::EIO)
+        }
+        fn write(&self, _: u32, _: u64, _: &[u8], _: bool) -> Result<(), crate::target::Errno> {
+            Err(-libc::EIO)
+        }
+        fn flush(&self) -> Result<(), crate::target::Errno> {
+            Ok(())
+        }
+        fn discard(&self, _: u64, _: u64) -> Result<(), crate::target::Errno> {
+            Ok(())
+        }
+        fn write_zeroes(&self, _: u64, _: u64) -> Result<(), crate::target::Errno> {
+            Ok(())
+        }
+        fn status(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn set_gc_percent(&self, _: u8) -> Result<(), pcache_engine::EngineError> {
+            Err(pcache_engine::EngineError::Media {
+                op: "persist cache_info",
+                source: pcache_engine::media::MediaError::ReadOnly,
+            })
+        }
+        fn close(&self) -> Result<(), pcache_engine::EngineError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_target_refusal_is_answered_with_its_whole_chain() {
+        let r = dispatch(
+            &Request::Set {
+                key: "gc_percent".into(),
+                value: "50".into(),
+            },
+            &Failing,
+            &|| {},
+        );
+        let cause = pcache_engine::media::MediaError::ReadOnly.to_string();
+        assert!(!r.ok);
+        assert_eq!(
+            r.error.unwrap(),
+            format!("cache media: persist cache_info: {cause}")
+        );
     }
 
     #[test]

@@ -6,9 +6,12 @@
 //! exercising the ublk plumbing without a cache).
 //!
 //! Errors on the I/O path are negative errno values, ready to be handed to the kernel as a
-//! request result.
+//! request result; the control plane ([`Target::set_gc_percent`], [`Target::close`])
+//! returns the engine's [`EngineError`], source chain and all.
 
 use std::sync::RwLock;
+
+use pcache_engine::EngineError;
 
 /// A negative errno value (`-libc::EIO`, …).
 pub type Errno = i32;
@@ -99,11 +102,11 @@ pub trait Target: Send + Sync {
     fn status(&self) -> serde_json::Value;
 
     /// Sets a tunable; only `gc_percent` exists today (control plane).
-    fn set_gc_percent(&self, pct: u8) -> Result<(), String>;
+    fn set_gc_percent(&self, pct: u8) -> Result<(), EngineError>;
 
     /// Stops the target: persists what must survive and stops background work. Called once,
     /// after the last request has completed.
-    fn close(&self) -> Result<(), String>;
+    fn close(&self) -> Result<(), EngineError>;
 }
 
 /// The methods of a [`Target`] besides the data path, doing nothing: flush, discard and
@@ -124,10 +127,10 @@ macro_rules! no_op_control {
         fn status(&self) -> serde_json::Value {
             serde_json::Value::Null
         }
-        fn set_gc_percent(&self, _: u8) -> Result<(), String> {
+        fn set_gc_percent(&self, _: u8) -> Result<(), pcache_engine::EngineError> {
             Ok(())
         }
-        fn close(&self) -> Result<(), String> {
+        fn close(&self) -> Result<(), pcache_engine::EngineError> {
             Ok(())
         }
     };
@@ -307,15 +310,17 @@ impl Target for MemTarget {
         })
     }
 
-    fn set_gc_percent(&self, pct: u8) -> Result<(), String> {
+    fn set_gc_percent(&self, pct: u8) -> Result<(), EngineError> {
         if pct > 90 {
-            return Err(format!("gc_percent {pct} out of range 0..=90"));
+            return Err(EngineError::InvalidArgument(format!(
+                "gc_percent {pct} out of range 0..=90"
+            )));
         }
         self.write_lock().counters.gc_percent = pct;
         Ok(())
     }
 
-    fn close(&self) -> Result<(), String> {
+    fn close(&self) -> Result<(), EngineError> {
         self.write_lock().counters.closed = true;
         Ok(())
     }

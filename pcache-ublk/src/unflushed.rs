@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use pcache_engine::EngineError;
+
 use crate::target::{Errno, ReadSink, Target, WriteSource};
 
 /// The marker file of device `id` in `dir`.
@@ -247,11 +249,11 @@ impl Target for Guarded {
         self.inner.status()
     }
 
-    fn set_gc_percent(&self, pct: u8) -> Result<(), String> {
+    fn set_gc_percent(&self, pct: u8) -> Result<(), EngineError> {
         self.inner.set_gc_percent(pct)
     }
 
-    fn close(&self) -> Result<(), String> {
+    fn close(&self) -> Result<(), EngineError> {
         self.inner.close()
     }
 }

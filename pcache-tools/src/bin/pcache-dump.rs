@@ -1,20 +1,20 @@
 //! `pcache-dump DEVICE`: show everything on a pcache cache device.
 
+use anyhow::{Context, Result};
 use clap::Parser;
 use pcache_tools::args::DumpArgs;
-use pcache_tools::cli::{backing_size, emit, init_logging, live_warning, one_line, with_live};
+use pcache_tools::cli::{backing_size, emit, init_logging, live_warning, with_live};
 use pcache_tools::dump::{self, DumpOptions};
 use pcache_tools::{scan, Access, Device};
 use std::process::ExitCode;
 
-fn run(args: &DumpArgs) -> Result<String, String> {
+fn run(args: &DumpArgs) -> Result<String> {
     let name = args.device.display().to_string();
     let backing = match (&args.backing, args.backing_size) {
-        (Some(p), _) => Some(backing_size(p)?),
+        (Some(p), _) => Some(backing_size(p).with_context(|| p.display().to_string())?),
         (None, s) => s,
     };
-    let dev = Device::open(&args.device, Access::ReadOnly)
-        .map_err(|e| format!("{name}: {}", one_line(&e)))?;
+    let dev = Device::open(&args.device, Access::ReadOnly).with_context(|| name.clone())?;
     if let Some(holder) = dev.live() {
         eprintln!("pcache-dump: {}", live_warning(&name, holder));
     }
@@ -24,7 +24,7 @@ fn run(args: &DumpArgs) -> Result<String, String> {
         max_ksets: args.max_ksets,
         backing_size: backing,
     };
-    let s = scan(&dev, &opts.scan_options()).map_err(|e| format!("{name}: read failed: {e}"))?;
+    let s = scan(&dev, &opts.scan_options()).with_context(|| format!("{name}: read failed"))?;
     Ok(if args.json {
         with_live(dump::json(&s, &name), dev.live()) + "\n"
     } else {
@@ -35,16 +35,12 @@ fn run(args: &DumpArgs) -> Result<String, String> {
 fn main() -> ExitCode {
     let args = DumpArgs::parse();
     init_logging();
-    match run(&args) {
-        Ok(out) => match emit(&out) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("pcache-dump: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    let done = run(&args).and_then(|out| emit(&out).context("cannot write the output"));
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pcache-dump: {e}");
+            // The whole chain, on one line.
+            eprintln!("pcache-dump: {e:#}");
             ExitCode::FAILURE
         }
     }

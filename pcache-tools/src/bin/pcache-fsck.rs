@@ -1,17 +1,18 @@
 //! `pcache-fsck DEVICE`: check a pcache cache device; exit codes follow fsck(8).
 
+use anyhow::{Context, Result};
 use clap::Parser;
 use pcache_tools::args::FsckArgs;
-use pcache_tools::cli::{backing_size, emit, init_logging, live_warning, one_line, with_live};
+use pcache_tools::cli::{backing_size, emit, init_logging, live_warning, with_live};
 use pcache_tools::fsck::{self, exit, FsckOptions};
 use pcache_tools::progress::{byte_spinner, Metered};
 use pcache_tools::{Access, Device};
 use std::process::ExitCode;
 
-fn run(args: &FsckArgs) -> Result<(String, i32), String> {
+fn run(args: &FsckArgs) -> Result<(String, i32)> {
     let name = args.device.display().to_string();
     let backing = match (&args.backing, args.backing_size) {
-        (Some(p), _) => Some(backing_size(p)?),
+        (Some(p), _) => Some(backing_size(p).with_context(|| p.display().to_string())?),
         (None, s) => s,
     };
     let repair = args.repair || args.preen;
@@ -27,8 +28,7 @@ fn run(args: &FsckArgs) -> Result<(String, i32), String> {
     };
     // A repair takes the cache exclusively (refused while anything else holds it); a
     // check takes it shared, and goes on with a warning if a writer holds it.
-    let mut dev =
-        Device::open(&args.device, access).map_err(|e| format!("{name}: {}", one_line(&e)))?;
+    let mut dev = Device::open(&args.device, access).with_context(|| name.clone())?;
     if let Some(holder) = dev.live() {
         eprintln!("pcache-fsck: {}", live_warning(&name, holder));
     }
@@ -37,10 +37,9 @@ fn run(args: &FsckArgs) -> Result<(String, i32), String> {
     let bar = byte_spinner("checking", false);
     let mut metered = Metered::new(&mut dev, bar.clone());
     let report = if repair {
-        fsck::check_and_repair(&mut metered, &opts)
-            .map_err(|e| format!("{name}: {}", one_line(&e)))?
+        fsck::check_and_repair(&mut metered, &opts).with_context(|| name.clone())?
     } else {
-        fsck::check(&metered, &opts).map_err(|e| format!("{name}: read failed: {e}"))?
+        fsck::check(&metered, &opts).with_context(|| format!("{name}: read failed"))?
     };
     bar.finish_and_clear();
     let mut report = report;
@@ -80,15 +79,16 @@ fn main() -> ExitCode {
     };
     init_logging();
     match run(&args) {
-        Ok((out, c)) => match emit(&out) {
+        Ok((out, c)) => match emit(&out).context("cannot write the output") {
             Ok(()) => code(c),
             Err(e) => {
-                eprintln!("pcache-fsck: {e}");
+                eprintln!("pcache-fsck: {e:#}");
                 code(c | exit::OPERATIONAL)
             }
         },
         Err(e) => {
-            eprintln!("pcache-fsck: {e}");
+            // The whole chain, on one line.
+            eprintln!("pcache-fsck: {e:#}");
             code(exit::OPERATIONAL)
         }
     }

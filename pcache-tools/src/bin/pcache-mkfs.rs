@@ -1,25 +1,25 @@
 //! `pcache-mkfs DEVICE`: write a fresh pcache cache, exactly as the kernel's first
 //! activation would.
 
+use anyhow::{Context, Result};
 use clap::Parser;
 use pcache_format::fresh::Step;
 use pcache_tools::args::MkfsArgs;
-use pcache_tools::cli::{emit, init_logging, one_line};
+use pcache_tools::cli::{emit, init_logging};
 use pcache_tools::mkfs::{self, MkfsOptions, Progress};
 use pcache_tools::{Access, Device};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-fn run(args: &MkfsArgs) -> Result<mkfs::Geometry, String> {
-    let name = args.device.display().to_string();
-    let fail = |e: &(dyn std::error::Error + 'static)| format!("{name}: {}", one_line(e));
-    let mut dev = Device::open(&args.device, Access::ReadWrite).map_err(|e| fail(&e))?;
+fn run(args: &MkfsArgs) -> Result<mkfs::Geometry> {
+    let name = || args.device.display().to_string();
+    let mut dev = Device::open(&args.device, Access::ReadWrite).with_context(name)?;
     let opts = MkfsOptions {
         data_crc: args.data_crc,
         gc_percent: args.gc_percent,
         force: args.force,
     };
-    let geometry = mkfs::preflight(&dev, &opts).map_err(|e| fail(&e))?;
+    let geometry = mkfs::preflight(&dev, &opts).with_context(name)?;
     let bar = (!args.quiet && std::io::stderr().is_terminal() && geometry.seg_num >= 64)
         .then(|| indicatif::ProgressBar::new(u64::from(geometry.seg_num)));
     let mut progress = |p: Progress| {
@@ -31,7 +31,7 @@ fn run(args: &MkfsArgs) -> Result<mkfs::Geometry, String> {
             }
         }
     };
-    mkfs::write_fresh(&mut dev, &geometry, &mut progress).map_err(|e| fail(&e))?;
+    mkfs::write_fresh(&mut dev, &geometry, &mut progress).with_context(name)?;
     Ok(geometry)
 }
 
@@ -64,7 +64,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("pcache-mkfs: {e}");
+            // The whole chain, on one line.
+            eprintln!("pcache-mkfs: {e:#}");
             ExitCode::FAILURE
         }
     }
