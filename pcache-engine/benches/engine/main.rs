@@ -566,7 +566,7 @@ fn run_engine(o: &Opts, w: Workload, threads: usize, kind: BackingKind) -> (Run,
             gc_percent: None,
             background: !o.foreground,
             read_only: false,
-            salvage: false,
+            ..CacheConfig::default()
         },
     )
     .expect("open cache");

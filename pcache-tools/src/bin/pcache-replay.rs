@@ -96,6 +96,7 @@ fn open(args: &ReplayArgs) -> Result<(Cache, Arc<dyn Backing>)> {
         background: false,
         read_only: !cache_rw,
         salvage: args.salvage,
+        ..CacheConfig::default()
     };
     let spin = spinner("replaying the log");
     let cache = Cache::open(media, backing.clone(), cfg).with_context(|| {
