@@ -4,10 +4,13 @@
 //!
 //! This crate knows nothing about ublk: a frontend hands [`Cache`] block requests.
 //!
-//! - [`media`]: the cache device (DAX, mapped file, memory, a crash simulator);
+//! - [`media`]: the cache device (DAX, mapped file, memory);
 //! - [`backing`]: the backing device (file or block device, memory);
 //! - [`Cache`]: open (validate, format, replay), read, write, flush, discard, status,
-//!   close; background writeback, GC and kset flushing.
+//!   close; background writeback, GC and kset flushing;
+//! - `testing`, with the `test-utils` feature (tests only, never in a release build):
+//!   test doubles (a crash simulator, a media and a backing device with injected
+//!   failures) and fixtures.
 
 pub use pcache_format as format;
 
@@ -29,16 +32,18 @@ mod replay;
 pub mod report;
 pub mod salvage;
 mod segments;
-mod through;
 pub mod status;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
+mod through;
 pub mod walk;
 mod workers;
 mod writeback;
 
 pub use cache::{Cache, CacheConfig};
-pub use policy::SeqCutoff;
-pub use pcache_format::CacheMode;
 pub use error::{EngineError, ErrorKind, Result};
+pub use pcache_format::CacheMode;
+pub use policy::SeqCutoff;
 pub use replay::ReplayStats;
 pub use status::{KernelStatus, Status, StatusJson, JSON_SCHEMA};
 

@@ -138,7 +138,14 @@ mod tests {
 
     #[test]
     fn random_io_is_never_cut_off() {
-        let p = Policy::new(CacheMode::Writeback, 1, SeqCutoff { read: 8192, write: 8192 });
+        let p = Policy::new(
+            CacheMode::Writeback,
+            1,
+            SeqCutoff {
+                read: 8192,
+                write: 8192,
+            },
+        );
         for i in 0..1000u64 {
             let off = (i * 7919 % 1000) * 65536;
             assert!(!p.bypass(0, off, 4096, i % 2 == 0));

@@ -3,7 +3,7 @@
 
 use crate::backing::MemBacking;
 use crate::media::{CacheMedia, MemMedia};
-use crate::{Cache, CacheConfig};
+use crate::{testing, Cache, CacheConfig};
 use pcache_format::fresh;
 use pcache_format::layout::{self, CachePos, SB_OFF};
 use std::sync::Arc;
@@ -11,10 +11,7 @@ use std::sync::Arc;
 const CACHE: u64 = 512 << 20;
 
 fn formatted(len: u64) -> Arc<MemMedia> {
-    let m = MemMedia::new(len);
-    let n = layout::seg_num_for_device(len).unwrap();
-    m.write(SB_OFF, &fresh::superblock(n)).unwrap();
-    Arc::new(m)
+    Arc::new(testing::formatted(len))
 }
 
 fn inline(queues: u32) -> CacheConfig {

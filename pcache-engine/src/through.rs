@@ -98,9 +98,7 @@ impl Inner {
     ) -> Result<()> {
         let backing = |e| EngineError::backing("write", off, n as u64)(e);
         if zeros {
-            self.backing
-                .write_zeroes(off, n as u64)
-                .map_err(backing)?;
+            self.backing.write_zeroes(off, n as u64).map_err(backing)?;
         } else {
             let mut buf = AROUND_BUF.take();
             buf.resize(n, 0);

@@ -22,10 +22,10 @@
 //! 10 000 in release mode, `cargo xtask crash --points N` more).
 
 use pcache_engine::backing::{Backing, MemBacking};
-use pcache_engine::format::{fresh, layout};
-use pcache_engine::media::{CacheMedia, CrashMedia};
+use pcache_engine::format::layout;
+use pcache_engine::media::CacheMedia;
+use pcache_engine::testing::{write_superblock, CrashMedia, TestBacking};
 use pcache_engine::{Cache, CacheConfig};
-use std::io;
 use std::sync::{Arc, Mutex};
 
 const SECTOR: usize = 512;
@@ -36,69 +36,30 @@ const CACHE: u64 = 512 << 20;
 /// subset of them.
 const MAX_SUBSET_WORDS: usize = 6;
 
-/// A backing device that records each write with the media's fence count at issue, so
-/// the backing state at any crash point can be rebuilt.
-#[derive(Debug)]
-struct RecBacking {
-    media: Arc<CrashMedia>,
-    live: MemBacking,
-    writes: Mutex<Vec<(usize, u64, Vec<u8>)>>,
-    /// The workload's history so far (which tags each sector was written with).
-    hist: Arc<Mutex<History>>,
-    /// Per sector: the newest non-zero tag seen at a backing flush.
-    seen: Mutex<Vec<u64>>,
-}
-
-impl RecBacking {
-    /// Property 4, checked at every backing flush.
-    fn check_flushed_state(&self) {
-        let hist = self.hist.lock().unwrap();
-        let mut seen = self.seen.lock().unwrap();
-        let all = self.live.to_vec(0, DEV as usize);
-        for (s, data) in all.chunks(SECTOR).enumerate() {
-            let tag = tag_of(s, data)
-                .unwrap_or_else(|| panic!("backing sector {s} holds data never written to it"));
-            if tag == 0 {
-                continue; // zeros: the initial content, or a discard passed through
-            }
-            assert!(
-                hist[s].iter().any(|&(_, t)| t == tag),
-                "backing sector {s} holds tag {tag}, never written there"
-            );
-            // Tags grow in op order, so "not older" is "not smaller".
-            assert!(
-                tag >= seen[s],
-                "backing sector {s} went back from tag {} to {tag}",
-                seen[s]
-            );
-            seen[s] = tag;
+/// Property 4, checked at every backing flush: each backing sector holds data written to
+/// it, never older than at an earlier flush. `seen` holds, per sector, the newest non-zero
+/// tag seen at a backing flush.
+fn check_flushed_state(live: &MemBacking, hist: &Mutex<History>, seen: &Mutex<Vec<u64>>) {
+    let hist = hist.lock().unwrap();
+    let mut seen = seen.lock().unwrap();
+    let all = live.to_vec(0, DEV as usize);
+    for (s, data) in all.chunks(SECTOR).enumerate() {
+        let tag = tag_of(s, data)
+            .unwrap_or_else(|| panic!("backing sector {s} holds data never written to it"));
+        if tag == 0 {
+            continue; // zeros: the initial content, or a discard passed through
         }
-    }
-}
-
-impl Backing for RecBacking {
-    fn size(&self) -> u64 {
-        self.live.size()
-    }
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.live.read_at(off, buf)
-    }
-    fn write_at(&self, off: u64, data: &[u8]) -> io::Result<()> {
-        self.writes
-            .lock()
-            .unwrap()
-            .push((self.media.fences(), off, data.to_vec()));
-        self.live.write_at(off, data)
-    }
-    fn flush(&self) -> io::Result<()> {
-        self.check_flushed_state();
-        Ok(())
-    }
-    fn discard(&self, off: u64, len: u64) -> io::Result<()> {
-        self.write_at(off, &vec![0; len as usize])
-    }
-    fn write_zeroes(&self, off: u64, len: u64) -> io::Result<()> {
-        self.discard(off, len)
+        assert!(
+            hist[s].iter().any(|&(_, t)| t == tag),
+            "backing sector {s} holds tag {tag}, never written there"
+        );
+        // Tags grow in op order, so "not older" is "not smaller".
+        assert!(
+            tag >= seen[s],
+            "backing sector {s} went back from tag {} to {tag}",
+            seen[s]
+        );
+        seen[s] = tag;
     }
 }
 
@@ -172,12 +133,13 @@ struct OpRec {
 /// Per sector: (op index, tag) in op order.
 type History = Vec<Vec<(usize, u64)>>;
 
-fn workload(seed: u64) -> (Arc<CrashMedia>, Arc<RecBacking>, Vec<OpRec>, History) {
+/// A run of random operations on a fresh cache: the crash-recording media, the backing
+/// device (recording each write with the media's fence count at issue, so the backing
+/// state at any crash point can be rebuilt, and checking property 4 at every flush), the
+/// operations and the history.
+fn workload(seed: u64) -> (Arc<CrashMedia>, Arc<TestBacking>, Vec<OpRec>, History) {
     let media = Arc::new(CrashMedia::new(CACHE));
-    let seg_num = layout::seg_num_for_device(CACHE).unwrap();
-    media
-        .write(layout::SB_OFF, &fresh::superblock(seg_num))
-        .unwrap();
+    write_superblock(&*media);
     media.flush(layout::SB_OFF, 24);
     media.fence();
     // The backing starts with data of its own (op 0, below), so that a read miss caches
@@ -186,13 +148,15 @@ fn workload(seed: u64) -> (Arc<CrashMedia>, Arc<RecBacking>, Vec<OpRec>, History
     let hist = Arc::new(Mutex::new(
         (0..SECTORS).map(|s| vec![(0, initial_tag(s))]).collect(),
     ));
-    let backing = Arc::new(RecBacking {
-        media: media.clone(),
-        live: prefilled(),
-        writes: Mutex::new(Vec::new()),
-        hist: hist.clone(),
-        seen: Mutex::new(vec![0; SECTORS]),
-    });
+    let backing = {
+        let hist = hist.clone();
+        let seen = Mutex::new(vec![0; SECTORS]);
+        Arc::new(
+            TestBacking::new(prefilled())
+                .recording(media.clone())
+                .on_flush(move |live| check_flushed_state(live, &hist, &seen)),
+        )
+    };
     let cfg = CacheConfig {
         queues: 2,
         background: false,
@@ -362,7 +326,7 @@ fn power_cuts_never_lose_acknowledged_data() {
         let fences = media.fences();
         let mut replayer = media.replayer();
         let backing = Arc::new(prefilled());
-        let writes = rec.writes.lock().unwrap();
+        let writes = rec.take_recorded();
         let mut applied = 0;
         // Crash points from the first fence after format onwards; sampled evenly when the
         // run has more than the remaining budget.
@@ -371,11 +335,11 @@ fn power_cuts_never_lose_acknowledged_data() {
         let step = ((fences - first) / budget).max(1);
         let mut k = first;
         while k <= fences && points < target {
-            while let Some((f, off, data)) = writes.get(applied) {
-                if *f > k {
+            while let Some(w) = writes.get(applied) {
+                if w.fence > k {
                     break;
                 }
-                backing.write_at(*off, data).unwrap();
+                backing.write_at(w.off, &w.data).unwrap();
                 applied += 1;
             }
             for torn in [None, Some(seed ^ (k as u64) << 8)] {

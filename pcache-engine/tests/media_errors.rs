@@ -10,8 +10,9 @@
 #![cfg(all(target_arch = "x86_64", target_os = "linux"))]
 
 use pcache_engine::backing::MemBacking;
-use pcache_engine::format::{fresh, layout};
+use pcache_engine::format::layout;
 use pcache_engine::media::{CacheMedia, FileMedia, MediaError};
+use pcache_engine::testing::write_superblock;
 use pcache_engine::{Cache, CacheConfig, EngineError, ErrorKind};
 use std::path::Path;
 use std::sync::Arc;
@@ -35,8 +36,7 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 fn cache_file(path: &Path) -> Arc<FileMedia> {
     std::fs::File::create(path).unwrap().set_len(CACHE).unwrap();
     let m = FileMedia::open(path, false).unwrap();
-    let n = layout::seg_num_for_device(CACHE).unwrap();
-    m.write(layout::SB_OFF, &fresh::superblock(n)).unwrap();
+    write_superblock(&m);
     Arc::new(m)
 }
 

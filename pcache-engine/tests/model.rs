@@ -17,10 +17,8 @@ const SECTOR: usize = 512;
 const DEV: u64 = 24 << 20;
 const SECTORS: usize = (DEV / 512) as usize;
 
-mod common;
-
 fn formatted_media(len: u64) -> Arc<MemMedia> {
-    Arc::new(common::formatted(len))
+    Arc::new(pcache_engine::testing::formatted(len))
 }
 
 fn stamp(tag: u64, sector: usize, out: &mut [u8]) {

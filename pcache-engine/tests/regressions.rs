@@ -1,24 +1,21 @@
 //! Regression tests for defects found in review: each failed before its fix.
 
-use pcache_engine::backing::{Backing, MemBacking};
+use pcache_engine::backing::MemBacking;
 use pcache_engine::format::kset::KsetBuf;
 use pcache_engine::format::layout::{self, CachePos, SEG_DATA_SIZE};
 use pcache_engine::format::record::{encode_meta, TailPos};
 use pcache_engine::format::Key;
-use pcache_engine::media::{CacheMedia, MediaError, MemMedia};
+use pcache_engine::media::{CacheMedia, MemMedia};
+use pcache_engine::testing::{self, TestBacking, TestMedia};
 use pcache_engine::{Cache, CacheConfig, EngineError};
-use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 use zerocopy::IntoBytes;
 
 const CACHE: u64 = 512 << 20;
 
-mod common;
-
 fn formatted() -> MemMedia {
-    common::formatted(CACHE)
+    testing::formatted(CACHE)
 }
 
 /// Runs `f` on a thread; `None` if it has not finished after `secs` (a hang).
@@ -55,46 +52,12 @@ fn a_write_larger_than_the_cache_completes() {
     }
 }
 
-/// A backing device whose writes can fail.
-#[derive(Debug)]
-struct FailingBacking {
-    mem: MemBacking,
-    fail_writes: AtomicBool,
-}
-
-impl Backing for FailingBacking {
-    fn size(&self) -> u64 {
-        self.mem.size()
-    }
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.mem.read_at(off, buf)
-    }
-    fn write_at(&self, off: u64, data: &[u8]) -> io::Result<()> {
-        if self.fail_writes.load(Ordering::SeqCst) {
-            return Err(io::Error::other("injected"));
-        }
-        self.mem.write_at(off, data)
-    }
-    fn flush(&self) -> io::Result<()> {
-        self.mem.flush()
-    }
-    fn discard(&self, off: u64, len: u64) -> io::Result<()> {
-        // Unspecified content after a discard.
-        self.mem.write_at(off, &vec![0xAA; len as usize])
-    }
-    fn write_zeroes(&self, off: u64, len: u64) -> io::Result<()> {
-        self.mem.write_zeroes(off, len)
-    }
-}
-
 /// A read miss on a queue whose writer waits for space is still served (it just is not
 /// cached), instead of queueing behind the writer.
 #[test]
 fn a_read_miss_does_not_wait_behind_a_full_cache() {
-    let backing = Arc::new(FailingBacking {
-        mem: MemBacking::new(1 << 30),
-        fail_writes: AtomicBool::new(true),
-    });
+    let backing = Arc::new(TestBacking::new(MemBacking::new(1 << 30)));
+    backing.fail_writes(true);
     let cfg = CacheConfig {
         queues: 2,
         ..CacheConfig::default()
@@ -126,7 +89,7 @@ fn a_read_miss_does_not_wait_behind_a_full_cache() {
         "read on the writer's queue: {r:?}"
     );
     // The device recovers: the waiting writer resumes and finishes.
-    backing.fail_writes.store(false, Ordering::SeqCst);
+    backing.fail_writes(false);
     writer.join().unwrap();
 }
 
@@ -134,10 +97,8 @@ fn a_read_miss_does_not_wait_behind_a_full_cache() {
 /// backing device's post-discard content shows through.
 #[test]
 fn a_discarded_range_reads_zeros_after_gc() {
-    let backing = Arc::new(FailingBacking {
-        mem: MemBacking::new(1 << 30),
-        fail_writes: AtomicBool::new(false),
-    });
+    // Unspecified content after a discard.
+    let backing = Arc::new(TestBacking::new(MemBacking::new(1 << 30)).discard_fill(0xAA));
     let cfg = CacheConfig {
         gc_percent: Some(0),
         background: false,
@@ -204,44 +165,11 @@ fn a_log_ending_at_the_segment_end_is_refused() {
     );
 }
 
-/// Media that fails the next store to a key_tail slot once armed (a transient error).
-#[derive(Debug)]
-struct FailTailOnce {
-    mem: MemMedia,
-    armed: AtomicBool,
-}
-
-impl CacheMedia for FailTailOnce {
-    fn len(&self) -> u64 {
-        self.mem.len()
-    }
-    fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), MediaError> {
-        self.mem.read(off, buf)
-    }
-    fn write(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
-        if (off == layout::key_tail_off(0) || off == layout::key_tail_off(1))
-            && self.armed.swap(false, Ordering::SeqCst)
-        {
-            return Err(MediaError::ReadOnly);
-        }
-        self.mem.write(off, data)
-    }
-    fn flush(&self, off: u64, len: u64) {
-        self.mem.flush(off, len);
-    }
-    fn fence(&self) {
-        self.mem.fence();
-    }
-}
-
 /// A GC round whose key_tail update fails changes nothing, so the retry does not drop
 /// the kset's segment references a second time (which freed a segment still in use).
 #[test]
 fn a_failed_gc_round_is_retried_cleanly() {
-    let media = Arc::new(FailTailOnce {
-        mem: formatted(),
-        armed: AtomicBool::new(false),
-    });
+    let media = Arc::new(TestMedia::new(formatted()));
     let backing = Arc::new(MemBacking::new(1 << 30));
     let cfg = CacheConfig {
         gc_percent: Some(0),
@@ -250,7 +178,8 @@ fn a_failed_gc_round_is_retried_cleanly() {
     };
     let c = Cache::open(media.clone(), backing, cfg).unwrap();
     c.write(0, 0, &vec![1u8; 12 << 20], true).unwrap(); // three keys in one segment
-    media.armed.store(true, Ordering::SeqCst);
+                                                        // The next store to a key_tail slot fails, once (a transient error).
+    media.fail_next_write_to(&[layout::key_tail_off(0), layout::key_tail_off(1)]);
     assert!(
         c.writeback_all().is_err(),
         "the injected failure is reported"

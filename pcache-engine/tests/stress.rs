@@ -70,15 +70,13 @@
 //! [`DEFAULT_OPS`]: about 3 × 570 MiB written, 4–8 s in a debug build);
 //! `PCACHE_STRESS_SEED` changes the seed.
 
-use pcache_engine::backing::{Backing, BatchError, MemBacking};
+use pcache_engine::backing::MemBacking;
+use pcache_engine::testing::{self, TestBacking};
 use pcache_engine::{Cache, CacheConfig};
 use std::collections::BTreeSet;
-use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-mod common;
 
 const SECTOR: usize = 512;
 /// A 4 MiB region (one subtree of the index, one kset routing).
@@ -173,56 +171,6 @@ fn stamp(id: u64, sector: usize, out: &mut [u8]) {
             .wrapping_mul(0x5851_f42d_4c95_7f2d)
             .wrapping_add(0x1405_7b7e_f767_814f);
         w.copy_from_slice(&x.to_le_bytes());
-    }
-}
-
-/// A [`MemBacking`] whose writes (only writeback writes to the backing device; discards
-/// are passed through) can be held at a gate, so that the cache fills up and writers
-/// wait for space.
-#[derive(Debug)]
-struct Gated {
-    mem: Arc<MemBacking>,
-    closed: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Gated {
-    fn set(&self, closed: bool) {
-        *self.closed.lock().unwrap() = closed;
-        self.cv.notify_all();
-    }
-
-    fn pass(&self) {
-        let mut c = self.closed.lock().unwrap();
-        while *c {
-            c = self.cv.wait(c).unwrap();
-        }
-    }
-}
-
-impl Backing for Gated {
-    fn size(&self) -> u64 {
-        self.mem.size()
-    }
-    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.mem.read_at(off, buf)
-    }
-    fn write_at(&self, off: u64, data: &[u8]) -> io::Result<()> {
-        self.pass();
-        self.mem.write_at(off, data)
-    }
-    fn write_many(&self, writes: &[(u64, &[u8])]) -> Result<(), BatchError> {
-        self.pass();
-        self.mem.write_many(writes)
-    }
-    fn flush(&self) -> io::Result<()> {
-        self.mem.flush()
-    }
-    fn discard(&self, off: u64, len: u64) -> io::Result<()> {
-        self.mem.discard(off, len)
-    }
-    fn write_zeroes(&self, off: u64, len: u64) -> io::Result<()> {
-        self.mem.write_zeroes(off, len)
     }
 }
 
@@ -585,12 +533,10 @@ fn round(
     tot: &mut Totals,
 ) -> Model {
     let began = Instant::now();
-    let media = Arc::new(common::formatted(CACHE_BYTES));
-    let gated = Arc::new(Gated {
-        mem: Arc::clone(mem),
-        closed: Mutex::new(false),
-        cv: Condvar::new(),
-    });
+    let media = Arc::new(testing::formatted(CACHE_BYTES));
+    // Writes (only writeback writes to the backing device; discards are passed through)
+    // can be held at the gate, so that the cache fills up and writers wait for space.
+    let gated = Arc::new(TestBacking::new(Arc::clone(mem)));
     let cfg = CacheConfig {
         queues: QUEUES,
         gc_percent: Some(GC_PERCENT),
@@ -627,7 +573,7 @@ fn round(
                 }
             };
             while !done.load(Ordering::Relaxed) {
-                gated.set(true);
+                gated.hold_writes(true);
                 let held = Instant::now();
                 while !done.load(Ordering::Relaxed)
                     && sample() < n_segs - 1
@@ -639,10 +585,10 @@ fn round(
                     sh.fills.fetch_add(1, Ordering::Relaxed);
                     pause(Duration::from_millis(30));
                 }
-                gated.set(false);
+                gated.hold_writes(false);
                 pause(Duration::from_millis(300));
             }
-            gated.set(false);
+            gated.hold_writes(false);
         })
     };
     let threads: Vec<_> = (0..THREADS)

@@ -3,7 +3,8 @@
 //! fails the write without effect.
 
 use pcache_engine::backing::MemBacking;
-use pcache_engine::media::{CacheMedia, MediaError, MemMedia};
+use pcache_engine::media::MemMedia;
+use pcache_engine::testing::{self, TestMedia};
 use pcache_engine::{Cache, CacheConfig, EngineError, ErrorKind};
 use std::io;
 use std::sync::Arc;
@@ -12,33 +13,8 @@ const CACHE: u64 = 512 << 20;
 const DEV: u64 = 256 << 20;
 const MIB: u64 = 1 << 20;
 
-/// Cache media that implements only the required methods, so [`CacheMedia::fill`] takes
-/// the provided (buffer, then write) path, as for `CrashMedia` and test doubles.
-#[derive(Debug)]
-struct PlainMedia(MemMedia);
-
-impl CacheMedia for PlainMedia {
-    fn len(&self) -> u64 {
-        self.0.len()
-    }
-    fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), MediaError> {
-        self.0.read(off, buf)
-    }
-    fn write(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
-        self.0.write(off, data)
-    }
-    fn flush(&self, off: u64, len: u64) {
-        self.0.flush(off, len);
-    }
-    fn fence(&self) {
-        self.0.fence();
-    }
-}
-
-mod common;
-
 fn formatted() -> Arc<MemMedia> {
-    Arc::new(common::formatted(CACHE))
+    Arc::new(testing::formatted(CACHE))
 }
 
 fn cfg(data_crc: bool) -> CacheConfig {
@@ -155,11 +131,12 @@ fn write_with_produces_the_same_cache_and_reads_as_write() {
     }
 }
 
-/// Through the provided `fill` (a temporary buffer, then `write`), too.
+/// Through the provided `fill` (a temporary buffer, then `write`), too: `TestMedia`
+/// implements only the required methods of `CacheMedia`.
 #[test]
 fn write_with_on_media_without_a_mapping() {
     for data_crc in [false, true] {
-        let media = Arc::new(PlainMedia(common::formatted(CACHE)));
+        let media = Arc::new(TestMedia::new(testing::formatted(CACHE)));
         let backing = Arc::new(MemBacking::new(DEV));
         let c = Cache::open(media.clone(), backing.clone(), cfg(data_crc)).unwrap();
         let model = run(&c, true);

@@ -11,8 +11,8 @@
 //!   device holds nothing recognisable;
 //! - [`dump`] and [`fsck`]: rendering a scan for people and for machines (`--json`), and
 //!   the fsck verdict, exit code and repairs;
-//! - [`testimg`]: a typed builder of cache images in memory, for tests here and in other
-//!   crates.
+//! - `testimg`, with the `test-utils` feature (tests only, never in a release build): a
+//!   typed builder of cache images in memory, for tests here and in other crates.
 //!
 //! Nothing here prints or exits; the binaries do. The on-media format is described in
 //! `docs/format.md` and implemented by [`pcache_format`].
@@ -28,6 +28,7 @@ pub mod mkfs;
 pub mod probe;
 pub mod progress;
 pub mod salvage;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod testimg;
 
 pub use device::{Access, Device, DeviceKind, Image, ImageMut};

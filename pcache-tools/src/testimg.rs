@@ -5,6 +5,9 @@
 //! Images live in a [`SparseImage`], an in-memory device that stores only the 4 KiB pages
 //! written, so a 512 MiB cache costs a few hundred KiB and clones cheaply.
 //!
+//! Compiled only for this crate's own unit tests and with the `test-utils` feature, which
+//! only dev-dependencies enable.
+//!
 //! This is test support: misuse (a kset that does not fit, a segment out of range) panics
 //! with a message instead of returning an error.
 

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use libublk::sys;
 use pcache_engine::backing::MemBacking;
-use pcache_engine::format::fresh;
-use pcache_engine::format::layout::{self, SB_OFF};
+use pcache_engine::format::layout;
 use pcache_engine::media::{CacheMedia, MemMedia};
+use pcache_engine::testing;
 
 use super::*;
 use crate::request::{handle, DataPath, IoDesc};
@@ -17,10 +17,7 @@ const CACHE: u64 = 512 << 20;
 const BACKING: u64 = 64 << 20;
 
 fn formatted() -> Arc<MemMedia> {
-    let m = MemMedia::new(CACHE);
-    let n = layout::seg_num_for_device(CACHE).unwrap();
-    m.write(SB_OFF, &fresh::superblock(n)).unwrap();
-    Arc::new(m)
+    Arc::new(testing::formatted(CACHE))
 }
 
 fn cfg(data_crc: bool) -> CacheConfig {
@@ -566,8 +563,8 @@ fn an_unreadable_cache_segment_fails_reads_with_eio() {
         .set_len(CACHE)
         .unwrap();
     let media = Arc::new(FileMedia::open(&path, false).unwrap());
+    testing::write_superblock(&*media);
     let n = layout::seg_num_for_device(CACHE).unwrap();
-    media.write(SB_OFF, &fresh::superblock(n)).unwrap();
     let backing = Arc::new(MemBacking::new(BACKING));
     let t = EngineTarget::open_on(
         media.clone(),

@@ -14,7 +14,7 @@
 
 use pcache_engine::backing::MemBacking;
 use pcache_engine::media::{CacheMedia, MemMedia};
-use pcache_engine::{Cache, CacheConfig};
+use pcache_engine::{testing, Cache, CacheConfig};
 use pcache_format::layout::{self, CachePos, SB_OFF};
 use pcache_tools::fsck::{self, FsckOptions};
 use std::collections::hash_map::DefaultHasher;
@@ -76,11 +76,7 @@ fn image_gc(
     fua: bool,
     gc_at: Option<u64>,
 ) -> Image {
-    let media = Arc::new(MemMedia::new(CACHE));
-    let n = layout::seg_num_for_device(CACHE).unwrap();
-    media
-        .write(SB_OFF, &pcache_format::fresh::superblock(n))
-        .unwrap();
+    let media = Arc::new(testing::formatted(CACHE));
     let backing = Arc::new(MemBacking::new(DEV));
     let mut open_cfg = cfg(data_crc, false);
     open_cfg.gc_percent = gc_at.map(|_| 0);

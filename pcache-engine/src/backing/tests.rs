@@ -296,9 +296,7 @@ fn open_best_picks_by_device() {
 /// writes says, read back through an independent path.
 #[test]
 fn writeback_through_each_backing_matches_the_model() {
-    use crate::media::{CacheMedia, MemMedia};
     use crate::{Cache, CacheConfig};
-    use pcache_format::{fresh, layout};
     use std::sync::Arc;
 
     const DEV: u64 = 64 << 20;
@@ -311,9 +309,7 @@ fn writeback_through_each_backing_matches_the_model() {
             "uring" => Arc::new(UringBacking::open(&path, false).unwrap()),
             _ => open_best(&path, false).unwrap(),
         };
-        let media = MemMedia::new(512 << 20);
-        let n = layout::seg_num_for_device(512 << 20).unwrap();
-        media.write(layout::SB_OFF, &fresh::superblock(n)).unwrap();
+        let media = crate::testing::formatted(512 << 20);
         let cfg = CacheConfig {
             background: false,
             ..CacheConfig::default()

@@ -12,8 +12,9 @@
 //! - [`DaxMedia`]: a device-DAX character device (`/dev/daxN.M`), persisted by cache-line
 //!   flushes and a store fence; or a pmem block device (`/dev/pmemN`), which is mapped
 //!   through the page cache and therefore persisted by `msync`.
-//! - [`CrashMedia`]: a test double that records every store, flush and fence, and builds
-//!   the image a power cut at any fence would leave.
+//!
+//! The test doubles (a crash-recording media, a media with injected failures) are in
+//! `pcache_engine::testing`, behind the `test-utils` feature.
 
 /// The data-path methods of a [`CacheMedia`] whose bytes live in its field `$f` (a
 /// mapping, or another media it wraps): `len`, `read`, `write`, `view`, `fill` and `zero`,
@@ -56,15 +57,13 @@ macro_rules! forward_data_path {
     };
 }
 
-mod crash;
 mod dax;
 pub(crate) mod file;
-mod flush;
+pub(crate) mod flush;
 mod map;
 mod mcsafe;
 mod mem;
 
-pub use crash::{CrashImage, CrashMedia, CrashReplayer};
 pub use dax::DaxMedia;
 pub use file::FileMedia;
 pub use flush::FlushInstr;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::testing::CrashMedia;
 use proptest::prelude::*;
 
 #[test]

@@ -216,7 +216,15 @@ fn cache_info_checks() {
     );
     // Every mode pcache knows is fine; the kernel keeps the bits as they are.
     for m in crate::CacheMode::ALL {
-        assert!(CacheInfo { cache_mode: m.value(), ..ci }.lint().is_empty(), "{m}");
+        assert!(
+            CacheInfo {
+                cache_mode: m.value(),
+                ..ci
+            }
+            .lint()
+            .is_empty(),
+            "{m}"
+        );
     }
 }
 

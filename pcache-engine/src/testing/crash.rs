@@ -10,9 +10,8 @@
 //! granularity (the unit the CPU writes atomically); `crash_image` with a seed includes
 //! a random subset of those words, without a seed none of them.
 
-use super::flush::CACHE_LINE;
-use super::mem::MemMedia;
-use super::{CacheMedia, MediaError};
+use crate::media::flush::CACHE_LINE;
+use crate::media::{check_range, CacheMedia, MediaError, MemMedia};
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -348,7 +347,7 @@ impl CacheMedia for CrashImage {
     }
 
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), MediaError> {
-        super::check_range(off, buf.len(), self.len)?;
+        check_range(off, buf.len(), self.len)?;
         let over = self.over.lock();
         let line = CACHE_LINE as u64;
         let mut done = 0usize;
@@ -368,7 +367,7 @@ impl CacheMedia for CrashImage {
     }
 
     fn write(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
-        super::check_range(off, data.len(), self.len)?;
+        check_range(off, data.len(), self.len)?;
         let mut over = self.over.lock();
         let line = CACHE_LINE as u64;
         let mut done = 0usize;

@@ -1,0 +1,58 @@
+//! Test doubles and fixtures, shared by the engine's tests and those of the crates above
+//! it. Compiled only for this crate's own unit tests and with the `test-utils` feature,
+//! which only dev-dependencies enable: release builds do not contain it.
+//!
+//! - [`CrashMedia`]: media that records every store, flush and fence, and builds the
+//!   image a power cut at any fence would leave ([`CrashReplayer`], [`CrashImage`]);
+//! - [`TestMedia`]: memory media that implements only the required methods of
+//!   [`CacheMedia`] (every provided method takes its buffered path), with injected write
+//!   failures;
+//! - [`TestBacking`]: a [`MemBacking`](crate::backing::MemBacking) with injected read,
+//!   write and flush failures, a gate that holds writes, a fill for discards, a record
+//!   of the writes against a [`CrashMedia`]'s fences and a check at every flush;
+//! - [`formatted`] and [`write_superblock`]: a cache holding only a superblock, which the
+//!   engine's first open formats as the kernel's first activation does.
+//!
+//! This is test support: misuse panics with a message instead of returning an error.
+
+mod backing;
+mod crash;
+mod media;
+
+pub use backing::{RecordedWrite, TestBacking};
+pub use crash::{CrashImage, CrashMedia, CrashReplayer};
+pub use media::TestMedia;
+
+use crate::media::{CacheMedia, MemMedia};
+use pcache_format::{fresh, layout};
+use std::io;
+
+/// Writes a fresh superblock for a cache of `media.len()` bytes at its place, so that the
+/// engine's first open formats the cache. Nothing is flushed.
+///
+/// # Panics
+/// If the media is too small for a cache (less than 512 MiB) or refuses the write.
+pub fn write_superblock<M: CacheMedia + ?Sized>(media: &M) {
+    let seg_num = layout::seg_num_for_device(media.len()).expect("at least 512 MiB");
+    media
+        .write(layout::SB_OFF, &fresh::superblock(seg_num))
+        .expect("the superblock fits");
+}
+
+/// Memory media of `len` bytes holding only a pcache superblock, so the engine's first
+/// open formats the cache as the kernel's first activation does.
+///
+/// # Panics
+/// As [`write_superblock`].
+#[must_use]
+pub fn formatted(len: u64) -> MemMedia {
+    let m = MemMedia::new(len);
+    write_superblock(&m);
+    m
+}
+
+/// The error the doubles inject: an I/O error saying "injected".
+#[must_use]
+pub fn injected() -> io::Error {
+    io::Error::other("injected")
+}
