@@ -1,6 +1,6 @@
 //! Writes that reach the backing device themselves: every write in writethrough,
 //! writearound and passthrough, and the writes a sequential stream sends around the
-//! cache. Steps WT1 and WT2 of `docs/design.md`.
+//! cache. Steps WT1, WT2 and WT3 of `docs/design.md`.
 //!
 //! A piece of such a write (inside one 4 MiB region) first moves its region's epoch on,
 //! so that no read-miss fill that read the backing device before it can cache older
@@ -79,7 +79,7 @@ impl Inner {
             return Ok(Through::Done);
         }
         let staged = self.stage(q, off, n, src, src_at, KEY_FLAG_CLEAN, true)?;
-        let r = self.log_through(&staged, epoch, fua);
+        let r = self.log_through(&staged, epoch, fua, cached);
         crate::io::recycle_staged(staged);
         r?;
         self.health.counters.through(n as u64);
@@ -134,10 +134,20 @@ impl Inner {
     }
 
     /// D1 for the staged CLEAN keys, their bytes to the backing device, then the keys
-    /// (dropped if a newer write reached the region meanwhile). With FUA, the keys are
-    /// made durable too: a FUA write must not read older cached bytes after a crash.
-    /// On an error before the keys are committed, their space is released.
-    fn log_through(&self, staged: &[(Key, Space)], epoch: u64, fua: bool) -> Result<()> {
+    /// (dropped if a newer write reached the region meanwhile). On an error before the
+    /// keys are committed, their space is released.
+    ///
+    /// The keys are made durable before the write completes (WT3) when it is FUA or when
+    /// the range was `cached`: the backing device now holds newer bytes than the cached
+    /// ones, and a crash must not bring the older clean key back (reads would return the
+    /// older bytes until GC dropped them, then the newer ones).
+    fn log_through(
+        &self,
+        staged: &[(Key, Space)],
+        epoch: u64,
+        fua: bool,
+        cached: bool,
+    ) -> Result<()> {
         if let Err(e) = self.through_data(staged, fua) {
             for (_, s) in staged {
                 let _ = self.release_space(s);
@@ -162,7 +172,9 @@ impl Inner {
                 }
             }
         }
-        if fua {
+        if fua || cached {
+            // WT3: the keys are durable (after WT1 flushed the backing device) before
+            // the write completes.
             for ki in touched {
                 let mut ks = self.log.ksets[ki].lock();
                 self.close_kset(&mut ks)?;

@@ -16,7 +16,12 @@
 //!    write or discard, reads back its data or newer data;
 //! 3. no sector returns data that was never written to it;
 //! 4. at every backing flush, each backing sector holds data written to it, and never
-//!    older data than at an earlier flush (writeback goes in log order).
+//!    older data than at an earlier flush (writeback goes in log order);
+//! 5. in the modes that keep no dirty data (writethrough, writearound, passthrough), the
+//!    backing device alone holds every write of 2.: losing the cache loses nothing.
+//!
+//! The workloads cycle through the five cache modes (and every seventh runs with a small
+//! sequential cutoff, which sends streams around the cache).
 //!
 //! `PCACHE_CRASH_POINTS` sets how many crash points to cover (default 1 000; CI runs
 //! 10 000 in release mode, `cargo xtask crash --points N` more).
@@ -25,7 +30,7 @@ use pcache_engine::backing::{Backing, MemBacking};
 use pcache_engine::format::layout;
 use pcache_engine::media::CacheMedia;
 use pcache_engine::testing::{write_superblock, CrashMedia, TestBacking};
-use pcache_engine::{Cache, CacheConfig};
+use pcache_engine::{Cache, CacheConfig, CacheMode, SeqCutoff};
 use std::sync::{Arc, Mutex};
 
 const SECTOR: usize = 512;
@@ -133,6 +138,11 @@ struct OpRec {
 /// Per sector: (op index, tag) in op order.
 type History = Vec<Vec<(usize, u64)>>;
 
+/// The cache mode of the workload of `seed`: each mode in turn.
+fn mode_of(seed: u64) -> CacheMode {
+    CacheMode::ALL[usize::try_from(seed % 5).unwrap()]
+}
+
 /// A run of random operations on a fresh cache: the crash-recording media, the backing
 /// device (recording each write with the media's fence count at issue, so the backing
 /// state at any crash point can be rebuilt, and checking property 4 at every flush), the
@@ -157,11 +167,17 @@ fn workload(seed: u64) -> (Arc<CrashMedia>, Arc<TestBacking>, Vec<OpRec>, Histor
                 .on_flush(move |live| check_flushed_state(live, &hist, &seen)),
         )
     };
+    let cutoff = if seed.is_multiple_of(7) { 16 << 10 } else { 0 };
     let cfg = CacheConfig {
         queues: 2,
         background: false,
         gc_percent: Some(0),
         data_crc: seed.is_multiple_of(3),
+        cache_mode: Some(mode_of(seed)),
+        seq_cutoff: SeqCutoff {
+            read: cutoff,
+            write: cutoff,
+        },
         ..CacheConfig::default()
     };
     let mut rng = Rng(seed);
@@ -255,6 +271,7 @@ fn check_point(
     hist: &History,
     k: usize,
     what: &str,
+    mode: CacheMode,
 ) {
     let data_crc = Cache::peek_info(&*image)
         .unwrap()
@@ -267,8 +284,9 @@ fn check_point(
         read_only: true,
         ..CacheConfig::default()
     };
-    let cache = Cache::open(image, backing, cfg)
+    let cache = Cache::open(image, backing.clone(), cfg)
         .unwrap_or_else(|e| panic!("{what}: reopening failed: {e}"));
+    assert_eq!(cache.status().cache_mode, mode, "{what}: the mode is kept");
     // A torn tail is never taken for damage (the evidence fsck reports too).
     let end = cache.status().replay.end;
     assert!(
@@ -290,13 +308,30 @@ fn check_point(
     };
     let mut buf = vec![0u8; 1 << 20];
     let per = buf.len() / SECTOR;
+    // Property 5: without dirty data, the backing device alone is the whole device.
+    let alone = !mode.keeps_dirty();
+    let mut from_backing = vec![0u8; 1 << 20];
     for chunk in 0..SECTORS / per {
         cache
             .read(0, (chunk * buf.len()) as u64, &mut buf)
             .unwrap_or_else(|e| panic!("{what}: read failed: {e}"));
-        for j in 0..per {
+        if alone {
+            backing
+                .read_at((chunk * buf.len()) as u64, &mut from_backing)
+                .unwrap();
+        }
+        for (j, alone) in (0..per).flat_map(|j| [(j, false), (j, true)]) {
+            if alone && mode.keeps_dirty() {
+                continue;
+            }
+            let data = if alone { &from_backing } else { &buf };
+            let what = if alone {
+                format!("{what} (the backing device alone)")
+            } else {
+                what.to_owned()
+            };
             let s = chunk * per + j;
-            let got = tag_of(s, &buf[j * SECTOR..(j + 1) * SECTOR])
+            let got = tag_of(s, &data[j * SECTOR..(j + 1) * SECTOR])
                 .unwrap_or_else(|| panic!("{what}: sector {s} holds data never written to it"));
             let h = &hist[s];
             let last_sure = h.iter().rposition(|&(i, _)| must_survive(i));
@@ -323,6 +358,7 @@ fn power_cuts_never_lose_acknowledged_data() {
     let mut seed = 1u64;
     while points < target {
         let (media, rec, ops, hist) = workload(seed);
+        let mode = mode_of(seed);
         let fences = media.fences();
         let mut replayer = media.replayer();
         let backing = Arc::new(prefilled());
@@ -346,7 +382,7 @@ fn power_cuts_never_lose_acknowledged_data() {
                 let what = format!("seed {seed}, fence {k}/{fences}, torn {}", torn.is_some());
                 let image: Arc<dyn CacheMedia> = Arc::new(replayer.image(k, torn));
                 // The backing is shared: a recovery open never writes to it (no workers).
-                check_point(image, backing.clone(), &ops, &hist, k, &what);
+                check_point(image, backing.clone(), &ops, &hist, k, &what, mode);
                 points += 1;
             }
             // Few words pending (a tail, a generation, a terminator): every subset of
@@ -357,7 +393,7 @@ fn power_cuts_never_lose_acknowledged_data() {
                     let what =
                         format!("seed {seed}, fence {k}/{fences}, subset {mask:#b} of {n} words");
                     let image: Arc<dyn CacheMedia> = Arc::new(replayer.image_subset(k, mask));
-                    check_point(image, backing.clone(), &ops, &hist, k, &what);
+                    check_point(image, backing.clone(), &ops, &hist, k, &what, mode);
                     points += 1;
                 }
             }

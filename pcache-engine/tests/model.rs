@@ -9,7 +9,7 @@
 
 use pcache_engine::backing::MemBacking;
 use pcache_engine::media::MemMedia;
-use pcache_engine::{Cache, CacheConfig};
+use pcache_engine::{Cache, CacheConfig, CacheMode, SeqCutoff};
 use proptest::prelude::*;
 use std::sync::Arc;
 
@@ -61,6 +61,8 @@ enum Op {
     Reopen,
     Crash,
     WritebackAll,
+    /// Switch the cache mode online.
+    SetMode(CacheMode),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -73,6 +75,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
         1 => Just(Op::WritebackAll),
+        1 => (0..5usize).prop_map(|m| Op::SetMode(CacheMode::ALL[m])),
     ]
 }
 
@@ -88,6 +91,8 @@ struct Harness {
     /// Per sector: tags written since the last flush (lost or kept by a crash).
     pending: Vec<Vec<u64>>,
     next_tag: u64,
+    /// The mode set last.
+    mode: CacheMode,
 }
 
 impl Harness {
@@ -99,7 +104,12 @@ impl Harness {
             media,
             backing,
             cache: Some(cache),
-            cfg,
+            // Reopening keeps the mode the cache holds.
+            cfg: CacheConfig {
+                cache_mode: None,
+                ..cfg
+            },
+            mode: cfg.cache_mode.unwrap_or_default(),
             now: vec![0; SECTORS],
             durable: vec![0; SECTORS],
             pending: vec![Vec::new(); SECTORS],
@@ -193,6 +203,11 @@ impl Harness {
             Op::Flush => {
                 self.cache().flush().unwrap();
                 self.make_durable();
+                self.check_backing_alone();
+            }
+            Op::SetMode(m) => {
+                self.cache().set_cache_mode(m).unwrap();
+                self.mode = m;
             }
             Op::Discard { sector, len } => {
                 self.cache()
@@ -228,6 +243,27 @@ impl Harness {
 
     fn reopen(&mut self) {
         self.cache = Some(Cache::open(self.media.clone(), self.backing.clone(), self.cfg).unwrap());
+        assert_eq!(self.cache().status().cache_mode, self.mode, "the mode is kept");
+    }
+
+    /// In a mode that keeps no dirty data, once no dirty data is left (the drain after a
+    /// switch is done), the backing device alone holds every flushed write.
+    fn check_backing_alone(&self) {
+        let st = self.cache().status();
+        assert_eq!(st.cache_mode, self.mode);
+        if self.mode.keeps_dirty() || st.draining {
+            return;
+        }
+        let all = self.backing.to_vec(0, DEV as usize);
+        for (s, data) in all.chunks(SECTOR).enumerate() {
+            assert_eq!(
+                tag_of(s, data),
+                Some(self.durable[s]),
+                "backing sector {s} in {} (draining {})",
+                self.mode,
+                st.draining
+            );
+        }
     }
 
     /// Reads the whole device; each sector must hold an allowed tag, which the model
@@ -277,6 +313,13 @@ proptest! {
     #[test]
     fn model_data_crc(ops in prop::collection::vec(op(), 1..40)) {
         run(&ops, CacheConfig { queues: 2, background: false, data_crc: true, ..CacheConfig::default() });
+    }
+
+    /// Every cache mode, switched online, with a sequential cutoff of 64 KiB.
+    #[test]
+    fn model_modes(mode in 0..5usize, ops in prop::collection::vec(op(), 1..60)) {
+        let cutoff = SeqCutoff { read: 64 << 10, write: 64 << 10 };
+        run(&ops, CacheConfig { queues: 2, background: false, cache_mode: Some(CacheMode::ALL[mode]), seq_cutoff: cutoff, ..CacheConfig::default() });
     }
 
     /// With the writeback, GC and flush workers running underneath.
