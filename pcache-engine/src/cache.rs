@@ -232,7 +232,13 @@ impl Cache {
             size,
             segs,
             index,
-            log: Log::new(queues, head, loaded.key_tail, loaded.dirty_tail),
+            log: Log::new(
+                queues,
+                head,
+                loaded.key_tail,
+                loaded.dirty_tail,
+                replayed.stats.dirty_ksets,
+            ),
             info: Mutex::new((info, loaded.info_state)),
             ctl: Control::default(),
             health: Health::default(),
@@ -507,6 +513,28 @@ impl Cache {
         self.inner.close_all()?;
         while self.inner.writeback_once()? {}
         while self.inner.gc_once()? {}
+        Ok(())
+    }
+
+    /// Writes back everything that is dirty when called (the open ksets are closed
+    /// first) while requests go on, in rounds; `progress(dirty_bytes)` is called after
+    /// each. Returns once all of it is on the backing device (what later writes made dirty
+    /// may remain). With background workers, they write back alongside.
+    ///
+    /// # Errors
+    /// A read-only or failed cache; backing errors, data CRC mismatches, media errors.
+    pub fn drain(&self, progress: &mut dyn FnMut(u64)) -> Result<()> {
+        self.inner.check_writable()?;
+        self.inner.close_all()?;
+        let target = self.inner.log.closed.load(Ordering::Acquire);
+        while self.inner.log.written.load(Ordering::Acquire) < target {
+            if !self.inner.writeback_once()? {
+                // Clean up to the durable end of the log: everything closed is written.
+                break;
+            }
+            progress(self.status().dirty_bytes);
+        }
+        progress(self.status().dirty_bytes);
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use crate::meta::DualState;
 use crate::reader::LogReader;
 use crate::segments::Purpose;
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use pcache_format::kset::{encode_last_kset, KsetBuf};
 use pcache_format::layout::{
     self, dirty_tail_off, key_tail_off, CachePos, KSET_HEADER_SIZE, SEG_DATA_SIZE,
@@ -36,6 +37,10 @@ pub(crate) struct Log {
     pub durable_head: Mutex<CachePos>,
     pub key_tail: Mutex<Tail>,
     pub dirty_tail: Mutex<Tail>,
+    /// Normal ksets made durable (and dirty ones found by replay): what a drain waits for.
+    pub closed: AtomicU64,
+    /// Normal ksets dirty_tail has moved past since open.
+    pub written: AtomicU64,
 }
 
 impl Log {
@@ -46,6 +51,7 @@ impl Log {
         head: CachePos,
         key_tail: (CachePos, DualState),
         dirty_tail: (CachePos, DualState),
+        dirty_ksets: u64,
     ) -> Self {
         let tail = |(pos, state)| Mutex::new(Tail { pos, state });
         Self {
@@ -57,6 +63,8 @@ impl Log {
             durable_head: Mutex::new(head),
             key_tail: tail(key_tail),
             dirty_tail: tail(dirty_tail),
+            closed: AtomicU64::new(dirty_ksets),
+            written: AtomicU64::new(0),
         }
     }
 }
@@ -381,6 +389,7 @@ impl Inner {
         media.check().map_err(EngineError::media("flush kset"))?;
         head.off += size;
         *self.log.durable_head.lock() = *head;
+        self.log.closed.fetch_add(1, Ordering::Release);
         drop(head);
         ks.buf.clear();
         ks.since = None;

@@ -30,6 +30,8 @@ pub struct ReplayStats {
     pub extents: u64,
     /// Bytes the rebuilt index covers.
     pub cached_bytes: u64,
+    /// Normal ksets from dirty_tail on (not yet written back).
+    pub dirty_ksets: u64,
     /// What the end of the log is (`None` before a replay).
     #[serde(serialize_with = "end_name")]
     pub end: Option<EndEvidence>,
@@ -177,6 +179,9 @@ impl Replay<'_> {
             }
         }
         stats.ksets += 1;
+        if dirty {
+            stats.dirty_ksets += 1;
+        }
         Ok(())
     }
 
