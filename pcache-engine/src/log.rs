@@ -9,13 +9,13 @@ use crate::meta::DualState;
 use crate::reader::LogReader;
 use crate::segments::Purpose;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use pcache_format::kset::{encode_last_kset, KsetBuf};
 use pcache_format::layout::{
     self, dirty_tail_off, key_tail_off, CachePos, KSET_HEADER_SIZE, SEG_DATA_SIZE,
 };
 use pcache_format::record::TailPos;
 use pcache_format::Key;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A tail (key_tail or dirty_tail) and where its latest record lives.

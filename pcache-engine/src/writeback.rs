@@ -122,7 +122,9 @@ impl Inner {
         }
         // W2: dirty_tail moves past the round's ksets.
         self.set_dirty_tail(end)?;
-        self.log.written.fetch_add(ksets as u64, std::sync::atomic::Ordering::Release);
+        self.log
+            .written
+            .fetch_add(ksets as u64, std::sync::atomic::Ordering::Release);
         self.health.counters.written_back(written, dirty);
         self.ctl.kick_gc.kick();
         Ok(true)

@@ -266,7 +266,7 @@ fn workload(seed: u64) -> (Arc<CrashMedia>, Arc<TestBacking>, Vec<OpRec>, Histor
 /// Checks every sector of the device reopened at crash point `k`.
 fn check_point(
     image: Arc<dyn CacheMedia>,
-    backing: Arc<MemBacking>,
+    backing: &Arc<MemBacking>,
     ops: &[OpRec],
     hist: &History,
     k: usize,
@@ -382,7 +382,7 @@ fn power_cuts_never_lose_acknowledged_data() {
                 let what = format!("seed {seed}, fence {k}/{fences}, torn {}", torn.is_some());
                 let image: Arc<dyn CacheMedia> = Arc::new(replayer.image(k, torn));
                 // The backing is shared: a recovery open never writes to it (no workers).
-                check_point(image, backing.clone(), &ops, &hist, k, &what, mode);
+                check_point(image, &backing, &ops, &hist, k, &what, mode);
                 points += 1;
             }
             // Few words pending (a tail, a generation, a terminator): every subset of
@@ -393,7 +393,7 @@ fn power_cuts_never_lose_acknowledged_data() {
                     let what =
                         format!("seed {seed}, fence {k}/{fences}, subset {mask:#b} of {n} words");
                     let image: Arc<dyn CacheMedia> = Arc::new(replayer.image_subset(k, mask));
-                    check_point(image, backing.clone(), &ops, &hist, k, &what, mode);
+                    check_point(image, &backing, &ops, &hist, k, &what, mode);
                     points += 1;
                 }
             }

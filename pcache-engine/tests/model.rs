@@ -243,7 +243,11 @@ impl Harness {
 
     fn reopen(&mut self) {
         self.cache = Some(Cache::open(self.media.clone(), self.backing.clone(), self.cfg).unwrap());
-        assert_eq!(self.cache().status().cache_mode, self.mode, "the mode is kept");
+        assert_eq!(
+            self.cache().status().cache_mode,
+            self.mode,
+            "the mode is kept"
+        );
     }
 
     /// In a mode that keeps no dirty data, once no dirty data is left (the drain after a

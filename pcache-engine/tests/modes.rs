@@ -69,7 +69,11 @@ fn writethrough_caches_what_it_writes_and_writearound_does_not() {
 
     let (c, _, _) = open(CacheMode::Writearound, 0);
     c.write(0, 1 << 20, &pattern(1, MIB), false).unwrap();
-    assert_eq!(cached(&c), 0, "writearound: no key for a written, never-read range");
+    assert_eq!(
+        cached(&c),
+        0,
+        "writearound: no key for a written, never-read range"
+    );
     // A read of it caches it; a later write over it updates the cached bytes.
     let mut buf = vec![0; MIB];
     c.read(0, 1 << 20, &mut buf).unwrap();
@@ -90,7 +94,11 @@ fn writeonly_and_passthrough_do_not_cache_misses() {
         let mut buf = vec![0; MIB];
         c.read(0, 8 << 20, &mut buf).unwrap();
         assert_eq!(buf, old);
-        assert_eq!(cached(&c), 0, "{mode}: a read of unwritten data leaves no key");
+        assert_eq!(
+            cached(&c),
+            0,
+            "{mode}: a read of unwritten data leaves no key"
+        );
         let st = c.status();
         assert_eq!((st.reads, st.read_misses), (1, 1));
     }
@@ -133,7 +141,11 @@ fn a_long_sequential_write_goes_around_the_cache() {
         c.write(0, i * (256 << 10), &data, false).unwrap();
     }
     let st = c.status();
-    assert_eq!(st.dirty_bytes, 1 << 20, "the first cutoff bytes are cached dirty");
+    assert_eq!(
+        st.dirty_bytes,
+        1 << 20,
+        "the first cutoff bytes are cached dirty"
+    );
     assert_eq!(st.bypassed_writes, 7 << 20);
     assert_eq!(backing.to_vec(7 << 20, data.len()), data);
     let mut buf = vec![0; data.len()];

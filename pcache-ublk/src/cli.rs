@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::engine::Tuning;
 use crate::error::Error;
+use pcache_engine::{CacheMode, SeqCutoff};
 
 /// The ublk driver's limit on hardware queues per device (`UBLK_MAX_NR_QUEUES`).
 pub const MAX_QUEUES: u16 = 4096;
@@ -50,9 +52,12 @@ pub enum Command {
     List(ListArgs),
     /// Show the engine's status and counters of a running device.
     Status(StatusArgs),
-    /// Change a tunable of a running device (`set -n ID gc_percent N`); it is persisted
-    /// in the cache.
+    /// Change a tunable of a running device: `gc_percent` and `cache_mode` are persisted
+    /// in the cache, `seq_cutoff_read` and `seq_cutoff_write` last while it runs.
     Set(SetArgs),
+    /// Write back everything that is dirty now, while I/O goes on (with --wait: show the
+    /// progress and return when it is done).
+    Flush(FlushArgs),
     /// Re-attach to a device whose daemon died (ublk user recovery), after replaying the
     /// cache.
     Recover(RecoverArgs),
@@ -133,6 +138,18 @@ pub struct AddArgs {
     /// --backing is recovered; any other existing device is refused as without the flag.
     #[arg(long, requires = "id", conflicts_with = "ram_target")]
     pub recover_if_exists: bool,
+    /// Switch the cache to this mode (persisted in the cache): writeback, writethrough,
+    /// writearound, writeonly or passthrough. Default: the mode the cache holds.
+    #[arg(long, value_name = "MODE", conflicts_with = "ram_target")]
+    pub cache_mode: Option<CacheMode>,
+    /// Sequential cutoff for reads: a sequential stream past this size is not cached
+    /// (bytes, or with a K/M/G suffix; 0 = off, the default).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "0")]
+    pub seq_cutoff_read: u64,
+    /// Sequential cutoff for writes: a sequential stream past this size goes to the
+    /// backing device as in writearound (0 = off, the default).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "0")]
+    pub seq_cutoff_write: u64,
     /// Debug: serve a RAM disk of this many bytes instead of a cache (nothing survives).
     #[arg(long, hide = true, value_name = "BYTES", conflicts_with_all = ["cache", "backing", "data_crc"])]
     pub ram_target: Option<u64>,
@@ -151,6 +168,21 @@ pub struct DelArgs {
     /// it then gets I/O errors).
     #[arg(long)]
     pub force: bool,
+    /// Write back all dirty data first (showing progress), so the cache is clean when
+    /// the device is gone; interrupting it leaves the device serving.
+    #[arg(long)]
+    pub flush: bool,
+}
+
+/// `flush`.
+#[derive(Debug, Clone, Args)]
+pub struct FlushArgs {
+    /// The device id.
+    #[arg(long, short = 'n', value_name = "ID")]
+    pub id: u32,
+    /// Show the progress (dirty bytes left, rate) and return when it is done.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// `list`.
@@ -178,10 +210,12 @@ pub struct SetArgs {
     /// The device id.
     #[arg(long, short = 'n', value_name = "ID")]
     pub id: u32,
-    /// The tunable: `gc_percent` (GC starts when this share of segments is in use).
+    /// The tunable: `gc_percent` (GC starts when this share of segments is in use),
+    /// `cache_mode`, `seq_cutoff_read` or `seq_cutoff_write`.
     #[arg(value_name = "KEY")]
     pub key: String,
-    /// Its new value (gc_percent: 0..=90).
+    /// Its new value (gc_percent: 0..=90; cache_mode: a mode's name; the cutoffs: a size,
+    /// 0 = off).
     #[arg(value_name = "VALUE")]
     pub value: String,
 }
@@ -235,7 +269,43 @@ pub enum Backend {
     },
 }
 
+/// A size in bytes, with an optional K, M, G or T suffix (powers of 1024).
+///
+/// # Errors
+/// A message naming the bad value (clap's convention for value parsers).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("{s:?}: the suffix must be K, M, G or T")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size (bytes, or with a K/M/G/T suffix)"))
+}
+
 impl AddArgs {
+    /// The cache mode and cutoffs asked for.
+    pub fn tuning(&self) -> Tuning {
+        Tuning {
+            cache_mode: self.cache_mode,
+            seq_cutoff: SeqCutoff {
+                read: self.seq_cutoff_read,
+                write: self.seq_cutoff_write,
+            },
+        }
+    }
+
     /// The queue count in effect.
     pub fn queues(&self) -> u16 {
         self.queues.unwrap_or_else(default_queues)
@@ -289,6 +359,66 @@ mod tests {
             Command::Add(a) => a,
             other => panic!("not add: {other:?}"),
         }
+    }
+
+    #[test]
+    fn modes_cutoffs_and_flush_parse() {
+        let a = add(&[
+            "add",
+            "--cache",
+            "c",
+            "--backing",
+            "b",
+            "--cache-mode",
+            "writearound",
+            "--seq-cutoff-read",
+            "4M",
+            "--seq-cutoff-write",
+            "65536",
+        ]);
+        assert_eq!(a.tuning().cache_mode, Some(CacheMode::Writearound));
+        assert_eq!(
+            a.tuning().seq_cutoff,
+            SeqCutoff {
+                read: 4 << 20,
+                write: 65536
+            }
+        );
+        assert_eq!(
+            add(&["add", "--cache", "c", "--backing", "b"]).tuning(),
+            Tuning::default()
+        );
+        assert!(parse(&[
+            "add",
+            "--cache",
+            "c",
+            "--backing",
+            "b",
+            "--cache-mode",
+            "fast"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "add",
+            "--cache",
+            "c",
+            "--backing",
+            "b",
+            "--seq-cutoff-read",
+            "4X"
+        ])
+        .is_err());
+        match parse(&["flush", "-n", "2", "--wait"]).unwrap().command {
+            Command::Flush(f) => assert!(f.id == 2 && f.wait),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["del", "-n", "2", "--flush"]).unwrap().command {
+            Command::Del(d) => assert!(d.flush && !d.force),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert!(parse_size("99999999999T").is_err());
     }
 
     #[test]
@@ -417,7 +547,8 @@ mod tests {
             parse(&["del", "-n", "2"]).unwrap().command,
             Command::Del(DelArgs {
                 id: 2,
-                force: false
+                force: false,
+                flush: false
             })
         ));
         assert!(parse(&["del"]).is_err());

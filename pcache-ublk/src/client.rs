@@ -315,12 +315,7 @@ pub fn format_status(v: &serde_json::Value) -> String {
 /// # Errors
 /// No daemon serves `id`, or it refused the value.
 pub fn set(id: u32, key: &str, value: &str) -> Result<(), Error> {
-    if key != "gc_percent" {
-        return Err(Error::Invalid(format!(
-            "unknown key {key:?} (known: gc_percent)"
-        )));
-    }
-    rpc::parse_gc_percent(value).map_err(Error::Invalid)?;
+    rpc::check_set(key, value).map_err(Error::Invalid)?;
     let rec = running_record(id)?.ok_or_else(|| no_daemon(id))?;
     rpc::call(
         &rec.socket,
@@ -330,6 +325,30 @@ pub fn set(id: u32, key: &str, value: &str) -> Result<(), Error> {
         },
     )?;
     Ok(())
+}
+
+/// `flush -n ID [--wait]`: asks the daemon to write back what is dirty now. With `wait`,
+/// `progress` gets the status every half second until the flush is done (it returns
+/// then), and the final status is returned.
+///
+/// # Errors
+/// No daemon serves `id`, it refused, or it stopped answering.
+pub fn flush(
+    id: u32,
+    wait: bool,
+    progress: &mut dyn FnMut(&serde_json::Value),
+) -> Result<serde_json::Value, Error> {
+    let rec = running_record(id)?.ok_or_else(|| no_daemon(id))?;
+    rpc::call(&rec.socket, &Request::Flush)?;
+    loop {
+        let v = status(id)?;
+        let flushing = v.get("flushing").and_then(serde_json::Value::as_bool) == Some(true);
+        if !wait || !flushing {
+            return Ok(v);
+        }
+        progress(&v);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 /// Makes this process (the detached daemon) the leader of a new session without a

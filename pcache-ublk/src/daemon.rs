@@ -31,7 +31,7 @@ use libublk::io::UblkDev;
 use libublk::{sys, UblkFlags};
 
 use crate::cli::Backend;
-use crate::engine::EngineTarget;
+use crate::engine::{EngineTarget, Tuning};
 use crate::error::{describe_ublk, ublk, Error};
 use crate::state::{self, CopyMode, RunRecord, TargetData};
 use crate::target::{MemTarget, Target};
@@ -88,6 +88,8 @@ pub struct Plan {
     pub workers: u16,
     /// Do not ask for user copy (debug: exercises the copy-mode fallback).
     pub no_user_copy: bool,
+    /// The cache mode and sequential cutoffs to set.
+    pub tuning: Tuning,
 }
 
 /// `/dev/ublkbN`.
@@ -235,6 +237,7 @@ pub fn check_cache(cache: &Path, asked: Option<bool>) -> Result<bool, Error> {
 pub fn open_target(
     backend: &Backend,
     queues: u16,
+    tuning: Tuning,
     claims: Option<(Claim, Claim)>,
 ) -> Result<Opened, Error> {
     match backend {
@@ -249,7 +252,7 @@ pub fn open_target(
         } => {
             let data_crc = data_crc.unwrap_or(false);
             tracing::info!(cache = %cache.display(), backing = %backing.display(), data_crc, "opening the cache (replay)");
-            let target = EngineTarget::open(cache, backing, data_crc, u32::from(queues))?;
+            let target = EngineTarget::open(cache, backing, data_crc, u32::from(queues), tuning)?;
             Ok(Opened {
                 target: Arc::new(target),
                 claims,
@@ -448,7 +451,7 @@ fn serve_inner(plan: &mut Plan, life: &Arc<Lifecycle>) -> Result<(), Error> {
             }
         }
     }
-    let Opened { target, claims } = open_target(&plan.backend, plan.queues, claims)?;
+    let Opened { target, claims } = open_target(&plan.backend, plan.queues, plan.tuning, claims)?;
     let res = serve_target(plan, &target, life, old.is_some());
     life.drop_server();
     tracing::info!("closing the target");

@@ -64,6 +64,7 @@ fn plan(cache: &Path, backing: &Path, data_crc: Option<bool>) -> Plan {
         depth: 16,
         workers: 2,
         no_user_copy: false,
+        tuning: Tuning::default(),
     }
 }
 
@@ -196,7 +197,7 @@ fn hash_file(p: &Path) -> u64 {
 /// Activates the superblock-only cache once (the engine formats it with `data_crc`) and
 /// closes it, as a cache that has been served before.
 fn activate(cache: &Path, backing: &Path, data_crc: bool) {
-    let t = crate::engine::EngineTarget::open(cache, backing, data_crc, 1).unwrap();
+    let t = crate::engine::EngineTarget::open(cache, backing, data_crc, 1, Tuning::default()).unwrap();
     t.close().unwrap();
 }
 
@@ -362,6 +363,7 @@ fn ram_device_end_to_end_through_ublk() {
         depth: 32,
         workers: 2,
         no_user_copy: false,
+        tuning: Tuning::default(),
     };
     let l2 = Arc::clone(&life);
     let server = std::thread::spawn(move || serve(plan, &l2));

@@ -5,20 +5,32 @@
 //! engine's [`Status`] becomes JSON here (the engine has no serde).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use pcache_engine::backing::{open_best, Backing};
 use pcache_engine::media::{CacheMedia, DaxMedia};
-use pcache_engine::{Cache, CacheConfig, EngineError, Status, StatusJson};
+use pcache_engine::{Cache, CacheConfig, CacheMode, EngineError, SeqCutoff, Status, StatusJson};
 
 use crate::error::Error;
 use crate::target::{Errno, ReadSink, Target, WriteSource};
 
 /// A [`Cache`] served as a ublk target.
 pub struct EngineTarget {
-    cache: Cache,
+    cache: Arc<Cache>,
     cache_path: String,
     backing_path: String,
+    /// A `flush` (drain) runs in the background.
+    flushing: Arc<AtomicBool>,
+}
+
+/// How `add` sets the cache up: its mode (persisted) and the sequential cutoffs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tuning {
+    /// Switch the cache to this mode (`None`: keep the cache's).
+    pub cache_mode: Option<CacheMode>,
+    /// Sequential cutoffs (0 = off).
+    pub seq_cutoff: SeqCutoff,
 }
 
 impl std::fmt::Debug for EngineTarget {
@@ -46,9 +58,10 @@ impl EngineTarget {
     /// Wraps an open cache. The paths are only for status and logs.
     pub fn new(cache: Cache, cache_path: &Path, backing_path: &Path) -> Self {
         EngineTarget {
-            cache,
+            cache: Arc::new(cache),
             cache_path: cache_path.display().to_string(),
             backing_path: backing_path.display().to_string(),
+            flushing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -60,7 +73,13 @@ impl EngineTarget {
     /// [`Error::Unusable`] if the engine refuses the cache for a reason the command line
     /// can fix (not formatted, data_crc mismatch), [`Error::Open`] for the others (too
     /// small, corrupt, …).
-    pub fn open(cache: &Path, backing: &Path, data_crc: bool, queues: u32) -> Result<Self, Error> {
+    pub fn open(
+        cache: &Path,
+        backing: &Path,
+        data_crc: bool,
+        queues: u32,
+        tuning: Tuning,
+    ) -> Result<Self, Error> {
         let media = DaxMedia::open(cache, false).map_err(|source| Error::CacheMedia {
             path: cache.to_owned(),
             source,
@@ -77,6 +96,8 @@ impl EngineTarget {
             queues: queues.max(1),
             gc_percent: None,
             background: true,
+            cache_mode: tuning.cache_mode,
+            seq_cutoff: tuning.seq_cutoff,
             ..CacheConfig::default()
         };
         Self::open_on(Arc::new(media), backing_dev, cfg, cache, backing)
@@ -255,12 +276,53 @@ impl Target for EngineTarget {
             obj.insert("cache".into(), self.cache_path.clone().into());
             obj.insert("backing".into(), self.backing_path.clone().into());
             obj.insert("size".into(), self.cache.size().into());
+            obj.insert(
+                "flushing".into(),
+                self.flushing.load(Ordering::Acquire).into(),
+            );
         }
         v
     }
 
     fn set_gc_percent(&self, pct: u8) -> Result<(), EngineError> {
         self.cache.set_gc_percent(pct)
+    }
+
+    fn set_cache_mode(&self, mode: CacheMode) -> Result<(), EngineError> {
+        self.cache.set_cache_mode(mode)
+    }
+
+    fn set_seq_cutoff(&self, read: Option<u64>, write: Option<u64>) -> Result<(), EngineError> {
+        let now = self.cache.status().seq_cutoff;
+        self.cache.set_seq_cutoff(SeqCutoff {
+            read: read.unwrap_or(now.read),
+            write: write.unwrap_or(now.write),
+        });
+        Ok(())
+    }
+
+    fn start_flush(&self) -> Result<(), EngineError> {
+        if self.flushing.swap(true, Ordering::AcqRel) {
+            return Ok(()); // one is running: it covers what is dirty now too
+        }
+        let cache = Arc::clone(&self.cache);
+        let flushing = Arc::clone(&self.flushing);
+        let spawned = std::thread::Builder::new()
+            .name("pcache-flush".into())
+            .spawn(move || {
+                match cache.drain(&mut |_| {}) {
+                    Ok(()) => tracing::info!("flush: what was dirty is written back"),
+                    Err(e) => tracing::error!(error = %e, "flush failed"),
+                }
+                flushing.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            self.flushing.store(false, Ordering::Release);
+            return Err(EngineError::InvalidArgument(format!(
+                "cannot start the flush thread: {e}"
+            )));
+        }
+        Ok(())
     }
 
     fn close(&self) -> Result<(), EngineError> {

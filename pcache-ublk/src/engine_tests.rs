@@ -204,6 +204,30 @@ fn engine_errors_become_their_errno() {
 }
 
 #[test]
+fn mode_cutoff_and_flush_through_the_target() {
+    let t = target();
+    let mut buf = pattern(2, 1 << 20);
+    io(&t, 0, desc(sys::UBLK_IO_OP_WRITE, 0, 0, 2048), &mut buf);
+    assert_eq!(t.status()["dirty_bytes"], 1 << 20);
+    t.set_cache_mode(pcache_engine::CacheMode::Writethrough).unwrap();
+    assert_eq!(t.status()["cache_mode"], "writethrough");
+    assert_eq!(t.status()["draining"], true);
+    t.set_seq_cutoff(Some(1 << 20), None).unwrap();
+    assert_eq!(t.status()["seq_cutoff"]["read"], 1 << 20);
+    assert_eq!(t.status()["seq_cutoff"]["write"], 0);
+    t.start_flush().unwrap();
+    let start = std::time::Instant::now();
+    while t.status()["flushing"] == true {
+        assert!(start.elapsed().as_secs() < 30, "the flush never ended");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let v = t.status();
+    assert_eq!(v["dirty_bytes"], 0, "{v}");
+    assert_eq!(v["draining"], false);
+    t.close().unwrap();
+}
+
+#[test]
 fn status_is_json_with_the_engine_fields() {
     let t = target();
     let mut buf = pattern(1, 4096);
@@ -226,6 +250,20 @@ fn status_is_json_with_the_engine_fields() {
         "gc_runs",
         "errors",
         "dmsetup",
+        "schema",
+        "cache_mode",
+        "draining",
+        "seq_cutoff",
+        "reads",
+        "read_hits",
+        "read_misses",
+        "writes",
+        "bypassed_reads",
+        "bypassed_writes",
+        "space_waits",
+        "clean_bytes",
+        "failed",
+        "flushing",
     ] {
         assert!(v.get(key).is_some(), "no {key} in {v}");
     }

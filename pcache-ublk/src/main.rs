@@ -111,6 +111,7 @@ fn add(a: &AddArgs) -> anyhow::Result<()> {
         depth: a.depth,
         workers: a.daemon.workers,
         no_user_copy: a.daemon.no_user_copy,
+        tuning: a.tuning(),
     };
     start(plan, &a.daemon)
 }
@@ -127,6 +128,7 @@ fn recover(r: &RecoverArgs) -> anyhow::Result<()> {
         depth: 1,
         workers: r.daemon.workers,
         no_user_copy: r.daemon.no_user_copy,
+        tuning: pcache_ublk::engine::Tuning::default(),
     };
     start(plan, &r.daemon)
 }
@@ -136,7 +138,19 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Add(a) => add(a),
         Command::Recover(r) => recover(r),
         Command::Del(d) => {
+            if d.flush {
+                // Until nothing is dirty: writes may come in while it flushes.
+                for _ in 0..10 {
+                    if flush(d.id, true).with_context(|| format!("del -n {} --flush", d.id))? == 0 {
+                        break;
+                    }
+                }
+            }
             client::del(d.id, d.force).with_context(|| format!("del -n {}", d.id))?;
+            Ok(())
+        }
+        Command::Flush(f) => {
+            flush(f.id, f.wait).with_context(|| format!("flush -n {}", f.id))?;
             Ok(())
         }
         Command::List(l) => {
@@ -162,6 +176,44 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `flush` (and `del --flush`): with `wait`, one progress line on stderr every half
+/// second (dirty bytes left and the writeback rate), then `clean` or what is left.
+/// Returns the dirty bytes left.
+fn flush(id: u32, wait: bool) -> anyhow::Result<u64> {
+    let get = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_u64);
+    let start = std::time::Instant::now();
+    let mut first: Option<u64> = None;
+    let tty = std::io::stderr().is_terminal();
+    let v = client::flush(id, wait, &mut |v| {
+        let wb = get(v, "written_back").unwrap_or(0);
+        let base = *first.get_or_insert(wb);
+        let secs = start.elapsed().as_secs_f64().max(0.001);
+        #[allow(clippy::cast_precision_loss)]
+        let rate = (wb - base.min(wb)) as f64 / secs / f64::from(1 << 20);
+        let line = format!(
+            "flushing device {id}: {} dirty bytes left, {rate:.1} MiB/s",
+            get(v, "dirty_bytes").unwrap_or(0)
+        );
+        if tty {
+            eprint!("\r{line}   ");
+        } else {
+            eprintln!("{line}");
+        }
+    })?;
+    if wait {
+        if tty {
+            eprintln!();
+        }
+        let left = get(&v, "dirty_bytes").unwrap_or(0);
+        if left == 0 {
+            eprintln!("device {id}: flushed, the cache is clean");
+        } else {
+            eprintln!("device {id}: flushed what was dirty; {left} bytes written since are dirty");
+        }
+    }
+    Ok(get(&v, "dirty_bytes").unwrap_or(0))
 }
 
 fn main() -> ExitCode {

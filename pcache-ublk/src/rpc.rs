@@ -8,6 +8,8 @@
 //! ← {"ok":true,"result":{...engine status...}}
 //! → {"cmd":"set","key":"gc_percent","value":"50"}
 //! ← {"ok":true,"result":null}
+//! → {"cmd":"flush"}
+//! ← {"ok":true,"result":null}          (the status shows "flushing" until it is done)
 //! → {"cmd":"stop"}
 //! ← {"ok":true,"result":null}          (the daemon then shuts down)
 //! ← {"ok":false,"error":"unknown key \"foo\""}
@@ -41,6 +43,8 @@ pub enum Request {
         /// Its new value.
         value: String,
     },
+    /// Start writing back what is dirty now, in the background (`flush`).
+    Flush,
     /// Shut the daemon down gracefully (what `del` asks for).
     Stop,
 }
@@ -89,20 +93,61 @@ pub fn parse_gc_percent(value: &str) -> Result<u8, String> {
         .ok_or_else(|| format!("gc_percent must be an integer 0..=100, not {value:?}"))
 }
 
+/// The tunables `set` knows.
+pub const KEYS: &str = "gc_percent, cache_mode, seq_cutoff_read, seq_cutoff_write";
+
+/// Checks a `set` before it reaches the daemon or the target.
+///
+/// # Errors
+/// A message naming the bad key or value.
+pub fn check_set(key: &str, value: &str) -> Result<(), String> {
+    match key {
+        "gc_percent" => parse_gc_percent(value).map(drop),
+        "cache_mode" => value
+            .trim()
+            .parse::<pcache_engine::CacheMode>()
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        "seq_cutoff_read" | "seq_cutoff_write" => crate::cli::parse_size(value).map(drop),
+        other => Err(format!("unknown key {other:?} (known: {KEYS})")),
+    }
+}
+
+fn set(target: &dyn Target, key: &str, value: &str) -> Result<(), String> {
+    check_set(key, value)?;
+    // The reply is text: the target's error goes with its whole chain.
+    let chain = |e: pcache_engine::EngineError| crate::error::chain(&e);
+    match key {
+        "gc_percent" => target
+            .set_gc_percent(parse_gc_percent(value)?)
+            .map_err(chain),
+        "cache_mode" => {
+            let mode = value
+                .trim()
+                .parse()
+                .map_err(|e: pcache_engine::format::mode::UnknownMode| e.to_string())?;
+            target.set_cache_mode(mode).map_err(chain)
+        }
+        "seq_cutoff_read" => target
+            .set_seq_cutoff(Some(crate::cli::parse_size(value)?), None)
+            .map_err(chain),
+        _ => target
+            .set_seq_cutoff(None, Some(crate::cli::parse_size(value)?))
+            .map_err(chain),
+    }
+}
+
 /// Answers one request. `stop` is called for [`Request::Stop`].
 pub fn dispatch(req: &Request, target: &dyn Target, stop: &dyn Fn()) -> Response {
     match req {
         Request::Status => Response::ok(target.status()),
-        Request::Set { key, value } => match key.as_str() {
-            "gc_percent" => match parse_gc_percent(value) {
-                // The reply is text: the target's error goes with its whole chain.
-                Ok(v) => match target.set_gc_percent(v) {
-                    Ok(()) => Response::ok(serde_json::Value::Null),
-                    Err(e) => Response::err(crate::error::chain(&e)),
-                },
-                Err(e) => Response::err(e),
-            },
-            other => Response::err(format!("unknown key {other:?} (known: gc_percent)")),
+        Request::Set { key, value } => match set(target, key, value) {
+            Ok(()) => Response::ok(serde_json::Value::Null),
+            Err(e) => Response::err(e),
+        },
+        Request::Flush => match target.start_flush() {
+            Ok(()) => Response::ok(serde_json::Value::Null),
+            Err(e) => Response::err(crate::error::chain(&e)),
         },
         Request::Stop => {
             stop();
@@ -264,15 +309,20 @@ mod tests {
         // MemTarget accepts at most 90, like dm-pcache.
         let r = dispatch(&set("95"), &t, &|| {});
         assert!(!r.ok && r.error.unwrap().contains("95"));
-        let r = dispatch(
-            &Request::Set {
-                key: "cache_mode".into(),
-                value: "x".into(),
-            },
-            &t,
-            &|| {},
-        );
+        let kv = |k: &str, v: &str| Request::Set {
+            key: k.into(),
+            value: v.into(),
+        };
+        let r = dispatch(&kv("colour", "x"), &t, &|| {});
         assert!(!r.ok && r.error.unwrap().contains("unknown key"));
+        let r = dispatch(&kv("cache_mode", "x"), &t, &|| {});
+        assert!(!r.ok && r.error.unwrap().contains("unknown cache mode"));
+        // The RAM target has no cache: a valid mode is refused by the target.
+        let r = dispatch(&kv("cache_mode", "writethrough"), &t, &|| {});
+        assert!(!r.ok && r.error.unwrap().contains("no cache mode"));
+        let r = dispatch(&kv("seq_cutoff_read", "4Q"), &t, &|| {});
+        assert!(!r.ok && r.error.unwrap().contains("suffix"));
+        assert!(dispatch(&Request::Flush, &t, &|| {}).ok);
     }
 
     /// A target whose tunables fail with an error that has a cause of its own.

@@ -11,7 +11,7 @@
 
 use std::sync::RwLock;
 
-use pcache_engine::EngineError;
+use pcache_engine::{CacheMode, EngineError};
 
 /// A negative errno value (`-libc::EIO`, …).
 pub type Errno = i32;
@@ -101,8 +101,29 @@ pub trait Target: Send + Sync {
     /// The target's status and counters, as one JSON object (control plane, not I/O path).
     fn status(&self) -> serde_json::Value;
 
-    /// Sets a tunable; only `gc_percent` exists today (control plane).
+    /// Sets gc_percent (control plane).
     fn set_gc_percent(&self, pct: u8) -> Result<(), EngineError>;
+
+    /// Switches the cache mode (control plane); a target without a cache refuses.
+    fn set_cache_mode(&self, mode: CacheMode) -> Result<(), EngineError> {
+        Err(EngineError::InvalidArgument(format!(
+            "this target has no cache mode ({mode} asked)"
+        )))
+    }
+
+    /// Changes the sequential cutoffs, read and/or write, in bytes (0 = off).
+    fn set_seq_cutoff(&self, read: Option<u64>, write: Option<u64>) -> Result<(), EngineError> {
+        let _ = (read, write);
+        Err(EngineError::InvalidArgument(
+            "this target has no sequential cutoff".into(),
+        ))
+    }
+
+    /// Starts writing back everything that is dirty now, in the background, while I/O
+    /// goes on (`pcache-ublk flush`); the status shows `flushing` until it is done.
+    fn start_flush(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
 
     /// Stops the target: persists what must survive and stops background work. Called once,
     /// after the last request has completed.

@@ -253,6 +253,18 @@ impl Target for Guarded {
         self.inner.set_gc_percent(pct)
     }
 
+    fn set_cache_mode(&self, mode: pcache_engine::CacheMode) -> Result<(), EngineError> {
+        self.inner.set_cache_mode(mode)
+    }
+
+    fn set_seq_cutoff(&self, read: Option<u64>, write: Option<u64>) -> Result<(), EngineError> {
+        self.inner.set_seq_cutoff(read, write)
+    }
+
+    fn start_flush(&self) -> Result<(), EngineError> {
+        self.inner.start_flush()
+    }
+
     fn close(&self) -> Result<(), EngineError> {
         self.inner.close()
     }
