@@ -182,6 +182,15 @@ pub struct KernelStatus {
 }
 
 impl KernelStatus {
+    /// The cache mode recorded in the cache_info flags (bits 2..5); `None` for a value
+    /// pcache does not know.
+    #[must_use]
+    pub fn cache_mode(&self) -> Option<CacheMode> {
+        // Masked to 4 bits.
+        #[allow(clippy::cast_possible_truncation)]
+        CacheMode::from_value(((self.cache_info_flags >> 2) & 0xF) as u8)
+    }
+
     /// Whether everything logged has been written back.
     #[must_use]
     pub fn is_clean(&self) -> bool {

@@ -17,6 +17,11 @@ pub struct MkfsArgs {
     /// Start GC when this percentage of segments is in use (0..=90).
     #[arg(long, default_value_t = 70, value_parser = clap::value_parser!(u8).range(0..=90))]
     pub gc_percent: u8,
+    /// The cache mode (kept in the cache; pcache-ublk add --cache-mode and set change it):
+    /// writeback, writethrough, writearound, writeonly or passthrough. The kernel's
+    /// dm-pcache keeps it and runs the cache as writeback.
+    #[arg(long, value_name = "MODE", default_value = "writeback")]
+    pub cache_mode: pcache_format::CacheMode,
     /// Overwrite a device that holds a cache, a filesystem or other data.
     #[arg(long)]
     pub force: bool,

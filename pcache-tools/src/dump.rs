@@ -3,7 +3,6 @@
 use crate::chain::{Role, SegmentView};
 use crate::log::{KeyState, KeyView, KsetKind, KsetView, LogEndKind};
 use crate::report::{CacheInfoView, DualView, Scan, ScanOptions, SlotState, SlotView};
-use pcache_format::record::CACHE_MODE_WRITEBACK;
 use serde::Serialize;
 use std::fmt::{self, Write as _};
 use std::ops::Range;
@@ -110,13 +109,7 @@ fn dual<V>(
 }
 
 fn mode_name(mode: u8) -> &'static str {
-    match mode {
-        CACHE_MODE_WRITEBACK => "writeback",
-        1 => "writethrough",
-        2 => "writearound",
-        3 => "writeonly",
-        _ => "unknown mode",
-    }
+    pcache_format::CacheMode::from_value(mode).map_or("unknown mode", |m| m.name())
 }
 
 fn cache_info(c: &CacheInfoView) -> String {

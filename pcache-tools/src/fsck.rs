@@ -303,7 +303,10 @@ pub fn text(r: &Report, device: &str) -> String {
         }
     };
     let status = match &r.status {
-        Some(s) => format!(" (status {s})"),
+        Some(s) => match s.cache_mode() {
+            Some(m) => format!(" (mode {m}, status {s})"),
+            None => format!(" (unknown mode, status {s})"),
+        },
         None => String::new(),
     };
     let worst_info = f.worst() == Some(Severity::Info);

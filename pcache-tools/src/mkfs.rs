@@ -20,6 +20,7 @@ use crate::probe::{self, Found};
 use pcache_format::fresh::{self, Step};
 use pcache_format::layout::{self, KSET_HEADER_SIZE};
 use pcache_format::record::GC_PERCENT_MAX;
+use pcache_format::{CacheInfo, CacheMode};
 use serde::Serialize;
 use std::io;
 
@@ -30,6 +31,8 @@ pub struct MkfsOptions {
     pub data_crc: bool,
     /// GC threshold in percent of segments used, 0..=90.
     pub gc_percent: u8,
+    /// The cache mode recorded in cache_info.
+    pub cache_mode: CacheMode,
     /// Format even over recognisable content.
     pub force: bool,
 }
@@ -39,6 +42,7 @@ impl Default for MkfsOptions {
         Self {
             data_crc: false,
             gc_percent: pcache_format::record::GC_PERCENT_DEFAULT,
+            cache_mode: CacheMode::Writeback,
             force: false,
         }
     }
@@ -60,6 +64,9 @@ pub struct Geometry {
     pub data_crc: bool,
     /// gc_percent.
     pub gc_percent: u8,
+    /// The cache mode.
+    #[serde(serialize_with = "mode_name")]
+    pub cache_mode: CacheMode,
     /// The cache_info flags word written.
     pub cache_info_flags: u32,
 }
@@ -107,6 +114,18 @@ fn describe(found: &[Found]) -> String {
         .join("; ")
 }
 
+/// A fresh cache's cache_info: the kernel's, with the cache mode recorded.
+fn cache_info(seg_num: u32, data_crc: bool, gc_percent: u8, mode: CacheMode) -> CacheInfo {
+    CacheInfo {
+        cache_mode: mode.value(),
+        ..CacheInfo::fresh(seg_num, data_crc, gc_percent)
+    }
+}
+
+fn mode_name<S: serde::Serializer>(m: &CacheMode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.name())
+}
+
 /// The geometry for a device of `device_size` bytes, or why it cannot be formatted.
 ///
 /// # Errors
@@ -119,7 +138,7 @@ pub fn plan(device_size: u64, opts: &MkfsOptions) -> Result<Geometry, MkfsError>
         .map_err(|_| MkfsError::TooSmall { size: device_size })?;
     let raw = layout::raw_seg_count(device_size).unwrap_or(0);
     let used_end = layout::segment_base(seg_num);
-    let info = pcache_format::CacheInfo::fresh(seg_num, opts.data_crc, opts.gc_percent);
+    let info = cache_info(seg_num, opts.data_crc, opts.gc_percent, opts.cache_mode);
     Ok(Geometry {
         device_size,
         seg_num,
@@ -127,6 +146,7 @@ pub fn plan(device_size: u64, opts: &MkfsOptions) -> Result<Geometry, MkfsError>
         unused_tail: device_size.saturating_sub(used_end),
         data_crc: opts.data_crc,
         gc_percent: opts.gc_percent,
+        cache_mode: opts.cache_mode,
         cache_info_flags: info.flags(),
     })
 }
@@ -241,8 +261,12 @@ pub fn write_fresh<M: ImageMut + ?Sized>(
 
     let step = Step::CacheInfo;
     progress(Progress::Begin { step, total: 1 });
-    let info = fresh::cache_info(g.seg_num, g.data_crc, g.gc_percent);
-    m.write_at(layout::cache_info_off(fresh::CACHE_INFO_SLOT), &info)
+    let info = cache_info(g.seg_num, g.data_crc, g.gc_percent, g.cache_mode);
+    let info = pcache_format::record::encode_meta(&info, 1);
+    m.write_at(
+        layout::cache_info_off(fresh::CACHE_INFO_SLOT),
+        zerocopy::IntoBytes::as_bytes(&info),
+    )
         .and_then(|()| m.sync())
         .map_err(err(step))?;
     progress(Progress::Durable(step));

@@ -17,6 +17,7 @@ fn run(args: &MkfsArgs) -> Result<mkfs::Geometry> {
     let opts = MkfsOptions {
         data_crc: args.data_crc,
         gc_percent: args.gc_percent,
+        cache_mode: args.cache_mode,
         force: args.force,
     };
     let geometry = mkfs::preflight(&dev, &opts).with_context(name)?;
@@ -43,8 +44,8 @@ fn main() -> ExitCode {
             if !args.quiet {
                 let line = format!(
                     "{}: wrote a pcache cache of {} segments (16 MiB each) on {} bytes{}; \
-                     data_crc {}, gc_percent {}, cache_info flags {:#x}; {} bytes unused at \
-                     the end",
+                     mode {}, data_crc {}, gc_percent {}, cache_info flags {:#x}; {} bytes \
+                     unused at the end",
                     args.device.display(),
                     g.seg_num,
                     g.device_size,
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
                     } else {
                         ""
                     },
+                    g.cache_mode,
                     if g.data_crc { "on" } else { "off" },
                     g.gc_percent,
                     g.cache_info_flags,

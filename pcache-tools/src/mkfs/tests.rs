@@ -103,12 +103,33 @@ fn fresh_512mib_is_the_appendix() {
 }
 
 #[test]
+fn the_cache_mode_goes_into_cache_info_bits_2_to_5() {
+    for mode in pcache_format::CacheMode::ALL {
+        let mut img = SparseImage::new(512 * MIB);
+        let opts = MkfsOptions {
+            cache_mode: mode,
+            ..MkfsOptions::default()
+        };
+        let g = mkfs(&mut img, &opts, &mut |_| {}).unwrap();
+        // INIT_DONE, gc_percent 70, the mode (the kernel's values 0..=3, pcache's 4).
+        assert_eq!(
+            g.cache_info_flags,
+            0x2 | (70 << 6) | (u32::from(mode.value()) << 2),
+            "{mode}"
+        );
+        let s = scan(&img, &ScanOptions::default()).unwrap();
+        assert!(s.findings.list.is_empty(), "{mode}: {:?}", s.findings.list);
+        assert_eq!(s.status.unwrap().cache_mode(), Some(mode));
+    }
+}
+
+#[test]
 fn data_crc_and_gc_percent() {
     let mut img = SparseImage::new(512 * MIB);
     let opts = MkfsOptions {
         data_crc: true,
         gc_percent: 0,
-        force: false,
+        ..MkfsOptions::default()
     };
     let g = mkfs(&mut img, &opts, &mut |_| {}).unwrap();
     assert_eq!(g.cache_info_flags, 0x3);
