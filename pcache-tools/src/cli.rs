@@ -185,3 +185,17 @@ mod tests {
         );
     }
 }
+
+/// Reports a failure at a binary's edge: the whole chain on one line on stderr and, when
+/// `--json` was asked, a JSON object on stdout too (`{"schema": 1, "error": "…"}`), so a
+/// program reading stdout always gets a document.
+pub fn report_error(tool: &str, e: &anyhow::Error, json: bool) {
+    eprintln!("{tool}: {e:#}");
+    if json {
+        let doc = serde_json::json!({
+            "schema": pcache_engine::JSON_SCHEMA,
+            "error": format!("{e:#}"),
+        });
+        println!("{doc:#}");
+    }
+}

@@ -267,8 +267,8 @@ pub fn write_fresh<M: ImageMut + ?Sized>(
         layout::cache_info_off(fresh::CACHE_INFO_SLOT),
         zerocopy::IntoBytes::as_bytes(&info),
     )
-        .and_then(|()| m.sync())
-        .map_err(err(step))?;
+    .and_then(|()| m.sync())
+    .map_err(err(step))?;
     progress(Progress::Durable(step));
     Ok(())
 }

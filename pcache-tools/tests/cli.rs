@@ -11,6 +11,7 @@ fn run(bin: &str, args: &[&str]) -> Output {
     let exe = match bin {
         "mkfs" => env!("CARGO_BIN_EXE_pcache-mkfs"),
         "dump" => env!("CARGO_BIN_EXE_pcache-dump"),
+        "replay" => env!("CARGO_BIN_EXE_pcache-replay"),
         _ => env!("CARGO_BIN_EXE_pcache-fsck"),
     };
     Command::new(exe).args(args).output().unwrap()
@@ -269,4 +270,28 @@ fn fsck_takes_the_fsck8_options() {
         "{}",
         stdout(&o)
     );
+}
+
+#[test]
+fn a_failure_with_json_still_prints_a_json_object() {
+    let missing = "/nonexistent/pcache-cache";
+    for (bin, args, want) in [
+        ("dump", vec!["--json", missing], 1),
+        ("fsck", vec!["--json", missing], 8),
+        (
+            "replay",
+            vec!["--json", "--cache", missing, "--backing", missing],
+            1,
+        ),
+    ] {
+        let o = run(bin, &args);
+        assert_eq!(code(&o), want, "{bin}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o))
+            .unwrap_or_else(|e| panic!("{bin}: stdout is not JSON ({e}): {}", stdout(&o)));
+        assert_eq!(v["schema"], 1, "{bin}");
+        let err = v["error"].as_str().unwrap();
+        assert!(err.contains(missing), "{bin}: {err}");
+        // The same one line on stderr.
+        assert!(stderr(&o).contains(err), "{bin}: {}", stderr(&o));
+    }
 }

@@ -197,7 +197,8 @@ fn hash_file(p: &Path) -> u64 {
 /// Activates the superblock-only cache once (the engine formats it with `data_crc`) and
 /// closes it, as a cache that has been served before.
 fn activate(cache: &Path, backing: &Path, data_crc: bool) {
-    let t = crate::engine::EngineTarget::open(cache, backing, data_crc, 1, Tuning::default()).unwrap();
+    let t =
+        crate::engine::EngineTarget::open(cache, backing, data_crc, 1, Tuning::default()).unwrap();
     t.close().unwrap();
 }
 

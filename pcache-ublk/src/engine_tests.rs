@@ -209,7 +209,8 @@ fn mode_cutoff_and_flush_through_the_target() {
     let mut buf = pattern(2, 1 << 20);
     io(&t, 0, desc(sys::UBLK_IO_OP_WRITE, 0, 0, 2048), &mut buf);
     assert_eq!(t.status()["dirty_bytes"], 1 << 20);
-    t.set_cache_mode(pcache_engine::CacheMode::Writethrough).unwrap();
+    t.set_cache_mode(pcache_engine::CacheMode::Writethrough)
+        .unwrap();
     assert_eq!(t.status()["cache_mode"], "writethrough");
     assert_eq!(t.status()["draining"], true);
     t.set_seq_cutoff(Some(1 << 20), None).unwrap();

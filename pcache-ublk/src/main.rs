@@ -163,7 +163,16 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status(s) => {
-            let v = client::status(s.id)?;
+            let v = client::status(s.id).inspect_err(|e| {
+                if s.json {
+                    // A program reading stdout still gets a document.
+                    let doc = serde_json::json!({
+                        "schema": pcache_engine::JSON_SCHEMA,
+                        "error": error::chain(e),
+                    });
+                    println!("{doc}");
+                }
+            })?;
             if s.json {
                 println!("{}", serde_json::to_string(&v)?);
             } else {

@@ -47,7 +47,7 @@ fn help_names_every_subcommand() {
     let out = run(dir.path(), &["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for cmd in ["add", "del", "list", "status", "set", "recover"] {
+    for cmd in ["add", "del", "list", "status", "set", "flush", "recover"] {
         assert!(help.contains(cmd), "{cmd} missing from:\n{help}");
     }
     let out = run(dir.path(), &["add", "--help"]);
@@ -217,6 +217,38 @@ fn client_commands_without_a_daemon_fail_clearly() {
     );
     let out = run(dir.path(), &["del", "-n", "3"]);
     assert_eq!(out.status.code(), Some(1));
+    for (args, want) in [
+        (
+            &["set", "-n", "3", "cache_mode", "fast"][..],
+            "unknown cache mode",
+        ),
+        (&["set", "-n", "3", "seq_cutoff_read", "1Q"][..], "suffix"),
+        (
+            &["flush", "-n", "3", "--wait"][..],
+            "no running pcache-ublk daemon",
+        ),
+        (
+            &["del", "-n", "3", "--flush"][..],
+            "no running pcache-ublk daemon",
+        ),
+    ] {
+        let out = run(dir.path(), args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(want),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    // With --json, a failure is a JSON object on stdout too.
+    let out = run(dir.path(), &["status", "-n", "3", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], 1);
+    assert!(v["error"]
+        .as_str()
+        .unwrap()
+        .contains("no running pcache-ublk daemon"));
 }
 
 #[test]

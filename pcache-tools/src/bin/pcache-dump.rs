@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The whole chain, on one line.
-            eprintln!("pcache-dump: {e:#}");
+            pcache_tools::cli::report_error("pcache-dump", &e, args.json);
             ExitCode::FAILURE
         }
     }

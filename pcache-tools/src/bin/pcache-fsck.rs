@@ -82,13 +82,13 @@ fn main() -> ExitCode {
         Ok((out, c)) => match emit(&out).context("cannot write the output") {
             Ok(()) => code(c),
             Err(e) => {
-                eprintln!("pcache-fsck: {e:#}");
+                pcache_tools::cli::report_error("pcache-fsck", &e, args.json);
                 code(c | exit::OPERATIONAL)
             }
         },
         Err(e) => {
             // The whole chain, on one line.
-            eprintln!("pcache-fsck: {e:#}");
+            pcache_tools::cli::report_error("pcache-fsck", &e, args.json);
             code(exit::OPERATIONAL)
         }
     }

@@ -284,7 +284,7 @@ fn main() -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("pcache-replay: {e:#}");
+            pcache_tools::cli::report_error("pcache-replay", &e, args.json);
             ExitCode::FAILURE
         }
     }
