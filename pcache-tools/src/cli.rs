@@ -128,6 +128,20 @@ pub fn backing_size(path: &Path) -> Result<u64, DeviceError> {
     Device::open(path, Access::ReadOnly).map(|d| d.size())
 }
 
+/// Reports a failure at a binary's edge: the whole chain on one line on stderr and, when
+/// `--json` was asked, a JSON object on stdout too (`{"schema": 1, "error": "…"}`), so a
+/// program reading stdout always gets a document.
+pub fn report_error(tool: &str, e: &anyhow::Error, json: bool) {
+    eprintln!("{tool}: {e:#}");
+    if json {
+        let doc = serde_json::json!({
+            "schema": pcache_engine::JSON_SCHEMA,
+            "error": format!("{e:#}"),
+        });
+        println!("{doc:#}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,19 +197,5 @@ mod tests {
             format!("{e:#}"),
             "/dev/x: cannot open: No such file or directory (os error 2)"
         );
-    }
-}
-
-/// Reports a failure at a binary's edge: the whole chain on one line on stderr and, when
-/// `--json` was asked, a JSON object on stdout too (`{"schema": 1, "error": "…"}`), so a
-/// program reading stdout always gets a document.
-pub fn report_error(tool: &str, e: &anyhow::Error, json: bool) {
-    eprintln!("{tool}: {e:#}");
-    if json {
-        let doc = serde_json::json!({
-            "schema": pcache_engine::JSON_SCHEMA,
-            "error": format!("{e:#}"),
-        });
-        println!("{doc:#}");
     }
 }
