@@ -157,11 +157,15 @@ fn is_placeholder(w: &str) -> bool {
 }
 
 /// A placeholder becomes `1`, which every option of the tools accepts (a path, a number,
-/// a size, a range); in `--flag=VALUE` only the value is replaced.
+/// a size, a range), except `MODE`, a cache mode, which becomes `writeback`; in
+/// `--flag=VALUE` only the value is replaced.
 fn substitute(w: &str) -> String {
+    let value = |v: &str| if v == "MODE" { "writeback" } else { "1" };
     match w.split_once('=') {
-        Some((flag, v)) if flag.starts_with("--") && is_placeholder(v) => format!("{flag}=1"),
-        _ if is_placeholder(w) => "1".to_string(),
+        Some((flag, v)) if flag.starts_with("--") && is_placeholder(v) => {
+            format!("{flag}={}", value(v))
+        }
+        _ if is_placeholder(w) => value(w).to_string(),
         _ => w.to_string(),
     }
 }

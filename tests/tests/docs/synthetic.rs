@@ -64,7 +64,10 @@ fn continuations_spans_values_and_validation_are_checked() {
 fn a_synopsis_names_every_option_and_each_alternative_parses() {
     let f = failures("```text\npcache-mkfs [--data-crc] [--force] DEVICE\n```\n");
     assert_eq!(f.len(), 1, "{f:?}");
-    assert!(f[0].contains("misses --gc-percent, --quiet"), "{f:?}");
+    assert!(
+        f[0].contains("misses --gc-percent, --cache-mode, --quiet"),
+        "{f:?}"
+    );
     let f = failures(
         "```text\npcache-replay --cache DEV --backing DEV [--export FILE | --writeback --bogus] [--json]\n```\n",
     );
