@@ -10,7 +10,7 @@
 # cache left in that mode and reads every byte back. Then, in writeback: a 64 MiB
 # sequential read with a 4 MiB cutoff caches at most 4 MiB; switching writeback
 # -> writethrough under fio drains to clean with no verify error.
-xt_need pcache-mkfs pcache-dump fio
+xt_need pcache-mkfs pcache-dump
 xt_need_sub pcache-ublk add del status set flush
 
 # Bytes the index holds (clean + dirty), from `status --json`.
