@@ -254,7 +254,11 @@ pub struct Status {
     pub written_through: u64,
     /// Requests that waited for cache space.
     pub space_waits: u64,
-    /// Bytes the index holds that are on the backing device too.
+    /// Bytes the cache holds (what the index covers).
+    pub cached_bytes: u64,
+    /// Of those, bytes the backing device holds too (`cached_bytes` less the dirty
+    /// bytes; the dirty count includes logged bytes later overwritten, so this is a lower
+    /// bound while dirty data is left).
     pub clean_bytes: u64,
     /// Bytes read from the cache.
     pub hits: u64,
@@ -352,6 +356,7 @@ impl Inner {
             bypassed_writes: get(&c.bypassed_writes),
             written_through: get(&c.written_through),
             space_waits: get(&c.space_waits),
+            cached_bytes: cached,
             clean_bytes: cached.saturating_sub(dirty),
             hits: get(&c.hits),
             misses: get(&c.misses),

@@ -36,8 +36,7 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
 
 /// Bytes the index holds (clean and dirty).
 fn cached(c: &Cache) -> u64 {
-    let s = c.status();
-    s.clean_bytes + s.dirty_bytes
+    c.status().cached_bytes
 }
 
 #[test]

@@ -263,6 +263,7 @@ fn status_is_json_with_the_engine_fields() {
         "bypassed_writes",
         "space_waits",
         "clean_bytes",
+        "cached_bytes",
         "failed",
         "flushing",
     ] {

@@ -13,10 +13,10 @@
 xt_need pcache-mkfs pcache-dump
 xt_need_sub pcache-ublk add del status set flush
 
-# Bytes the index holds (clean + dirty), from `status --json`.
+# Bytes the cache holds (the index), from `status --json`.
 cached() {
     xt_ublk_status
-    echo $(($(xt_json_val /tmp/xt-status.json clean_bytes) + $(xt_json_val /tmp/xt-status.json dirty_bytes)))
+    xt_json_val /tmp/xt-status.json cached_bytes
 }
 # fio_job FILE DEV OFFSET_MB SIZE_MB SEED: random writes with verify. The same job
 # on another DEV with --verify_only checks what it wrote, there.
