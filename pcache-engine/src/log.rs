@@ -76,9 +76,9 @@ pub(crate) enum Commit {
     Write,
     /// A read-miss fill read under this epoch: dropped if a write came since.
     Fill(u64),
-    /// A written-through (CLEAN) key whose write began under this epoch: dropped if
-    /// another write came since; the region's epoch moves on.
-    Through(u64),
+    /// A written-through (CLEAN) key, committed under its region's write lock (so no other
+    /// write committed since its write looked at the index): the region's epoch moves on.
+    Through,
 }
 
 /// A kset being filled in memory.
@@ -238,8 +238,7 @@ impl Inner {
                 Commit::Write => t.epoch += 1,
                 Commit::Fill(e) if t.epoch != e => return Ok(false),
                 Commit::Fill(_) => {}
-                Commit::Through(e) if t.epoch != e => return Ok(false),
-                Commit::Through(_) => {
+                Commit::Through => {
                     t.epoch += 1;
                     ks.through = true;
                 }

@@ -2,9 +2,12 @@
 //! writearound and passthrough, and the writes a sequential stream sends around the
 //! cache. Steps WT1, WT2 and WT3 of `docs/design.md`.
 //!
-//! A piece of such a write (inside one 4 MiB region) first moves its region's epoch on,
-//! so that no read-miss fill that read the backing device before it can cache older
-//! bytes, and looks at what the cache holds of its range:
+//! A piece of such a write (inside one 4 MiB region) holds its region's write lock
+//! ([`Index::write_lock`](crate::index::Index)) until it is done, so no other write into
+//! the region commits in between (and the backing device and the cache see the region's
+//! writes in the same order). It moves the region's epoch on, so that no read-miss fill
+//! that read the backing device before it can cache older bytes (again once its bytes
+//! are on the backing device), and looks at what the cache holds of its range:
 //!
 //! - data not yet written back: the piece is written as writeback does (a dirty key).
 //!   Writeback writes the log in order; a piece written around it could be overwritten
@@ -63,23 +66,30 @@ impl Inner {
         // Inside one region: fits.
         #[allow(clippy::cast_possible_truncation)]
         let end = rel + n as u32;
-        let (epoch, cached, dirty) = {
+        let region = self.index.write_lock(off);
+        let (cached, dirty) = {
             let mut t = tree.write();
             t.epoch += 1;
             let mut exts = Vec::new();
             t.overlapping(rel, end, &mut exts);
             let dirty = exts.iter().any(|(_, e)| !e.is_clean());
-            (t.epoch, !exts.is_empty(), dirty)
+            (!exts.is_empty(), dirty)
         };
         if dirty {
+            drop(region);
             return Ok(Through::AsWriteback);
         }
         if !(through || cached) {
-            self.write_around(off, n, src, src_at, fua, zeros)?;
+            let r = self.write_around(off, n, src, src_at, fua, zeros);
+            // A fill that looked at the index while the bytes were on their way read
+            // older ones: it is dropped.
+            tree.write().epoch += 1;
+            r?;
             return Ok(Through::Done);
         }
         let staged = self.stage(q, off, n, src, src_at, KEY_FLAG_CLEAN, true)?;
-        let r = self.log_through(&staged, epoch, fua, cached);
+        let r = self.log_through(&staged, fua, cached);
+        drop(region);
         crate::io::recycle_staged(staged);
         r?;
         self.health.counters.through(n as u64);
@@ -133,21 +143,14 @@ impl Inner {
         }
     }
 
-    /// D1 for the staged CLEAN keys, their bytes to the backing device, then the keys
-    /// (dropped if a newer write reached the region meanwhile). On an error before the
-    /// keys are committed, their space is released.
+    /// D1 for the staged CLEAN keys, their bytes to the backing device, then the keys. On
+    /// an error before the keys are committed, their space is released.
     ///
     /// The keys are made durable before the write completes (WT3) when it is FUA or when
     /// the range was `cached`: the backing device now holds newer bytes than the cached
     /// ones, and a crash must not bring the older clean key back (reads would return the
     /// older bytes until GC dropped them, then the newer ones).
-    fn log_through(
-        &self,
-        staged: &[(Key, Space)],
-        epoch: u64,
-        fua: bool,
-        cached: bool,
-    ) -> Result<()> {
+    fn log_through(&self, staged: &[(Key, Space)], fua: bool, cached: bool) -> Result<()> {
         if let Err(e) = self.through_data(staged, fua) {
             for (_, s) in staged {
                 let _ = self.release_space(s);
@@ -156,7 +159,7 @@ impl Inner {
         }
         let mut touched: Vec<usize> = Vec::with_capacity(2);
         for (i, (key, space)) in staged.iter().enumerate() {
-            match self.commit(key, Commit::Through(epoch)) {
+            match self.commit(key, Commit::Through) {
                 Ok(true) => {
                     let ki = layout::kset_index(key.off, self.log.ksets.len() as u32) as usize;
                     if !touched.contains(&ki) {

@@ -7,7 +7,7 @@
 //! (upstream-format.md F.6). Replay inserts the logged keys in log order with the same
 //! rule, which rebuilds the same index.
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use pcache_format::layout::{SUBTREE_SHIFT, SUBTREE_SIZE};
 use std::collections::BTreeMap;
 
@@ -181,7 +181,15 @@ impl Subtree {
 #[derive(Debug)]
 pub(crate) struct Index {
     subtrees: Box<[RwLock<Subtree>]>,
+    /// Write locks, one per region modulo their number: a write that reaches the backing
+    /// device holds its region's from looking at the index to committing its keys, and
+    /// every other write takes it to commit, so no write into the region commits in
+    /// between (see `through.rs`).
+    writes: Box<[Mutex<()>]>,
 }
+
+/// Write locks of [`Index`].
+const WRITE_LOCKS: usize = 256;
 
 impl Index {
     /// An empty index for a backing device of `size` bytes.
@@ -189,7 +197,16 @@ impl Index {
         let n = size.div_ceil(SUBTREE_SIZE);
         Self {
             subtrees: (0..n).map(|_| RwLock::default()).collect(),
+            writes: (0..WRITE_LOCKS).map(|_| Mutex::new(())).collect(),
         }
+    }
+
+    /// The write lock of the region holding logical offset `off`.
+    pub(crate) fn write_lock(&self, off: u64) -> MutexGuard<'_, ()> {
+        // The remainder is below WRITE_LOCKS.
+        #[allow(clippy::cast_possible_truncation)]
+        let i = ((off >> SUBTREE_SHIFT) % WRITE_LOCKS as u64) as usize;
+        self.writes[i].lock()
     }
 
     /// The subtree holding logical offset `off` (which the caller has checked is inside
