@@ -316,7 +316,9 @@ impl Inner {
         }
         // The region's write lock: a write reaching the backing device in this region
         // (through.rs) is not between its look at the index and its commit.
-        let _region = staged.first().map(|(key, _)| self.index.write_lock(key.off));
+        let _region = staged
+            .first()
+            .map(|(key, _)| self.index.write_lock(key.off));
         for (i, (key, _)) in staged.iter().enumerate() {
             if let Err(e) = self.commit(key, Commit::Write) {
                 for (_, s) in &staged[i + 1..] {

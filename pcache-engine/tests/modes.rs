@@ -248,6 +248,9 @@ fn concurrent_through_writes_over_cached_data_read_back() {
         c.read(0, (b * 4096) as u64, &mut buf).unwrap();
         assert!(buf == want, "block {b} through the cache reads older bytes");
         let on_backing = backing.to_vec((b * 4096) as u64, 4096);
-        assert!(on_backing == want, "block {b} on the backing device is older");
+        assert!(
+            on_backing == want,
+            "block {b} on the backing device is older"
+        );
     }
 }
