@@ -55,7 +55,7 @@ pub(crate) struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
     reads: AtomicU64,
-    read_hits: AtomicU64,
+    read_misses: AtomicU64,
     writes: AtomicU64,
     bypassed_reads: AtomicU64,
     bypassed_writes: AtomicU64,
@@ -69,11 +69,12 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    /// A read request; `hit` when the cache served all of it.
+    /// A read request; `hit` when the cache served all of it. (A hit costs one atomic
+    /// add; the hits are the reads that did not miss.)
     pub(crate) fn read(&self, hit: bool) {
         self.reads.fetch_add(1, Ordering::Relaxed);
-        if hit {
-            self.read_hits.fetch_add(1, Ordering::Relaxed);
+        if !hit {
+            self.read_misses.fetch_add(1, Ordering::Relaxed);
         }
     }
     /// A write request.
@@ -330,7 +331,7 @@ impl Inner {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mode = self.policy.mode();
         let dirty = get(&c.dirty);
-        let (reads, read_hits) = (get(&c.reads), get(&c.read_hits));
+        let (reads, read_misses) = (get(&c.reads), get(&c.read_misses));
         let cached = self.index.totals().1;
         Status {
             kernel: KernelStatus {
@@ -349,8 +350,8 @@ impl Inner {
             draining: !mode.keeps_dirty() && dirty > 0,
             seq_cutoff: self.policy.cutoff(),
             reads,
-            read_hits,
-            read_misses: reads.saturating_sub(read_hits),
+            read_hits: reads.saturating_sub(read_misses),
+            read_misses,
             writes: get(&c.writes),
             bypassed_reads: get(&c.bypassed_reads),
             bypassed_writes: get(&c.bypassed_writes),
