@@ -285,6 +285,8 @@ fn target_data(plan: &Plan, copy_mode: CopyMode, size: u64) -> TargetData {
         workers: plan.workers,
         size,
         ram_target: ram,
+        seq_cutoff_read: plan.tuning.seq_cutoff.read,
+        seq_cutoff_write: plan.tuning.seq_cutoff.write,
     }
 }
 
@@ -436,6 +438,13 @@ fn serve_inner(plan: &mut Plan, life: &Arc<Lifecycle>) -> Result<(), Error> {
             check_same_devices(old.served.as_ref(), &plan.backend)?;
             plan.queues = old.queues;
             plan.depth = old.depth;
+            // The cutoffs `add` set (the mode is in the cache).
+            if let Some(t) = &old.served {
+                plan.tuning.seq_cutoff = pcache_engine::SeqCutoff {
+                    read: t.seq_cutoff_read,
+                    write: t.seq_cutoff_write,
+                };
+            }
             Some(old)
         }
         Mode::Add { .. } => None,

@@ -138,6 +138,8 @@ fn recover_refuses_other_devices_than_those_served() {
         workers: 0,
         size: 1 << 30,
         ram_target: None,
+        seq_cutoff_read: 0,
+        seq_cutoff_write: 0,
     };
     let backend = |c: &str, b: &str| Backend::Cache {
         cache: c.into(),

@@ -140,6 +140,8 @@ mod tests {
             workers: 4,
             size: 1 << 30,
             ram_target: None,
+            seq_cutoff_read: 0,
+            seq_cutoff_write: 0,
         }
     }
 

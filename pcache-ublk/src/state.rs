@@ -64,6 +64,13 @@ pub struct TargetData {
     /// `Some(bytes)` for the RAM debug target (no cache, nothing survives).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ram_target: Option<u64>,
+    /// The sequential cutoffs `add` set (bytes, 0 = off), which `recover` sets again
+    /// (the cache mode is kept in the cache itself).
+    #[serde(default)]
+    pub seq_cutoff_read: u64,
+    /// See `seq_cutoff_read`.
+    #[serde(default)]
+    pub seq_cutoff_write: u64,
 }
 
 impl TargetData {
@@ -185,7 +192,26 @@ mod tests {
             workers: 4,
             size: 2 << 30,
             ram_target: None,
+            seq_cutoff_read: 0,
+            seq_cutoff_write: 0,
         }
+    }
+
+    /// A record written before the sequential cutoffs existed reads as cutoffs off; the
+    /// cutoffs round-trip.
+    #[test]
+    fn the_cutoffs_are_recorded_for_recover() {
+        let mut t = sample();
+        t.seq_cutoff_read = 4 << 20;
+        let back = TargetData::from_target_json(&t.to_target_json()).unwrap();
+        assert_eq!((back.seq_cutoff_read, back.seq_cutoff_write), (4 << 20, 0));
+        let mut v = sample().to_target_json();
+        if let Some(o) = v.get_mut(TARGET_TYPE).and_then(|o| o.as_object_mut()) {
+            o.remove("seq_cutoff_read");
+            o.remove("seq_cutoff_write");
+        }
+        let old = TargetData::from_target_json(&v).unwrap();
+        assert_eq!((old.seq_cutoff_read, old.seq_cutoff_write), (0, 0));
     }
 
     /// A record written before `workers` existed still reads, as 0 workers.
