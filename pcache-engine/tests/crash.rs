@@ -29,7 +29,7 @@
 use pcache_engine::backing::{Backing, MemBacking};
 use pcache_engine::format::layout;
 use pcache_engine::media::CacheMedia;
-use pcache_engine::testing::{write_superblock, CrashMedia, TestBacking};
+use pcache_engine::testing::{write_superblock, CrashMedia, SplitMix, TestBacking};
 use pcache_engine::{Cache, CacheConfig, CacheMode, SeqCutoff};
 use std::sync::{Arc, Mutex};
 
@@ -65,20 +65,6 @@ fn check_flushed_state(live: &MemBacking, hist: &Mutex<History>, seen: &Mutex<Ve
             seen[s]
         );
         seen[s] = tag;
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 
@@ -180,7 +166,7 @@ fn workload(seed: u64) -> (Arc<CrashMedia>, Arc<TestBacking>, Vec<OpRec>, Histor
         },
         ..CacheConfig::default()
     };
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix(seed);
     // Op 0: the backing's initial content, there (and durable) from the start.
     let mut ops = vec![OpRec {
         kind: Kind::Write { fua: true },

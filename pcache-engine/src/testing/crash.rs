@@ -81,7 +81,7 @@ impl CrashMedia {
                 let _ = image.write(p.off, &p.data);
             } else if let Some(rng) = rng.as_mut() {
                 for (i, word) in p.data.chunks(8).enumerate() {
-                    if rng.next() & 1 == 1 {
+                    if rng.next_u64() & 1 == 1 {
                         let _ = image.write(p.off + 8 * i as u64, word);
                     }
                 }
@@ -250,7 +250,7 @@ impl CrashReplayer {
         match torn {
             Some(seed) => {
                 let mut rng = SplitMix(seed);
-                self.build(at_fence, &mut |_| rng.next() & 1 == 1)
+                self.build(at_fence, &mut |_| rng.next_u64() & 1 == 1)
             }
             None => self.build(at_fence, &mut |_| false),
         }
@@ -393,15 +393,23 @@ impl CacheMedia for CrashImage {
     }
 }
 
-/// A small deterministic generator for torn images.
-struct SplitMix(u64);
+/// A small deterministic generator (SplitMix64): for torn images here, and for the
+/// workloads of tests.
+#[derive(Debug, Clone)]
+pub struct SplitMix(pub u64);
 
 impl SplitMix {
-    fn next(&mut self) -> u64 {
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
     }
 }

@@ -20,7 +20,7 @@ mod crash;
 mod media;
 
 pub use backing::{RecordedWrite, TestBacking};
-pub use crash::{CrashImage, CrashMedia, CrashReplayer};
+pub use crash::{CrashImage, CrashMedia, CrashReplayer, SplitMix};
 pub use media::TestMedia;
 
 use crate::media::{CacheMedia, MemMedia};
