@@ -1,6 +1,6 @@
 //! `cargo run --example tools-docgen -p pcache-tools -- SHARE_DIR`: writes the man pages and the
 //! bash, zsh and fish completions of the four tools, generated from their clap definitions
-//! (`pcache_tools::args`), under SHARE_DIR (`man/man1`, `bash-completion/completions`,
+//! (`pcache_tools::args`), under SHARE_DIR (`man/man8`, `bash-completion/completions`,
 //! `zsh/site-functions`, `fish/vendor_completions.d`). `cargo xtask install` runs it; it
 //! is an example so that neither clap_mangen nor clap_complete ships in the tools. The
 //! helpers below are the same as in `pcache-ublk/examples/ublk-docgen.rs`.
@@ -33,13 +33,13 @@ fn main() -> std::io::Result<()> {
         DumpArgs::command(),
         ReplayArgs::command(),
     ] {
-        man_pages(cmd.clone(), &share.join("man/man1"))?;
+        man_pages(cmd.clone(), &share.join("man/man8"))?;
         completions(cmd, &share)?;
     }
     Ok(())
 }
 
-/// `NAME.1`, then one page per visible subcommand (`NAME-SUB.1`, recursively).
+/// `NAME.8`, then one page per visible subcommand (`NAME-SUB.8`, recursively).
 fn man_pages(cmd: clap::Command, dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut cmd = cmd.disable_help_subcommand(true);
@@ -54,13 +54,14 @@ fn write_page(cmd: clap::Command, dir: &Path) -> std::io::Result<()> {
     let name = cmd.get_display_name().unwrap_or(cmd.get_name()).to_owned();
     let man = clap_mangen::Man::new(cmd)
         .source(format!("pcache {}", env!("CARGO_PKG_VERSION")))
+        .section("8")
         .manual("pcache");
     let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join(man.get_filename()))?);
     man.render(&mut out)?;
     let others: Vec<String> = SEE_ALSO
         .iter()
         .filter(|&&n| n != name)
-        .map(|n| format!("\\fB{}\\fR(1)", n.replace('-', "\\-")))
+        .map(|n| format!("\\fB{}\\fR(8)", n.replace('-', "\\-")))
         .collect();
     writeln!(out, ".SH \"SEE ALSO\"\n{}", others.join(", "))?;
     out.flush()

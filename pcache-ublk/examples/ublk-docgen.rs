@@ -1,7 +1,7 @@
 //! `cargo run --example ublk-docgen -p pcache-ublk -- SHARE_DIR`: writes the man pages of
-//! `pcache-ublk` and of each subcommand (`pcache-ublk-add.1`, ...) and its bash, zsh and
+//! `pcache-ublk` and of each subcommand (`pcache-ublk-add.8`, ...) and its bash, zsh and
 //! fish completions, generated from the clap definition (`pcache_ublk::cli::Cli`), under
-//! SHARE_DIR (`man/man1`, `bash-completion/completions`, `zsh/site-functions`,
+//! SHARE_DIR (`man/man8`, `bash-completion/completions`, `zsh/site-functions`,
 //! `fish/vendor_completions.d`). `cargo xtask install` runs it; it is an example so that
 //! neither clap_mangen nor clap_complete ships in the daemon. The helpers below are the
 //! same as in `pcache-tools/examples/tools-docgen.rs`.
@@ -28,11 +28,11 @@ fn main() -> std::io::Result<()> {
         std::process::exit(2);
     };
     let share = PathBuf::from(share);
-    man_pages(Cli::command(), &share.join("man/man1"))?;
+    man_pages(Cli::command(), &share.join("man/man8"))?;
     completions(Cli::command(), &share)
 }
 
-/// `NAME.1`, then one page per visible subcommand (`NAME-SUB.1`, recursively).
+/// `NAME.8`, then one page per visible subcommand (`NAME-SUB.8`, recursively).
 fn man_pages(cmd: clap::Command, dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut cmd = cmd.disable_help_subcommand(true);
@@ -47,13 +47,14 @@ fn write_page(cmd: clap::Command, dir: &Path) -> std::io::Result<()> {
     let name = cmd.get_display_name().unwrap_or(cmd.get_name()).to_owned();
     let man = clap_mangen::Man::new(cmd)
         .source(format!("pcache {}", env!("CARGO_PKG_VERSION")))
+        .section("8")
         .manual("pcache");
     let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join(man.get_filename()))?);
     man.render(&mut out)?;
     let others: Vec<String> = SEE_ALSO
         .iter()
         .filter(|&&n| n != name)
-        .map(|n| format!("\\fB{}\\fR(1)", n.replace('-', "\\-")))
+        .map(|n| format!("\\fB{}\\fR(8)", n.replace('-', "\\-")))
         .collect();
     writeln!(out, ".SH \"SEE ALSO\"\n{}", others.join(", "))?;
     out.flush()

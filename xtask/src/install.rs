@@ -22,7 +22,7 @@ usage: cargo xtask install [--prefix P] [--destdir D] [--check]
 
 Builds the release binaries (cargo build --release --workspace --bins) and installs
   P/bin/                              pcache-mkfs pcache-fsck pcache-dump pcache-replay pcache-ublk
-  P/share/man/man1/                   a page per binary and per pcache-ublk subcommand
+  P/share/man/man8/                   a page per binary and per pcache-ublk subcommand
   P/share/bash-completion/completions/, P/share/zsh/site-functions/,
   P/share/fish/vendor_completions.d/  completions
   P/lib/systemd/system/               pcache-ublk@.service (running P/bin/pcache-ublk)
@@ -216,7 +216,7 @@ fn plan(repo: &Path, built: &Built, prefix: &Path) -> Result<Vec<Item>> {
         items.push(file(built.release.join(b), "bin", 0o755)?);
     }
     for (gen, dest) in [
-        ("man/man1", "share/man/man1"),
+        ("man/man8", "share/man/man8"),
         (
             "bash-completion/completions",
             "share/bash-completion/completions",
@@ -333,13 +333,13 @@ fn check(installed: &BTreeMap<PathBuf, Vec<PathBuf>>, prefix: &Path) -> Result<(
     let mut expected = vec![];
     for b in BINS {
         expected.push(format!("bin/{b}"));
-        expected.push(format!("man1/{b}.1"));
+        expected.push(format!("man8/{b}.8"));
         expected.push(format!("completions/{b}"));
         expected.push(format!("site-functions/_{b}"));
         expected.push(format!("vendor_completions.d/{b}.fish"));
     }
     for sub in subcommands(&ublk_help) {
-        expected.push(format!("man1/pcache-ublk-{sub}.1"));
+        expected.push(format!("man8/pcache-ublk-{sub}.8"));
     }
     for f in [
         "system/pcache-ublk@.service",
@@ -363,8 +363,9 @@ fn check(installed: &BTreeMap<PathBuf, Vec<PathBuf>>, prefix: &Path) -> Result<(
     );
     let pages: Vec<_> = all
         .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "1"))
+        .filter(|p| p.extension().is_some_and(|e| e == "8"))
         .collect();
+    ensure!(!pages.is_empty(), "no man page (section 8) was installed");
     for page in &pages {
         let out = Command::new("man")
             .args(["--warnings", "-l"])
