@@ -195,10 +195,14 @@ impl Cache {
         let queues = cfg.queues.max(1) as usize;
         let size = backing.size();
         let mut info = loaded.info;
-        let mode = cfg
-            .cache_mode
-            .or_else(|| CacheMode::from_value(info.cache_mode))
-            .unwrap_or_default();
+        let held = CacheMode::from_value(info.cache_mode);
+        if held.is_none() && cfg.cache_mode.is_none() {
+            tracing::warn!(
+                value = info.cache_mode,
+                "cache_info holds a cache mode pcache does not know: running it as writeback"
+            );
+        }
+        let mode = cfg.cache_mode.or(held).unwrap_or_default();
         let segs = Segments::new(loaded.chain, loaded.gens, info.data_crc);
         let index = Index::new(size);
         if loaded.formatted {
