@@ -559,7 +559,11 @@ impl Cache {
     /// # Errors
     /// Media errors while closing ksets.
     pub fn close(&self) -> Result<()> {
-        if self.stop_workers() && !self.inner.read_only {
+        let first = self.stop_workers();
+        // A writeback round in flight elsewhere (a drain) ends before close returns;
+        // later ones see the cache stopped.
+        drop(self.inner.ctl.wb_lock.lock());
+        if first && !self.inner.read_only {
             self.inner.close_all()?;
         }
         Ok(())

@@ -136,6 +136,7 @@ fn writeback(inner: &Inner) {
         match inner.writeback_once() {
             Ok(true) => backoff = Duration::from_millis(10),
             Ok(false) => inner.ctl.kick_writeback.wait(IDLE),
+            Err(crate::error::EngineError::Closed) => break,
             Err(e) => {
                 // Dirty data stays in the cache; dirty_tail stays put; retry later. Kicks
                 // (every kset close sends one) do not cut the back-off short.

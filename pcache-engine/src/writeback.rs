@@ -47,6 +47,10 @@ impl Inner {
     /// of the durable log).
     pub(crate) fn writeback_once(&self) -> Result<bool> {
         let _round = self.ctl.wb_lock.lock();
+        // A closed cache writes nothing more (a drain thread may outlive the close).
+        if self.ctl.stop.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(EngineError::Closed);
+        }
         let dt = self.log.dirty_tail.lock().pos;
         let durable = *self.log.durable_head.lock();
         if dt == durable {

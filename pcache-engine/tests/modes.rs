@@ -254,3 +254,42 @@ fn concurrent_through_writes_over_cached_data_read_back() {
         );
     }
 }
+
+/// A drain running in another thread (what `pcache-ublk flush` starts) writes nothing to
+/// the backing device once `close` has returned: after that the devices may go to
+/// another owner.
+#[test]
+fn nothing_is_written_back_after_close() {
+    let (c, backing, _) = open(CacheMode::Writeback, 0);
+    let c = Arc::new(c);
+    // FUA: one kset each, so the drain takes several rounds.
+    for i in 0..64u64 {
+        c.write(0, i * (1 << 20), &pattern(i as u8, MIB), true)
+            .unwrap();
+    }
+    // The drain's first round is done; close while it is between rounds.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
+    let drainer = {
+        let c = Arc::clone(&c);
+        std::thread::spawn(move || {
+            let mut first = true;
+            c.drain(&mut |_| {
+                if std::mem::take(&mut first) {
+                    ready_tx.send(()).unwrap();
+                    closed_rx.recv().unwrap();
+                }
+            })
+        })
+    };
+    ready_rx.recv().unwrap();
+    c.close().unwrap();
+    let writes = backing.writes();
+    closed_tx.send(()).unwrap();
+    let r = drainer.join().unwrap();
+    assert_eq!(backing.writes(), writes, "written back after close");
+    assert!(
+        matches!(r, Ok(()) | Err(pcache_engine::EngineError::Closed)),
+        "{r:?}"
+    );
+}
