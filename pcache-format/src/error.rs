@@ -26,6 +26,12 @@ pub enum Structure {
     Kset,
     /// A key inside a kset.
     Key,
+    /// The superblock of a shared cache device.
+    SharedSuperblock,
+    /// A copy of a shared device's cache table.
+    CacheTable,
+    /// An entry of a cache table.
+    TableEntry,
 }
 
 impl fmt::Display for Structure {
@@ -41,6 +47,9 @@ impl fmt::Display for Structure {
             Self::SegmentChain => "segment chain",
             Self::Kset => "kset",
             Self::Key => "key",
+            Self::SharedSuperblock => "shared superblock",
+            Self::CacheTable => "cache table",
+            Self::TableEntry => "cache table entry",
         })
     }
 }

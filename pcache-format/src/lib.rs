@@ -20,6 +20,7 @@ pub mod layout;
 pub mod mode;
 pub mod raw;
 pub mod record;
+pub mod shared;
 
 pub use crc::{kernel_crc32c, pcache_crc, pcache_crc_append, PCACHE_CRC_SEED};
 pub use error::{FormatError, Reason, Result, Structure};
