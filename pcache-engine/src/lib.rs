@@ -6,6 +6,7 @@
 //!
 //! - [`media`]: the cache device (DAX, mapped file, memory);
 //! - [`backing`]: the backing device (file or block device, memory);
+//! - [`shared`]: shared cache devices (several caches on one device, a cache table);
 //! - [`Cache`]: open (validate, format, replay), read, write, flush, discard, status,
 //!   close; background writeback, GC and kset flushing;
 //! - `testing`, with the `test-utils` feature (tests only, never in a release build):
@@ -32,6 +33,7 @@ mod replay;
 pub mod report;
 pub mod salvage;
 mod segments;
+pub mod shared;
 pub mod status;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;

@@ -7,6 +7,7 @@
 //! (`docs/design.md`) is written against this model.
 //!
 //! Implementations:
+//! - [`Window`]: a byte range of another media (one cache of a shared cache device).
 //! - [`MemMedia`]: anonymous memory, for tests and benchmarks; nothing is durable.
 //! - [`FileMedia`]: a mapped regular file or block device, persisted by `msync`.
 //! - [`DaxMedia`]: a device-DAX character device (`/dev/daxN.M`), persisted by cache-line
@@ -63,11 +64,13 @@ pub(crate) mod flush;
 mod map;
 mod mcsafe;
 mod mem;
+mod window;
 
 pub use dax::DaxMedia;
 pub use file::FileMedia;
 pub use flush::FlushInstr;
 pub use mem::MemMedia;
+pub use window::Window;
 
 use std::io;
 
