@@ -166,6 +166,16 @@ pub enum ClaimError {
         /// Who holds it.
         holder: Holder,
     },
+    /// Another program holds one cache of a shared device.
+    #[error("cache {what} of {path} is in use by {holder}")]
+    RangeBusy {
+        /// The shared device.
+        path: PathBuf,
+        /// The cache (its name, or "the cache table").
+        what: String,
+        /// Who holds it.
+        holder: Holder,
+    },
     /// The cache and the backing device are the same file or device.
     #[error("cache {cache} and backing {backing} are the same device")]
     SameDevice {
@@ -181,7 +191,9 @@ impl ClaimError {
     #[must_use]
     pub fn holder(&self) -> Option<&Holder> {
         match self {
-            ClaimError::Busy { holder, .. } => Some(holder),
+            ClaimError::Busy { holder, .. } | ClaimError::RangeBusy { holder, .. } => {
+                Some(holder)
+            }
             _ => None,
         }
     }
@@ -445,6 +457,9 @@ fn find_mount(text: &str, major: u64, minor: u64) -> Option<String> {
         (dev == want).then(|| point.to_owned())
     })
 }
+
+mod range;
+pub use range::{range_writer, RangeClaim};
 
 #[cfg(test)]
 mod tests;
