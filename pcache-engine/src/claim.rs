@@ -191,9 +191,7 @@ impl ClaimError {
     #[must_use]
     pub fn holder(&self) -> Option<&Holder> {
         match self {
-            ClaimError::Busy { holder, .. } | ClaimError::RangeBusy { holder, .. } => {
-                Some(holder)
-            }
+            ClaimError::Busy { holder, .. } | ClaimError::RangeBusy { holder, .. } => Some(holder),
             _ => None,
         }
     }

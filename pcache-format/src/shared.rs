@@ -203,7 +203,11 @@ impl SharedSuperblock {
             ));
         }
         if raw.flags.get() != 0 {
-            return Err(FormatError::new(s, at + 4, Reason::Invalid("unknown flags")));
+            return Err(FormatError::new(
+                s,
+                at + 4,
+                Reason::Invalid("unknown flags"),
+            ));
         }
         Ok(Self {
             uuid: raw.uuid,
@@ -493,7 +497,11 @@ impl CacheTable {
             ));
         }
         if header.flags.get() != 0 {
-            return Err(FormatError::new(s, at + 4, Reason::Invalid("unknown flags")));
+            return Err(FormatError::new(
+                s,
+                at + 4,
+                Reason::Invalid("unknown flags"),
+            ));
         }
         let mut entries = Vec::with_capacity(n);
         for i in 0..n {
@@ -585,7 +593,11 @@ impl CacheTable {
                 return Err(bad(i, 8, "range not aligned to 2 MiB"));
             }
             if e.len < CACHE_DEV_SIZE_MIN {
-                return Err(bad(i, 16, "range smaller than the smallest cache (512 MiB)"));
+                return Err(bad(
+                    i,
+                    16,
+                    "range smaller than the smallest cache (512 MiB)",
+                ));
             }
             if e.start < prev_end {
                 return Err(bad(

@@ -134,3 +134,90 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+/// One cache device for several backing devices: format a shared cache device, create and
+/// remove its caches (each in the kernel's format, in its own byte range), list them, and
+/// print the device-mapper tables that open one with the kernel's dm-pcache. The caches
+/// are served with `pcache-ublk add --cache DEVICE --name NAME`.
+#[derive(Debug, Parser)]
+#[command(name = "pcache-shared", version)]
+pub struct SharedArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: SharedCommand,
+}
+
+/// The subcommands of `pcache-shared`.
+#[derive(Debug, clap::Subcommand)]
+pub enum SharedCommand {
+    /// Format DEVICE as an empty shared cache device (refused if it holds anything
+    /// recognisable, unless --force).
+    Format {
+        /// Overwrite a device that holds a cache, a filesystem or other data.
+        #[arg(long)]
+        force: bool,
+        /// The cache device.
+        device: PathBuf,
+    },
+    /// Create a cache for a backing device in the free space of DEVICE, while the other
+    /// caches keep serving. Records the backing device's size and stable identity, which
+    /// every start checks.
+    Create {
+        /// The new cache's name (letters, digits, '.', '_', '-').
+        #[arg(long)]
+        name: String,
+        /// Its size (bytes, or with K/M/G/T; rounded down to 2 MiB; at least 512 MiB).
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+        /// The backing device it caches.
+        #[arg(long)]
+        backing: PathBuf,
+        /// Keys carry a CRC of their data.
+        #[arg(long)]
+        data_crc: bool,
+        /// Start GC when this percentage of segments is in use (0..=90).
+        #[arg(long, default_value_t = 70, value_parser = clap::value_parser!(u8).range(0..=90))]
+        gc_percent: u8,
+        /// The cache mode: writeback, writethrough, writearound, writeonly or passthrough.
+        #[arg(long, value_name = "MODE", default_value = "writeback")]
+        cache_mode: pcache_format::CacheMode,
+        /// Print the new cache as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The shared cache device.
+        device: PathBuf,
+    },
+    /// Remove a cache from DEVICE: refused while it is served, and while it holds dirty
+    /// data unless --force. Its bytes stay until a new cache takes the range.
+    Remove {
+        /// The cache (its name, or its id).
+        #[arg(long)]
+        name: String,
+        /// Remove it even though its dirty data is lost.
+        #[arg(long)]
+        force: bool,
+        /// The shared cache device.
+        device: PathBuf,
+    },
+    /// List the caches of DEVICE: range, backing device, who serves each; and the free
+    /// space.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The shared cache device.
+        device: PathBuf,
+    },
+    /// Print the dmsetup commands that open one cache with the kernel's dm-pcache: a
+    /// dm-linear device over its range, and the pcache target over that.
+    DmTable {
+        /// The cache (its name, or its id).
+        #[arg(long)]
+        name: String,
+        /// The backing device to put in the pcache table (default: the path recorded).
+        #[arg(long)]
+        backing: Option<PathBuf>,
+        /// The shared cache device.
+        device: PathBuf,
+    },
+}

@@ -21,8 +21,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use pcache_engine::claim::{self, Claim, ClaimError, Holder};
+use pcache_engine::claim::{self, Claim, ClaimError, Holder, RangeClaim};
+use pcache_engine::format::shared::TableEntry;
 use pcache_engine::media::{CacheMedia, DaxMedia, MediaError};
+use pcache_engine::shared::{SharedDevice, SharedError};
 
 use pcache_engine::report::image::{io_error as io_err, range};
 pub use pcache_engine::report::Image;
@@ -88,6 +90,10 @@ pub enum DeviceError {
     /// Another program holds the device; nothing was written.
     #[error("in use by {0}; nothing was written (stop it first)")]
     Busy(Holder),
+    /// The device is not a shared cache device, its table cannot be read, or it has no
+    /// such cache.
+    #[error(transparent)]
+    Shared(#[from] SharedError),
 }
 
 /// An opened cache device.
@@ -97,6 +103,12 @@ pub struct Device {
     size: u64,
     /// The mapping (none for an empty file).
     media: Option<DaxMedia>,
+    /// Where the bytes seen start on the device: the cache's range on a shared device.
+    base: u64,
+    /// The cache of a shared device this is, if it is one.
+    cache: Option<TableEntry>,
+    /// The range claim on that cache.
+    _range: Option<RangeClaim>,
     /// The bytes written since the last sync.
     dirty: Option<(u64, u64)>,
     /// Our claim, held as long as the device is open (none when a reader found it live).
@@ -153,10 +165,68 @@ impl Device {
             kind,
             size: media.as_ref().map_or(0, CacheMedia::len),
             media,
+            base: 0,
+            cache: None,
+            _range: None,
             dirty: None,
             _claim: claim,
             live,
         })
+    }
+
+    /// Opens the cache `sel` (a name, or an id) of the shared device at `path`: the bytes
+    /// seen are its range, exactly a kernel cache device of that size. The claim is the
+    /// range claim ([`RangeClaim`]): exclusive for [`Access::ReadWrite`], refused while
+    /// another program holds that cache; shared for [`Access::ReadOnly`], which opens a
+    /// cache a writer holds with [`Device::live`] set.
+    ///
+    /// # Errors
+    /// As [`Device::open`]; [`DeviceError::Shared`] when the device is not shared, its
+    /// table cannot be read, or it has no such cache.
+    pub fn open_cache(path: &Path, sel: &str, access: Access) -> Result<Self, DeviceError> {
+        let meta = std::fs::metadata(path).map_err(DeviceError::Open)?;
+        let kind = match claim::DeviceKind::of(&meta) {
+            Some(claim::DeviceKind::File) => DeviceKind::File,
+            Some(claim::DeviceKind::Block) => DeviceKind::Block,
+            Some(claim::DeviceKind::Char) => DeviceKind::Dax,
+            None => return Err(DeviceError::Unsupported("a special file")),
+        };
+        let ro = DaxMedia::open(path, true).map_err(media_err)?;
+        let entry = SharedDevice::read(&ro)?.entry(sel)?.clone();
+        drop(ro);
+        let exclusive = access == Access::ReadWrite;
+        let (range, live) =
+            match RangeClaim::take(path, &entry.name, entry.start, entry.len, exclusive) {
+                Ok(c) => (Some(c), None),
+                Err(ClaimError::RangeBusy { holder, .. }) if !exclusive => (None, Some(holder)),
+                Err(e) => return Err(claim_err(e)),
+            };
+        // Read again under the claim: the table may have changed in between.
+        let media = DaxMedia::open(path, !exclusive).map_err(media_err)?;
+        let now = SharedDevice::read(&media)?.entry(sel)?.clone();
+        if now != entry {
+            return Err(DeviceError::Shared(SharedError::NoSuchCache(
+                sel.to_owned(),
+            )));
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            kind,
+            size: entry.len,
+            media: Some(media),
+            base: entry.start,
+            cache: Some(entry),
+            _range: range,
+            dirty: None,
+            _claim: None,
+            live,
+        })
+    }
+
+    /// The cache of a shared device this is ([`Device::open_cache`]).
+    #[must_use]
+    pub fn cache(&self) -> Option<&TableEntry> {
+        self.cache.as_ref()
     }
 
     /// Who holds the device, if it was opened for reading while another program held it
@@ -181,7 +251,9 @@ impl Device {
 
 fn claim_err(e: ClaimError) -> DeviceError {
     match e {
-        ClaimError::Busy { holder, .. } => DeviceError::Busy(holder),
+        ClaimError::Busy { holder, .. } | ClaimError::RangeBusy { holder, .. } => {
+            DeviceError::Busy(holder)
+        }
         ClaimError::Device { source, .. } => DeviceError::Open(source),
         other => DeviceError::Open(io::Error::other(other)),
     }
@@ -204,7 +276,7 @@ impl Image for Device {
     fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
         range(off, buf.len(), self.size)?;
         match &self.media {
-            Some(m) => m.read(off, buf).map_err(io_err),
+            Some(m) => m.read(self.base + off, buf).map_err(io_err),
             None => Ok(()),
         }
     }
@@ -216,7 +288,8 @@ impl ImageMut for Device {
         let Some(m) = &self.media else {
             return Ok(());
         };
-        m.write(off, buf).map_err(io_err)?;
+        m.write(self.base + off, buf).map_err(io_err)?;
+        let off = self.base + off;
         let end = off + buf.len() as u64;
         self.dirty = Some(match self.dirty {
             Some((lo, hi)) => (lo.min(off), hi.max(end)),

@@ -28,6 +28,7 @@ pub mod mkfs;
 pub mod probe;
 pub mod progress;
 pub mod salvage;
+pub mod shared;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testimg;
 

@@ -60,6 +60,7 @@ impl fmt::Display for Found {
 
 /// `(offset, magic, description)` of the signatures checked.
 const SIGNATURES: &[(u64, &[u8], &str)] = &[
+    (4104, b"PCSHARED", "a pcache shared cache device"),
     (1080, &[0x53, 0xEF], "an ext2/3/4 filesystem"),
     (0, b"XFSB", "an XFS filesystem"),
     (65_600, b"_BHRfS_M", "a btrfs filesystem"),

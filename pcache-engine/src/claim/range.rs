@@ -79,12 +79,7 @@ impl RangeClaim {
         };
         match ofd_lock(&file, kind_of_lock, start, len) {
             Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EAGAIN | libc::EACCES)
-                ) =>
-            {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
                 return Err(ClaimError::RangeBusy {
                     path: path.to_owned(),
                     what: what.to_owned(),

@@ -76,13 +76,12 @@ fn truncate(s: &mut String, max: usize) {
 /// The path cannot be opened or sized.
 pub fn identify(path: &Path) -> io::Result<BackingRecord> {
     let meta = std::fs::metadata(path)?;
-    let size = crate::backing::FileBacking::open(path, true)
-        .map(|b| crate::backing::Backing::size(&b))?;
+    let size =
+        crate::backing::FileBacking::open(path, true).map(|b| crate::backing::Backing::size(&b))?;
     let id = match DeviceKind::of(&meta) {
         Some(DeviceKind::Block) => {
             let (major, minor) = major_minor(meta.rdev());
-            stable_id(&PathBuf::from(format!("/sys/dev/block/{major}:{minor}")))
-                .unwrap_or_default()
+            stable_id(&PathBuf::from(format!("/sys/dev/block/{major}:{minor}"))).unwrap_or_default()
         }
         _ => String::new(),
     };
@@ -119,7 +118,10 @@ impl BackingMismatch {
         }
         if !recorded.id.is_empty() && recorded.id != found.id {
             differences.push(if found.id.is_empty() {
-                format!("it has no stable identity, the cache was created for {}", recorded.id)
+                format!(
+                    "it has no stable identity, the cache was created for {}",
+                    recorded.id
+                )
             } else {
                 format!(
                     "it is {}, the cache was created for {}",
@@ -179,13 +181,18 @@ mod tests {
         let p = Path::new("/dev/vdc");
         let a = rec(1 << 30, "serial:A", "/dev/vdb");
         assert!(BackingMismatch::check("db", &a, &a, p).is_ok());
-        let e = BackingMismatch::check("db", &a, &rec(2 << 30, "serial:A", "/dev/vdc"), p)
-            .unwrap_err();
+        let e =
+            BackingMismatch::check("db", &a, &rec(2 << 30, "serial:A", "/dev/vdc"), p).unwrap_err();
         assert_eq!(e.differences.len(), 1, "{e}");
-        assert!(e.to_string().contains("its size is 2147483648 bytes"), "{e}");
-        let e = BackingMismatch::check("db", &a, &rec(1 << 30, "serial:B", "/dev/vdc"), p)
-            .unwrap_err();
-        assert!(e.to_string().contains("it is serial:B, the cache was created for serial:A"));
+        assert!(
+            e.to_string().contains("its size is 2147483648 bytes"),
+            "{e}"
+        );
+        let e =
+            BackingMismatch::check("db", &a, &rec(1 << 30, "serial:B", "/dev/vdc"), p).unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("it is serial:B, the cache was created for serial:A"));
         assert!(e.to_string().contains("created with /dev/vdb"), "{e}");
         // Without a recorded identity, only the size is compared (a file moved is fine).
         let f = rec(1 << 30, "", "/srv/a.img");

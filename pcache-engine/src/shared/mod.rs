@@ -139,7 +139,8 @@ fn read_bytes(m: &dyn CacheMedia, off: u64, len: u64) -> Result<Vec<u8>, SharedE
     // Callers read at most a table slot.
     #[allow(clippy::cast_possible_truncation)]
     let mut v = vec![0; len.min(m.len().saturating_sub(off)) as usize];
-    m.read(off, &mut v).map_err(media_err("read the cache table"))?;
+    m.read(off, &mut v)
+        .map_err(media_err("read the cache table"))?;
     Ok(v)
 }
 
@@ -228,10 +229,7 @@ impl SharedDevice {
     ///
     /// # Errors
     /// The range is not inside `device` (checked by the table already).
-    pub fn window(
-        device: &Arc<dyn CacheMedia>,
-        entry: &TableEntry,
-    ) -> Result<Window, SharedError> {
+    pub fn window(device: &Arc<dyn CacheMedia>, entry: &TableEntry) -> Result<Window, SharedError> {
         Window::new(device.clone(), entry.start, entry.len).map_err(media_err("open the cache"))
     }
 }
@@ -259,7 +257,9 @@ pub fn format(media: &dyn CacheMedia, uuid: [u8; 16]) -> Result<SharedDevice, Sh
     };
     // SF1: whatever the kernel's format kept in the first 64 KiB (superblock, cache_info,
     // tails) is gone, the empty table is in slot 0, and slot 1 holds no table.
-    media.zero(SB_OFF, TABLE_OFF - SB_OFF).map_err(media_err("format"))?;
+    media
+        .zero(SB_OFF, TABLE_OFF - SB_OFF)
+        .map_err(media_err("format"))?;
     media.flush(SB_OFF, TABLE_OFF - SB_OFF);
     let table = CacheTable::empty(uuid);
     w(table_slot_off(0), &table.encode())?;
@@ -291,7 +291,9 @@ pub fn commit(
     let slot = 1 - latest;
     let bytes = next.encode();
     let off = table_slot_off(slot);
-    media.write(off, &bytes).map_err(media_err("write the cache table"))?;
+    media
+        .write(off, &bytes)
+        .map_err(media_err("write the cache table"))?;
     // TB1: the new copy is durable before anything relies on it.
     media.flush(off, bytes.len() as u64);
     media.fence();

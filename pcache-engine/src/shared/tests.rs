@@ -125,8 +125,14 @@ fn bad_requests_change_nothing() {
     let before = m.changes.load(Ordering::Relaxed);
     let cases: Vec<(NewCache, &str)> = vec![
         (spec("db", 512 * MIB, "vde"), "exists already"),
-        (spec("new", 512 * MIB, "vdb"), "already the backing device of cache \"db\""),
-        (spec("new", 512 * MIB, "vde"), "no free range of 536870912 bytes"),
+        (
+            spec("new", 512 * MIB, "vdb"),
+            "already the backing device of cache \"db\"",
+        ),
+        (
+            spec("new", 512 * MIB, "vde"),
+            "no free range of 536870912 bytes",
+        ),
         (spec("new", 100 * MIB, "vde"), "at least 536870912 bytes"),
         (spec("a/b", 512 * MIB, "vde"), "bad cache name"),
         (spec("42", 512 * MIB, "vde"), "all digits"),
@@ -179,16 +185,25 @@ fn a_damaged_table_copy() {
     let mut dev = three(&device);
     let latest = dev.copies.latest().unwrap();
     // The older copy damaged: nothing changes for readers or writers.
-    device.write(table_slot_off(1 - latest) + 100, &[0xEE]).unwrap();
+    device
+        .write(table_slot_off(1 - latest) + 100, &[0xEE])
+        .unwrap();
     let dev2 = SharedDevice::read(&*device).unwrap();
     assert_eq!(dev2.table().unwrap(), dev.table().unwrap());
     // The latest damaged: the older copy is the table (one cache fewer).
     device.write(table_slot_off(latest) + 100, &[0xEE]).unwrap();
-    device.write(table_slot_off(1 - latest) + 100, &dev.table().unwrap().encode()[100..101]).unwrap();
+    device
+        .write(
+            table_slot_off(1 - latest) + 100,
+            &dev.table().unwrap().encode()[100..101],
+        )
+        .unwrap();
     let older = SharedDevice::read(&*device).unwrap();
     assert_eq!(older.table().unwrap().entries.len(), 2);
     // Both damaged: every operation refuses and writes nothing.
-    device.write(table_slot_off(1 - latest) + 100, &[0xEE]).unwrap();
+    device
+        .write(table_slot_off(1 - latest) + 100, &[0xEE])
+        .unwrap();
     dev = SharedDevice::read(&*device).unwrap();
     let before = m.changes.load(Ordering::Relaxed);
     assert!(matches!(dev.table(), Err(SharedError::Damaged { .. })));
@@ -250,7 +265,11 @@ fn power_cuts_during_table_updates() {
             // Unfenced stores of the next commit may have landed whole (torn images).
             let ok = t == &states[i].1
                 || (torn.is_some() && states.get(i + 1).is_some_and(|(_, s)| s == t));
-            assert!(ok, "cut {cut}: table seq {} (committed: {})", t.seq, states[i].1.seq);
+            assert!(
+                ok,
+                "cut {cut}: table seq {} (committed: {})",
+                t.seq, states[i].1.seq
+            );
             for e in &t.entries {
                 let w: Arc<dyn CacheMedia> = Arc::new(SharedDevice::window(&image, e).unwrap());
                 let c = Cache::open(

@@ -20,7 +20,11 @@ fn entry(name: &str, start: u64, len: u64) -> TableEntry {
 
 fn three() -> CacheTable {
     let mut t = CacheTable::empty([7; 16]);
-    for (name, start) in [("db", RANGES_OFF), ("logs", RANGES_OFF + GIB), ("web", 3 * GIB)] {
+    for (name, start) in [
+        ("db", RANGES_OFF),
+        ("logs", RANGES_OFF + GIB),
+        ("web", 3 * GIB),
+    ] {
         t = t.with_added(entry(name, start, GIB)).unwrap().0;
     }
     t
@@ -118,7 +122,10 @@ fn placement_is_first_fit() {
     let free = t.free(8 * GIB);
     assert_eq!(
         free,
-        [(RANGES_OFF + 2 * GIB, 3 * GIB - RANGES_OFF - 2 * GIB), (4 * GIB, 4 * GIB)]
+        [
+            (RANGES_OFF + 2 * GIB, 3 * GIB - RANGES_OFF - 2 * GIB),
+            (4 * GIB, 4 * GIB)
+        ]
     );
     assert_eq!(t.place(8 * GIB, 512 << 20), Some(RANGES_OFF + 2 * GIB));
     assert_eq!(t.place(8 * GIB, GIB), Some(4 * GIB));
@@ -130,7 +137,10 @@ fn placement_is_first_fit() {
     );
     let removed = t.with_removed(2).unwrap();
     assert_eq!(removed.seq, t.seq + 1);
-    assert_eq!(removed.place(8 * GIB, GIB + GIB / 2), Some(RANGES_OFF + GIB));
+    assert_eq!(
+        removed.place(8 * GIB, GIB + GIB / 2),
+        Some(RANGES_OFF + GIB)
+    );
     assert_eq!(removed.place(8 * GIB, 2 * GIB), Some(4 * GIB));
 }
 
@@ -147,7 +157,10 @@ fn latest_copy() {
     let torn = vec![0xAB; 200];
     assert_eq!(TableCopies::parse(&torn, &a).table().unwrap(), &old);
     assert_eq!(
-        TableCopies::parse(&torn, &torn).latest().unwrap_err().reason,
+        TableCopies::parse(&torn, &torn)
+            .latest()
+            .unwrap_err()
+            .reason,
         Reason::NoValidCopy
     );
     // Same seq, different content: refused, not guessed.
@@ -159,7 +172,10 @@ fn latest_copy() {
 #[test]
 fn dm_linear_line() {
     let e = entry("db", 4 * GIB, GIB);
-    assert_eq!(e.dm_linear("/dev/pmem0"), "0 2097152 linear /dev/pmem0 8388608");
+    assert_eq!(
+        e.dm_linear("/dev/pmem0"),
+        "0 2097152 linear /dev/pmem0 8388608"
+    );
 }
 
 #[test]
