@@ -28,6 +28,9 @@ pub struct MkfsArgs {
     /// Print nothing on success.
     #[arg(long, short)]
     pub quiet: bool,
+    /// On a shared cache device: the cache (its name, or its id) to format again (with --force, as it holds a cache).
+    #[arg(long, visible_alias = "cache", value_name = "NAME")]
+    pub name: Option<String>,
     /// The cache device.
     pub device: PathBuf,
 }
@@ -67,6 +70,9 @@ pub struct FsckArgs {
     /// The backing device, to check key bounds against its size (opened read-only).
     #[arg(long)]
     pub backing: Option<PathBuf>,
+    /// On a shared cache device: the cache (its name, or its id) to check (without it, the table and every cache are checked).
+    #[arg(long, visible_alias = "cache", value_name = "NAME")]
+    pub name: Option<String>,
     /// The cache device (opened read-only unless --repair).
     pub device: PathBuf,
 }
@@ -95,6 +101,9 @@ pub struct DumpArgs {
     /// The backing device, to check key bounds against its size (opened read-only).
     #[arg(long)]
     pub backing: Option<PathBuf>,
+    /// On a shared cache device: the cache (its name, or its id) to show (without it, the table is shown).
+    #[arg(long, visible_alias = "cache", value_name = "NAME")]
+    pub name: Option<String>,
     /// The cache device (opened read-only).
     pub device: PathBuf,
 }

@@ -19,6 +19,20 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Whether the device `m` (a whole device) is a shared cache device.
+///
+/// # Errors
+/// The read failed.
+pub fn is_shared<M: crate::Image + ?Sized>(m: &M) -> std::io::Result<bool> {
+    use pcache_engine::format::shared::{SharedSuperblock, SHARED_SB_SIZE};
+    if m.size() < pcache_engine::format::layout::SB_OFF + SHARED_SB_SIZE as u64 {
+        return Ok(false);
+    }
+    let mut sb = [0; SHARED_SB_SIZE];
+    m.read_at(pcache_engine::format::layout::SB_OFF, &mut sb)?;
+    Ok(SharedSuperblock::has_magic(&sb))
+}
+
 /// Why a `pcache-shared` command failed. Nothing was written unless said.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -14,7 +14,20 @@ fn run(args: &DumpArgs) -> Result<String> {
         (Some(p), _) => Some(backing_size(p).with_context(|| p.display().to_string())?),
         (None, s) => s,
     };
-    let dev = Device::open(&args.device, Access::ReadOnly).with_context(|| name.clone())?;
+    let dev = match &args.name {
+        Some(sel) => Device::open_cache(&args.device, sel, Access::ReadOnly),
+        None => Device::open(&args.device, Access::ReadOnly),
+    }
+    .with_context(|| name.clone())?;
+    if args.name.is_none() && pcache_tools::shared::is_shared(&dev)? {
+        // A shared device: its table (each cache is shown with --name).
+        let l = pcache_tools::shared::list(&args.device).with_context(|| name.clone())?;
+        return Ok(if args.json {
+            serde_json::to_string_pretty(&l)? + "\n"
+        } else {
+            pcache_tools::shared::text(&l) + "(pcache-dump --name NAME shows one cache)\n"
+        });
+    }
     if let Some(holder) = dev.live() {
         eprintln!("pcache-dump: {}", live_warning(&name, holder));
     }

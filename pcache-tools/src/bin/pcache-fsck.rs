@@ -26,35 +26,132 @@ fn run(args: &FsckArgs) -> Result<(String, i32)> {
     } else {
         Access::ReadOnly
     };
+    if let Some(sel) = &args.name {
+        let dev = Device::open_cache(&args.device, sel, access).with_context(|| name.clone())?;
+        let label = format!(
+            "{name} (cache {})",
+            dev.cache().map_or(sel.as_str(), |e| &e.name)
+        );
+        return check_one(args, dev, &label, &opts);
+    }
     // A repair takes the cache exclusively (refused while anything else holds it); a
     // check takes it shared, and goes on with a warning if a writer holds it.
-    let mut dev = Device::open(&args.device, access).with_context(|| name.clone())?;
+    let dev = Device::open(&args.device, access).with_context(|| name.clone())?;
+    if pcache_tools::shared::is_shared(&dev)? {
+        drop(dev);
+        return check_shared(args, &opts);
+    }
+    check_one(args, dev, &name, &opts)
+}
+
+/// A shared device: the table, then every cache in turn (each read through its range,
+/// with its own claim); the exit code is the union of theirs.
+fn check_shared(args: &FsckArgs, opts: &FsckOptions) -> Result<(String, i32)> {
+    let name = args.device.display().to_string();
+    let media =
+        pcache_engine::media::DaxMedia::open(&args.device, true).with_context(|| name.clone())?;
+    let shared = pcache_engine::shared::SharedDevice::read(&media);
+    let (mut out, mut code) = (String::new(), exit::CLEAN);
+    let shared = match shared {
+        Ok(s) => s,
+        Err(e) => {
+            return Ok((
+                format!("{name}: shared cache device: {e}\n"),
+                exit::UNCORRECTED,
+            ))
+        }
+    };
+    let table = match shared.table() {
+        Ok(t) => t.clone(),
+        Err(e) => return Ok((format!("{name}: cache table: {e}\n"), exit::UNCORRECTED)),
+    };
+    for (i, slot) in shared.copies.slots.iter().enumerate() {
+        if let Err(e) = slot {
+            out += &format!(
+                "{name}: warning: cache table copy {i} is damaged ({e}); the next table update rewrites it\n"
+            );
+        }
+    }
+    out += &format!(
+        "{name}: shared cache device, cache table seq {}: {} cache(s), ranges inside the device and apart\n",
+        table.seq,
+        table.entries.len()
+    );
+    let access = if opts.repair {
+        Access::ReadWrite
+    } else {
+        Access::ReadOnly
+    };
+    let mut docs = Vec::new();
+    for e in &table.entries {
+        let label = format!("{name} (cache {})", e.name);
+        let dev = Device::open_cache(&args.device, &e.id.to_string(), access)
+            .with_context(|| label.clone())?;
+        let mut one = opts.clone();
+        one.backing_size = one.backing_size.or(Some(e.backing.size));
+        let (o, c) = check_one(args, dev, &label, &one)?;
+        code |= c;
+        if args.json {
+            docs.push(serde_json::json!({
+                "name": e.name,
+                "id": e.id,
+                "report": serde_json::from_str::<serde_json::Value>(&o)?,
+            }));
+        } else {
+            out += &o;
+        }
+    }
+    if args.json {
+        let warnings: Vec<String> = out.lines().map(str::to_owned).collect();
+        let doc = serde_json::json!({
+            "schema": pcache_engine::JSON_SCHEMA,
+            "device": name,
+            "shared": true,
+            "table_seq": table.seq,
+            "messages": warnings,
+            "caches": docs,
+            "exit_code": code,
+        });
+        return Ok((serde_json::to_string_pretty(&doc)? + "\n", code));
+    }
+    Ok((out, code))
+}
+
+fn check_one(
+    args: &FsckArgs,
+    mut dev: Device,
+    name: &str,
+    opts: &FsckOptions,
+) -> Result<(String, i32)> {
+    let repair = opts.repair;
     if let Some(holder) = dev.live() {
-        eprintln!("pcache-fsck: {}", live_warning(&name, holder));
+        eprintln!("pcache-fsck: {}", live_warning(name, holder));
     }
     tracing::info!(device = %name, repair, "checking");
     let live = dev.live().cloned();
+    let entry = dev.cache().cloned();
     let bar = byte_spinner("checking", false);
     let mut metered = Metered::new(&mut dev, bar.clone());
     let report = if repair {
-        fsck::check_and_repair(&mut metered, &opts).with_context(|| name.clone())?
+        fsck::check_and_repair(&mut metered, opts).with_context(|| name.to_owned())?
     } else {
-        fsck::check(&metered, &opts).with_context(|| format!("{name}: read failed"))?
+        fsck::check(&metered, opts).with_context(|| format!("{name}: read failed"))?
     };
     bar.finish_and_clear();
     let mut report = report;
     // The second verdict: would pcache's own replay load it?
     if report.status.is_some() || report.kernel_refuses {
-        let size = fsck::verdict::backing_size(backing, report.max_key_end);
-        fsck::verdict::apply(
-            &mut report,
-            fsck::verdict::pcache_refuses(&args.device, size),
-        );
+        let size = fsck::verdict::backing_size(opts.backing_size, report.max_key_end);
+        let refuses = match &entry {
+            Some(e) => fsck::verdict::pcache_refuses_in(&args.device, e, size),
+            None => fsck::verdict::pcache_refuses(&args.device, size),
+        };
+        fsck::verdict::apply(&mut report, refuses);
     }
     let mut out = if args.json {
-        with_live(fsck::json(&report, &name), live.as_ref()) + "\n"
+        with_live(fsck::json(&report, name), live.as_ref()) + "\n"
     } else {
-        fsck::text(&report, &name)
+        fsck::text(&report, name)
     };
     if args.preen && !args.json && report.exit_code & exit::UNCORRECTED != 0 {
         out += &format!(

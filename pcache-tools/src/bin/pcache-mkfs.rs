@@ -13,7 +13,11 @@ use std::process::ExitCode;
 
 fn run(args: &MkfsArgs) -> Result<mkfs::Geometry> {
     let name = || args.device.display().to_string();
-    let mut dev = Device::open(&args.device, Access::ReadWrite).with_context(name)?;
+    let mut dev = match &args.name {
+        Some(sel) => Device::open_cache(&args.device, sel, Access::ReadWrite),
+        None => Device::open(&args.device, Access::ReadWrite),
+    }
+    .with_context(name)?;
     let opts = MkfsOptions {
         data_crc: args.data_crc,
         gc_percent: args.gc_percent,

@@ -49,6 +49,23 @@ pub fn pcache_refuses(path: &Path, backing_size: u64) -> Option<String> {
     refuses(media, backing_size)
 }
 
+/// As [`pcache_refuses`], for cache `entry` of the shared device at `path`.
+#[must_use]
+pub fn pcache_refuses_in(
+    path: &Path,
+    entry: &pcache_engine::format::shared::TableEntry,
+    backing_size: u64,
+) -> Option<String> {
+    let media: Arc<dyn CacheMedia> = match DaxMedia::open(path, true) {
+        Ok(m) => Arc::new(m),
+        Err(e) => return Some(format!("cannot map it: {e}")),
+    };
+    match pcache_engine::shared::SharedDevice::window(&media, entry) {
+        Ok(w) => refuses(Arc::new(w), backing_size),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
 /// As [`pcache_refuses`], on open media.
 #[must_use]
 pub fn refuses(media: Arc<dyn CacheMedia>, backing_size: u64) -> Option<String> {
