@@ -1,5 +1,5 @@
 //! `cargo run --example tools-docgen -p pcache-tools -- SHARE_DIR`: writes the man pages and the
-//! bash, zsh and fish completions of the four tools, generated from their clap definitions
+//! bash, zsh and fish completions of the five tools, generated from their clap definitions
 //! (`pcache_tools::args`), under SHARE_DIR (`man/man8`, `bash-completion/completions`,
 //! `zsh/site-functions`, `fish/vendor_completions.d`). `cargo xtask install` runs it; it
 //! is an example so that neither clap_mangen nor clap_complete ships in the tools. The
@@ -7,7 +7,7 @@
 
 use clap::CommandFactory;
 use clap_complete::Shell;
-use pcache_tools::args::{DumpArgs, FsckArgs, MkfsArgs, ReplayArgs};
+use pcache_tools::args::{DumpArgs, FsckArgs, MkfsArgs, ReplayArgs, SharedArgs};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -17,6 +17,7 @@ const SEE_ALSO: &[&str] = &[
     "pcache-fsck",
     "pcache-dump",
     "pcache-replay",
+    "pcache-shared",
     "pcache-ublk",
 ];
 
@@ -32,6 +33,7 @@ fn main() -> std::io::Result<()> {
         FsckArgs::command(),
         DumpArgs::command(),
         ReplayArgs::command(),
+        SharedArgs::command(),
     ] {
         man_pages(cmd.clone(), &share.join("man/man8"))?;
         completions(cmd, &share)?;

@@ -18,6 +18,7 @@ const SEE_ALSO: &[&str] = &[
     "pcache-fsck",
     "pcache-dump",
     "pcache-replay",
+    "pcache-shared",
     "pcache-ublk",
 ];
 

@@ -23,7 +23,7 @@ mod extract;
 
 use clap::{CommandFactory, Parser};
 use extract::{CmdLine, Origin};
-use pcache_tools::args::{DumpArgs, FsckArgs, MkfsArgs, ReplayArgs};
+use pcache_tools::args::{DumpArgs, FsckArgs, MkfsArgs, ReplayArgs, SharedArgs};
 use std::path::{Path, PathBuf};
 
 /// Programs that are not ours: documented commands that are not checked, and why.
@@ -95,11 +95,19 @@ enum Tool {
     Fsck,
     Dump,
     Replay,
+    Shared,
     Ublk,
 }
 
 impl Tool {
-    const ALL: [Self; 5] = [Self::Mkfs, Self::Fsck, Self::Dump, Self::Replay, Self::Ublk];
+    const ALL: [Self; 6] = [
+        Self::Mkfs,
+        Self::Fsck,
+        Self::Dump,
+        Self::Replay,
+        Self::Shared,
+        Self::Ublk,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -107,6 +115,7 @@ impl Tool {
             Self::Fsck => "pcache-fsck",
             Self::Dump => "pcache-dump",
             Self::Replay => "pcache-replay",
+            Self::Shared => "pcache-shared",
             Self::Ublk => "pcache-ublk",
         }
     }
@@ -123,6 +132,7 @@ impl Tool {
             Self::Fsck => FsckArgs::command(),
             Self::Dump => DumpArgs::command(),
             Self::Replay => ReplayArgs::command(),
+            Self::Shared => SharedArgs::command(),
             Self::Ublk => pcache_ublk::cli::Cli::command(),
         }
     }
@@ -136,6 +146,7 @@ impl Tool {
             Self::Fsck => FsckArgs::try_parse_from(argv).map(drop).map_err(clap_err),
             Self::Dump => DumpArgs::try_parse_from(argv).map(drop).map_err(clap_err),
             Self::Replay => ReplayArgs::try_parse_from(argv).map(drop).map_err(clap_err),
+            Self::Shared => SharedArgs::try_parse_from(argv).map(drop).map_err(clap_err),
             Self::Ublk => {
                 let cli = pcache_ublk::cli::Cli::try_parse_from(argv).map_err(clap_err)?;
                 if let pcache_ublk::cli::Command::Add(a) = cli.command {

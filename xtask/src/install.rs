@@ -21,8 +21,9 @@ const HELP: &str = "\
 usage: cargo xtask install [--prefix P] [--destdir D] [--check]
 
 Builds the release binaries (cargo build --release --workspace --bins) and installs
-  P/bin/                              pcache-mkfs pcache-fsck pcache-dump pcache-replay pcache-ublk
-  P/share/man/man8/                   a page per binary and per pcache-ublk subcommand
+  P/bin/                              pcache-mkfs pcache-fsck pcache-dump pcache-replay pcache-shared
+                                      pcache-ublk
+  P/share/man/man8/                   a page per binary and per subcommand
   P/share/bash-completion/completions/, P/share/zsh/site-functions/,
   P/share/fish/vendor_completions.d/  completions
   P/lib/systemd/system/               pcache-ublk@.service (running P/bin/pcache-ublk)
@@ -619,8 +620,8 @@ Description: persistent-memory write-back cache for block devices (dm-pcache in 
  that of Linux's dm-pcache, so a cache moves between the kernel target and pcache.
  .
  This package holds the daemon pcache-ublk (with a systemd unit template,
- pcache-ublk@.service) and the tools pcache-mkfs, pcache-fsck, pcache-dump and
- pcache-replay, with their man pages and bash, zsh and fish completions.
+ pcache-ublk@.service) and the tools pcache-mkfs, pcache-fsck, pcache-dump,
+ pcache-replay and pcache-shared, with their man pages and bash, zsh and fish completions.
 "
     )
 }

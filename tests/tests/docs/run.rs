@@ -6,6 +6,7 @@
 //!   `testimg::samples::data_keys` cache (dirty keys included) when the block starts;
 //!   each `pcache-mkfs` line gets a fresh (zeroed) one, as a device being formatted for the
 //!   first time would be (the documents' mkfs lines are alternatives, not a sequence).
+//!   `pcache-shared format` gets a fresh sparse 8 GiB one.
 //! - `/dev/sdX`, `/dev/vdX`, `/dev/nvme…`, `/dev/disk/…` are sparse backing images.
 //! - Relative paths (`--export disk.img`) land in the block's scratch directory, its
 //!   working directory.
@@ -19,6 +20,9 @@ use super::{is_placeholder, Tool, NOT_RUN};
 use pcache_tools::testimg::samples;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// A shared cache device formatted by `pcache-shared format` (sparse).
+const SHARED_SIZE: u64 = 8 << 30;
 
 /// The backing images: the sample's keys reach 64 MiB + 4 KiB.
 const BACKING_SIZE: u64 = 80 << 20;
@@ -38,7 +42,13 @@ pub fn binaries() -> Result<PathBuf, String> {
         .iter()
         .filter_map(|d| newest(&super::repo().join(d)))
         .max();
-    for t in [Tool::Mkfs, Tool::Fsck, Tool::Dump, Tool::Replay] {
+    for t in [
+        Tool::Mkfs,
+        Tool::Fsck,
+        Tool::Dump,
+        Tool::Replay,
+        Tool::Shared,
+    ] {
         let bin = dir.join(t.name());
         let built = std::fs::metadata(&bin)
             .and_then(|m| m.modified())
@@ -191,6 +201,14 @@ fn run_block(bins: &Path, file: &str, block: &[&CmdLine]) -> Result<usize, Strin
                 (Some(_), _) => image(dir.path(), w).display().to_string(),
             })
             .collect();
+        if *tool == Tool::Shared && c.words.get(1).is_some_and(|w| w == "format") {
+            // A shared device: room for a few caches (sparse).
+            for w in c.words[2..].iter().map(|w| value(w)) {
+                if device(w) == Some(Dev::Cache) {
+                    fresh(&image(dir.path(), w), SHARED_SIZE).map_err(|e| err(c, e.to_string()))?;
+                }
+            }
+        }
         if *tool == Tool::Mkfs {
             for w in c.words[1..].iter().map(|w| value(w)) {
                 if device(w) == Some(Dev::Cache) {

@@ -21,6 +21,7 @@ pub const BINS: &[&str] = &[
     "pcache-fsck",
     "pcache-dump",
     "pcache-replay",
+    "pcache-shared",
     "pcache-ublk",
 ];
 
