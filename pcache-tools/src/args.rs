@@ -147,7 +147,7 @@ pub struct ReplayArgs {
 /// One cache device for several backing devices: format a shared cache device, create and
 /// remove its caches (each in the kernel's format, in its own byte range), list them, and
 /// print the device-mapper tables that open one with the kernel's dm-pcache. The caches
-/// are served with `pcache-ublk add --cache DEVICE --name NAME`.
+/// are served with `pcache-ublk add --cache DEVICE --name NAME --backing BACKING`.
 #[derive(Debug, Parser)]
 #[command(name = "pcache-shared", version)]
 pub struct SharedArgs {

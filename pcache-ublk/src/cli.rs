@@ -69,6 +69,9 @@ pub struct DeviceArgs {
     /// The cache device: /dev/daxN.M, /dev/pmemN, or a file (formatted by pcache-mkfs).
     #[arg(long, value_name = "DEV")]
     pub cache: PathBuf,
+    /// On a shared cache device (pcache-shared): the cache to serve (its name, or id).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     /// The backing block device (or a file).
     #[arg(long, value_name = "DEV")]
     pub backing: PathBuf,
@@ -107,6 +110,15 @@ pub struct AddArgs {
     /// The cache device: /dev/daxN.M, /dev/pmemN, or a file (formatted by pcache-mkfs).
     #[arg(long, value_name = "DEV", required_unless_present = "ram_target")]
     pub cache: Option<PathBuf>,
+    /// On a shared cache device (pcache-shared): the cache to serve (its name, or its
+    /// id). Its backing device must be the one it was created for (size and identity).
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "cache",
+        conflicts_with = "ram_target"
+    )]
+    pub name: Option<String>,
     /// The backing block device (or a file); /dev/ublkbN has its size.
     #[arg(long, value_name = "DEV", required_unless_present = "ram_target")]
     pub backing: Option<PathBuf>,
@@ -256,6 +268,11 @@ pub enum Backend {
     Cache {
         /// The cache device.
         cache: PathBuf,
+        /// The cache of a shared cache device, by name or id.
+        name: Option<String>,
+        /// That cache's range on the device, `(start, len)`: set by
+        /// [`crate::daemon::claim`] from the table.
+        range: Option<(u64, u64)>,
         /// The backing device.
         backing: PathBuf,
         /// Data CRCs: as given on the command line until [`crate::daemon::claim`] reads
@@ -336,6 +353,8 @@ impl AddArgs {
             }
             (Some(cache), Some(backing), None) => Ok(Backend::Cache {
                 cache: cache.clone(),
+                name: self.name.clone(),
+                range: None,
                 backing: backing.clone(),
                 data_crc: self.data_crc,
             }),
@@ -453,6 +472,8 @@ mod tests {
             a.validate().unwrap(),
             Backend::Cache {
                 cache: "/dev/pmem0".into(),
+                name: None,
+                range: None,
                 backing: "/dev/sdb".into(),
                 data_crc: Some(true)
             }

@@ -185,6 +185,8 @@ pub struct DeviceRow {
     pub pid: Option<u32>,
     /// The cache device.
     pub cache: Option<PathBuf>,
+    /// The cache served, on a shared cache device.
+    pub cache_name: Option<String>,
     /// The backing device.
     pub backing: Option<PathBuf>,
     /// Queues and depth.
@@ -231,6 +233,7 @@ pub fn list_devices() -> Vec<DeviceRow> {
             state,
             pid,
             cache: td.cache,
+            cache_name: td.cache_name,
             backing: td.backing,
             queues: Some(td.queues),
             depth: Some(td.depth),
@@ -262,7 +265,11 @@ pub fn format_list(rows: &[DeviceRow]) -> String {
             r.queues
                 .zip(r.depth)
                 .map_or_else(|| "-".into(), |(q, d)| format!("{q}x{d}")),
-            opt_path(r.cache.as_ref(), ram),
+            opt_path(r.cache.as_ref(), ram)
+                + &r.cache_name
+                    .as_ref()
+                    .map(|n| format!(":{n}"))
+                    .unwrap_or_default(),
             opt_path(r.backing.as_ref(), ram),
         ));
     }
@@ -462,6 +469,7 @@ mod tests {
                 state: "LIVE".into(),
                 pid: Some(42),
                 cache: Some("/dev/pmem0".into()),
+                cache_name: None,
                 backing: Some("/dev/vdb".into()),
                 queues: Some(2),
                 depth: Some(128),
@@ -473,6 +481,7 @@ mod tests {
                 state: "STALE".into(),
                 pid: None,
                 cache: None,
+                cache_name: None,
                 backing: None,
                 queues: Some(1),
                 depth: Some(64),

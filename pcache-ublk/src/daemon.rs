@@ -37,8 +37,10 @@ use crate::state::{self, CopyMode, RunRecord, TargetData};
 use crate::target::{MemTarget, Target};
 use crate::unflushed::{Guarded, Unflushed};
 use crate::{queue, rpc};
-use pcache_engine::claim::{claim_pair, Claim};
-use pcache_engine::media::DaxMedia;
+use pcache_engine::claim::{claim_pair, Claim, RangeClaim};
+use pcache_engine::format::shared::TableEntry;
+use pcache_engine::media::{CacheMedia, DaxMedia};
+use pcache_engine::shared::{identify, BackingMismatch, SharedDevice, SharedError};
 use pcache_engine::Cache;
 
 pub use crate::lifecycle::{
@@ -167,7 +169,7 @@ pub struct Opened {
     /// The target.
     pub target: Arc<dyn Target>,
     /// The cache and backing claims (none for the RAM target).
-    pub claims: Option<(Claim, Claim)>,
+    pub claims: Option<(CacheClaim, Claim)>,
 }
 
 impl std::fmt::Debug for Opened {
@@ -185,19 +187,89 @@ impl std::fmt::Debug for Opened {
 ///
 /// # Errors
 /// [`Error::Claim`] for a missing, wrong or busy device; as [`check_cache`].
-pub fn claim(backend: &mut Backend) -> Result<Option<(Claim, Claim)>, Error> {
+pub fn claim(backend: &mut Backend) -> Result<Option<(CacheClaim, Claim)>, Error> {
     match backend {
         Backend::Ram { .. } => Ok(None),
         Backend::Cache {
             cache,
+            name: None,
+            backing,
+            data_crc,
+            ..
+        } => {
+            let (c, b) = claim_pair(cache, backing, true)?;
+            *data_crc = Some(check_cache(cache, *data_crc)?);
+            Ok(Some((CacheClaim::Whole(c), b)))
+        }
+        Backend::Cache {
+            cache,
+            name: Some(name),
+            range,
             backing,
             data_crc,
         } => {
-            let claims = claim_pair(cache, backing, true)?;
-            *data_crc = Some(check_cache(cache, *data_crc)?);
+            let (claims, entry) = claim_shared(cache, name, backing)?;
+            let media: Arc<dyn CacheMedia> = Arc::new(map_cache(cache)?);
+            let window =
+                SharedDevice::window(&media, &entry).map_err(|e| shared_error(cache, e))?;
+            *data_crc = Some(check_cache_on(&window, cache, *data_crc)?);
+            *range = Some((entry.start, entry.len));
             Ok(Some(claims))
         }
     }
+}
+
+/// A claim on the cache: the whole device, or one cache's range of a shared device.
+#[derive(Debug)]
+pub enum CacheClaim {
+    /// The whole device ([`Claim::exclusive`]).
+    Whole(Claim),
+    /// One cache of a shared device ([`RangeClaim`]).
+    Range(RangeClaim),
+}
+
+fn shared_error(cache: &Path, e: SharedError) -> Error {
+    Error::Invalid(format!("{}: {e}", cache.display()))
+}
+
+fn map_cache(cache: &Path) -> Result<DaxMedia, Error> {
+    DaxMedia::open(cache, true).map_err(|source| Error::CacheMedia {
+        path: cache.to_owned(),
+        source,
+    })
+}
+
+/// Claims cache `name` of the shared device `cache` (its range, exclusively) and the
+/// backing device, and checks that the backing device is the one the cache was created
+/// for (size and stable identity), all before anything is written.
+fn claim_shared(
+    cache: &Path,
+    name: &str,
+    backing: &Path,
+) -> Result<((CacheClaim, Claim), TableEntry), Error> {
+    let read_entry = || -> Result<TableEntry, Error> {
+        let media = map_cache(cache)?;
+        let dev = SharedDevice::read(&media).map_err(|e| shared_error(cache, e))?;
+        dev.entry(name).cloned().map_err(|e| shared_error(cache, e))
+    };
+    let entry = read_entry()?;
+    let range = RangeClaim::take(cache, &entry.name, entry.start, entry.len, true)?;
+    // Under the claim, the table must still say the same.
+    if read_entry()? != entry {
+        return Err(Error::Invalid(format!(
+            "{}: cache {name} changed while it was being claimed",
+            cache.display()
+        )));
+    }
+    let b = Claim::exclusive("backing", backing)?;
+    let found = identify(backing).map_err(|source| Error::Device {
+        role: "backing",
+        path: backing.to_owned(),
+        source,
+    })?;
+    BackingMismatch::check(&entry.name, &entry.backing, &found, backing)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(((CacheClaim::Range(range), b), entry))
 }
 
 /// Reads the cache's format through a read-only mapping and returns its data_crc setting:
@@ -210,11 +282,19 @@ pub fn claim(backend: &mut Backend) -> Result<Option<(Claim, Claim)>, Error> {
 /// formatted, [`Error::Open`] if its metadata is damaged, [`Error::Invalid`] if `asked`
 /// contradicts it.
 pub fn check_cache(cache: &Path, asked: Option<bool>) -> Result<bool, Error> {
-    let media = DaxMedia::open(cache, true).map_err(|source| Error::CacheMedia {
-        path: cache.to_owned(),
-        source,
-    })?;
-    let info = Cache::peek_info(&media).map_err(|e| crate::engine::open_error(cache, e))?;
+    check_cache_on(&map_cache(cache)?, cache, asked)
+}
+
+/// As [`check_cache`], on media already mapped (`cache` names it in messages).
+///
+/// # Errors
+/// As [`check_cache`].
+pub fn check_cache_on(
+    media: &dyn CacheMedia,
+    cache: &Path,
+    asked: Option<bool>,
+) -> Result<bool, Error> {
+    let info = Cache::peek_info(media).map_err(|e| crate::engine::open_error(cache, e))?;
     let on_off = |b: bool| if b { "on" } else { "off" };
     match (info.map(|i| i.data_crc), asked) {
         (Some(held), Some(asked)) if held != asked => Err(Error::Invalid(format!(
@@ -238,7 +318,7 @@ pub fn open_target(
     backend: &Backend,
     queues: u16,
     tuning: Tuning,
-    claims: Option<(Claim, Claim)>,
+    claims: Option<(CacheClaim, Claim)>,
 ) -> Result<Opened, Error> {
     match backend {
         Backend::Ram { size } => Ok(Opened {
@@ -247,12 +327,15 @@ pub fn open_target(
         }),
         Backend::Cache {
             cache,
+            range,
             backing,
             data_crc,
+            ..
         } => {
             let data_crc = data_crc.unwrap_or(false);
             tracing::info!(cache = %cache.display(), backing = %backing.display(), data_crc, "opening the cache (replay)");
-            let target = EngineTarget::open(cache, backing, data_crc, u32::from(queues), tuning)?;
+            let target =
+                EngineTarget::open(cache, *range, backing, data_crc, u32::from(queues), tuning)?;
             Ok(Opened {
                 target: Arc::new(target),
                 claims,
@@ -262,21 +345,25 @@ pub fn open_target(
 }
 
 fn target_data(plan: &Plan, copy_mode: CopyMode, size: u64) -> TargetData {
-    let (cache, backing, data_crc, ram) = match &plan.backend {
+    let (cache, cache_name, backing, data_crc, ram) = match &plan.backend {
         Backend::Cache {
             cache,
+            name,
             backing,
             data_crc,
+            ..
         } => (
             Some(absolute(cache)),
+            name.clone(),
             Some(absolute(backing)),
             data_crc.unwrap_or(false),
             None,
         ),
-        Backend::Ram { size } => (None, None, false, Some(*size)),
+        Backend::Ram { size } => (None, None, None, false, Some(*size)),
     };
     TargetData {
         cache,
+        cache_name,
         backing,
         data_crc,
         queues: plan.queues,
@@ -368,9 +455,22 @@ pub fn check_same_devices(old: Option<&TargetData>, backend: &Backend) -> Result
         tracing::warn!("no record of what the device served; trusting the command line");
         return Ok(());
     };
-    let Backend::Cache { cache, backing, .. } = backend else {
+    let Backend::Cache {
+        cache,
+        name,
+        backing,
+        ..
+    } = backend
+    else {
         return Err(Error::Invalid("recover needs --cache and --backing".into()));
     };
+    if old.cache_name != *name {
+        return Err(Error::Invalid(format!(
+            "the device served cache {}, not {}",
+            old.cache_name.as_deref().unwrap_or("(the whole device)"),
+            name.as_deref().unwrap_or("the whole device")
+        )));
+    }
     let same = |recorded: Option<&PathBuf>, given: &Path| match recorded {
         None => false,
         Some(r) => {

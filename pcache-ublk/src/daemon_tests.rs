@@ -57,6 +57,8 @@ fn plan(cache: &Path, backing: &Path, data_crc: Option<bool>) -> Plan {
         mode: Mode::Add { id: None },
         backend: Backend::Cache {
             cache: cache.to_owned(),
+            name: None,
+            range: None,
             backing: backing.to_owned(),
             data_crc,
         },
@@ -130,6 +132,7 @@ fn state_names_cover_the_kernel_states() {
 fn recover_refuses_other_devices_than_those_served() {
     let old = TargetData {
         cache: Some("/dev/pmem0".into()),
+        cache_name: None,
         backing: Some("/dev/vdb".into()),
         data_crc: true,
         queues: 2,
@@ -143,6 +146,8 @@ fn recover_refuses_other_devices_than_those_served() {
     };
     let backend = |c: &str, b: &str| Backend::Cache {
         cache: c.into(),
+        name: None,
+        range: None,
         backing: b.into(),
         data_crc: None,
     };
@@ -199,8 +204,8 @@ fn hash_file(p: &Path) -> u64 {
 /// Activates the superblock-only cache once (the engine formats it with `data_crc`) and
 /// closes it, as a cache that has been served before.
 fn activate(cache: &Path, backing: &Path, data_crc: bool) {
-    let t =
-        crate::engine::EngineTarget::open(cache, backing, data_crc, 1, Tuning::default()).unwrap();
+    let t = crate::engine::EngineTarget::open(cache, None, backing, data_crc, 1, Tuning::default())
+        .unwrap();
     t.close().unwrap();
 }
 
@@ -394,4 +399,125 @@ fn ram_device_end_to_end_through_ublk() {
     drop(dev);
     life.request_stop();
     server.join().unwrap().unwrap();
+}
+
+/// A shared cache device file with caches `a` and `b`, for the backing files
+/// `backing-a.img` and `backing-b.img`.
+fn shared_devices(dir: &tempfile::TempDir) -> (PathBuf, PathBuf, PathBuf) {
+    let path = dir.path().join("shared.img");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len((2 << 20) + 2 * CACHE)
+        .unwrap();
+    let media: Arc<dyn CacheMedia> = Arc::new(DaxMedia::open(&path, false).unwrap());
+    let mut dev = pcache_engine::shared::format(&*media, [1; 16]).unwrap();
+    let mut backings = Vec::new();
+    for name in ["a", "b"] {
+        let b = dir.path().join(format!("backing-{name}.img"));
+        std::fs::File::create(&b).unwrap().set_len(BACKING).unwrap();
+        let spec = pcache_engine::shared::NewCache {
+            name: name.into(),
+            size: CACHE,
+            backing: identify(&b).unwrap(),
+            data_crc: name == "b",
+            gc_percent: None,
+            cache_mode: None,
+            created: 0,
+        };
+        pcache_engine::shared::create(&media, &mut dev, spec).unwrap();
+        backings.push(b);
+    }
+    (path, backings.remove(0), backings.remove(0))
+}
+
+fn shared_plan(cache: &Path, name: &str, backing: &Path) -> Plan {
+    let mut p = plan(cache, backing, None);
+    if let Backend::Cache { name: n, .. } = &mut p.backend {
+        *n = Some(name.into());
+    }
+    p
+}
+
+#[test]
+fn one_cache_of_a_shared_device_is_claimed_alone_and_checked_against_its_backing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shared, ba, bb) = shared_devices(&dir);
+    let mut a = shared_plan(&shared, "a", &ba).backend;
+    let held_a = claim(&mut a).unwrap();
+    let Backend::Cache {
+        range, data_crc, ..
+    } = &a
+    else {
+        unreachable!()
+    };
+    assert_eq!(*range, Some((2 << 20, CACHE)));
+    assert_eq!(*data_crc, Some(false));
+    // The other cache is claimed beside it, with its own data_crc.
+    let mut b = shared_plan(&shared, "2", &bb).backend;
+    let held_b = claim(&mut b).unwrap();
+    assert!(matches!(
+        &b,
+        Backend::Cache {
+            data_crc: Some(true),
+            ..
+        }
+    ));
+    drop(held_b);
+    // The same cache twice: refused, and nothing changes.
+    let err = refused(shared_plan(&shared, "a", &ba), &shared, &ba);
+    assert!(err.to_string().starts_with("cache a of "), "{err}");
+    drop(held_a);
+    // The wrong backing device: refused, saying what differs.
+    let other = dir.path().join("other.img");
+    std::fs::File::create(&other)
+        .unwrap()
+        .set_len(2 * BACKING)
+        .unwrap();
+    let err = refused(shared_plan(&shared, "a", &other), &shared, &other);
+    assert!(
+        err.to_string()
+            .contains("is not the device cache \"a\" was created for: its size is"),
+        "{err}"
+    );
+    // No such cache; a device that is not shared.
+    let err = refused(shared_plan(&shared, "c", &ba), &shared, &ba);
+    assert!(err.to_string().contains("no cache named \"c\""), "{err}");
+    let (plain, pb) = devices(&dir);
+    let err = refused(shared_plan(&plain, "a", &pb), &plain, &pb);
+    assert!(
+        err.to_string().contains("not a shared cache device"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_cache_of_a_shared_device_writes_only_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shared, ba, _) = shared_devices(&dir);
+    let before_b = {
+        let f = std::fs::read(&shared).unwrap();
+        pcache_engine::format::pcache_crc(&f[(2 << 20) + CACHE as usize..])
+    };
+    let target = crate::engine::EngineTarget::open(
+        &shared,
+        Some((2 << 20, CACHE)),
+        &ba,
+        false,
+        1,
+        Tuning::default(),
+    )
+    .unwrap();
+    target.cache().write(0, 0, &[0xA5; 65536], true).unwrap();
+    target.cache().close().unwrap();
+    drop(target);
+    let f = std::fs::read(&shared).unwrap();
+    assert_eq!(
+        pcache_engine::format::pcache_crc(&f[(2 << 20) + CACHE as usize..]),
+        before_b
+    );
+    // The cache reads back through the tools' window as a kernel cache.
+    let media: Arc<dyn CacheMedia> = Arc::new(DaxMedia::open(&shared, true).unwrap());
+    let dev = SharedDevice::read(&*media).unwrap();
+    let w = SharedDevice::window(&media, dev.entry("a").unwrap()).unwrap();
+    assert!(Cache::peek_info(&w).unwrap().is_some());
 }

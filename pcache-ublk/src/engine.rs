@@ -75,15 +75,25 @@ impl EngineTarget {
     /// small, corrupt, …).
     pub fn open(
         cache: &Path,
+        range: Option<(u64, u64)>,
         backing: &Path,
         data_crc: bool,
         queues: u32,
         tuning: Tuning,
     ) -> Result<Self, Error> {
-        let media = DaxMedia::open(cache, false).map_err(|source| Error::CacheMedia {
+        let media_err = |source| Error::CacheMedia {
             path: cache.to_owned(),
             source,
-        })?;
+        };
+        let device: Arc<dyn CacheMedia> =
+            Arc::new(DaxMedia::open(cache, false).map_err(media_err)?);
+        // One cache of a shared device: the engine sees only its range.
+        let media: Arc<dyn CacheMedia> = match range {
+            Some((start, len)) => {
+                Arc::new(pcache_engine::media::Window::new(device, start, len).map_err(media_err)?)
+            }
+            None => device,
+        };
         // io_uring for writeback where it measured faster (O_DIRECT on a block device
         // or a real file system), plain pwrite otherwise (docs/performance.md).
         let backing_dev = open_best(backing, false).map_err(|source| Error::Device {
@@ -100,7 +110,7 @@ impl EngineTarget {
             seq_cutoff: tuning.seq_cutoff,
             ..CacheConfig::default()
         };
-        Self::open_on(Arc::new(media), backing_dev, cfg, cache, backing)
+        Self::open_on(media, backing_dev, cfg, cache, backing)
     }
 
     /// Opens (replays) a cache on already-open media and backing device; `cache` and

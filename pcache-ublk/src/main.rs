@@ -62,9 +62,15 @@ fn run_daemon(plan: Plan, opts: &DaemonArgs) -> anyhow::Result<()> {
 /// The service manager's `STATUS=` while the daemon starts.
 fn starting_status(plan: &Plan) -> String {
     let what = match &plan.backend {
-        Backend::Cache { cache, backing, .. } => format!(
-            "replaying cache {} (backing {})",
+        Backend::Cache {
+            cache,
+            name,
+            backing,
+            ..
+        } => format!(
+            "replaying cache {}{} (backing {})",
             cache.display(),
+            name.as_ref().map(|n| format!(":{n}")).unwrap_or_default(),
             backing.display()
         ),
         Backend::Ram { size } => format!("RAM target of {size} bytes"),
@@ -121,6 +127,8 @@ fn recover(r: &RecoverArgs) -> anyhow::Result<()> {
         mode: Mode::Recover { id: r.id },
         backend: Backend::Cache {
             cache: r.devices.cache.clone(),
+            name: r.devices.name.clone(),
+            range: None,
             backing: r.devices.backing.clone(),
             data_crc: None,
         },

@@ -132,6 +132,7 @@ mod tests {
     fn served(cache: &str, backing: &str) -> TargetData {
         TargetData {
             cache: Some(cache.into()),
+            cache_name: None,
             backing: Some(backing.into()),
             data_crc: false,
             queues: 2,
@@ -157,6 +158,8 @@ mod tests {
     fn backend(cache: &str, backing: &str) -> Backend {
         Backend::Cache {
             cache: PathBuf::from(cache),
+            name: None,
+            range: None,
             backing: PathBuf::from(backing),
             data_crc: None,
         }

@@ -45,6 +45,9 @@ impl std::fmt::Display for CopyMode {
 pub struct TargetData {
     /// The cache device (absolute path as given, symlinks kept).
     pub cache: Option<PathBuf>,
+    /// On a shared cache device: the name of the cache served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_name: Option<String>,
     /// The backing device.
     pub backing: Option<PathBuf>,
     /// Whether data CRCs are on (must match the cache's format).
@@ -184,6 +187,7 @@ mod tests {
     fn sample() -> TargetData {
         TargetData {
             cache: Some("/dev/pmem0".into()),
+            cache_name: None,
             backing: Some("/dev/vda".into()),
             data_crc: true,
             queues: 2,

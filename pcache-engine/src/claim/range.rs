@@ -198,9 +198,10 @@ fn range_holder(path: &Path, what: &str) -> Holder {
             let id: u32 = name.to_str()?.strip_suffix(".json")?.parse().ok()?;
             let rec: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
-            let cache = PathBuf::from(rec.get("cache")?.as_str()?);
+            let target = rec.get("target")?;
+            let cache = PathBuf::from(target.get("cache")?.as_str()?);
             let same = std::fs::canonicalize(&cache).unwrap_or(cache) == canon;
-            let named = rec.get("cache_name").and_then(|v| v.as_str()) == Some(what);
+            let named = target.get("cache_name").and_then(|v| v.as_str()) == Some(what);
             let pid = u32::try_from(rec.get("pid")?.as_u64()?).ok()?;
             (same && named).then_some((id, pid))
         })

@@ -48,7 +48,7 @@ fn run(args: &SharedArgs) -> Result<String> {
             }
             Ok(format!(
                 "{dev}: created cache {} (id {}): {} bytes at {:#x}, for backing {} ({} bytes{})\n\
-                 the kernel opens it through a dm-linear device: pcache-shared dm-table --name {} {dev}\n",
+                 serve it with: pcache-ublk add --cache {dev} --name {} --backing {}\n",
                 e.name,
                 e.id,
                 e.len,
@@ -61,6 +61,7 @@ fn run(args: &SharedArgs) -> Result<String> {
                     format!(", {}", e.backing.id)
                 },
                 e.name,
+                backing.display()
             ))
         }
         SharedCommand::Remove {
