@@ -95,7 +95,7 @@ fn map(path: &Path, writable: bool) -> Result<Arc<dyn CacheMedia>> {
 pub fn format(path: &Path, force: bool) -> Result<SharedDevice> {
     let dev = Device::open(path, Access::ReadWrite)?;
     if !force {
-        let found = probe::probe(&dev).map_err(|e| DeviceError::Open(e))?;
+        let found = probe::probe(&dev).map_err(DeviceError::Open)?;
         if !found.is_empty() {
             let what: Vec<String> = found.iter().map(ToString::to_string).collect();
             return Err(SharedToolError::NotEmpty(what.join("; ")));
@@ -180,6 +180,27 @@ pub fn remove(path: &Path, sel: &str, force: bool) -> Result<TableEntry> {
     let entry = dev.entry(sel)?.clone();
     let _range = RangeClaim::take(path, &entry.name, entry.start, entry.len, true)?;
     Ok(shared::remove(&media, &mut dev, sel, force)?)
+}
+
+/// Writes the latest table again (TB1), into the other slot: what `pcache-fsck -y` does
+/// when one copy is damaged. Takes the table's lock.
+///
+/// # Errors
+/// See [`SharedToolError`]; a table with no valid copy is not touched.
+pub fn rewrite_table(path: &Path) -> Result<()> {
+    let _table = RangeClaim::take(
+        path,
+        "the cache table",
+        TABLE_OFF,
+        RANGES_OFF - TABLE_OFF,
+        true,
+    )?;
+    let media = map(path, true)?;
+    let mut dev = SharedDevice::read(&*media)?;
+    let mut next = dev.table()?.clone();
+    next.seq = next.seq.saturating_add(1);
+    shared::commit(&*media, &mut dev, &next)?;
+    Ok(())
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -299,7 +320,7 @@ pub fn listing(path: &Path, dev: &SharedDevice) -> Result<Listing> {
 fn size(n: u64) -> String {
     const G: u64 = 1 << 30;
     const M: u64 = 1 << 20;
-    if n % G == 0 {
+    if n.is_multiple_of(G) {
         format!("{} GiB", n / G)
     } else {
         format!("{} MiB", n / M)

@@ -211,7 +211,7 @@ pub fn claim(backend: &mut Backend) -> Result<Option<(CacheClaim, Claim)>, Error
             let (claims, entry) = claim_shared(cache, name, backing)?;
             let media: Arc<dyn CacheMedia> = Arc::new(map_cache(cache)?);
             let window =
-                SharedDevice::window(&media, &entry).map_err(|e| shared_error(cache, e))?;
+                SharedDevice::window(&media, &entry).map_err(|e| shared_error(cache, &e))?;
             *data_crc = Some(check_cache_on(&window, cache, *data_crc)?);
             *range = Some((entry.start, entry.len));
             Ok(Some(claims))
@@ -228,7 +228,7 @@ pub enum CacheClaim {
     Range(RangeClaim),
 }
 
-fn shared_error(cache: &Path, e: SharedError) -> Error {
+fn shared_error(cache: &Path, e: &SharedError) -> Error {
     Error::Invalid(format!("{}: {e}", cache.display()))
 }
 
@@ -249,8 +249,10 @@ fn claim_shared(
 ) -> Result<((CacheClaim, Claim), TableEntry), Error> {
     let read_entry = || -> Result<TableEntry, Error> {
         let media = map_cache(cache)?;
-        let dev = SharedDevice::read(&media).map_err(|e| shared_error(cache, e))?;
-        dev.entry(name).cloned().map_err(|e| shared_error(cache, e))
+        let dev = SharedDevice::read(&media).map_err(|e| shared_error(cache, &e))?;
+        dev.entry(name)
+            .cloned()
+            .map_err(|e| shared_error(cache, &e))
     };
     let entry = read_entry()?;
     let range = RangeClaim::take(cache, &entry.name, entry.start, entry.len, true)?;

@@ -67,9 +67,18 @@ fn check_shared(args: &FsckArgs, opts: &FsckOptions) -> Result<(String, i32)> {
     };
     for (i, slot) in shared.copies.slots.iter().enumerate() {
         if let Err(e) = slot {
-            out += &format!(
-                "{name}: warning: cache table copy {i} is damaged ({e}); the next table update rewrites it\n"
-            );
+            if opts.repair {
+                pcache_tools::shared::rewrite_table(&args.device)
+                    .with_context(|| format!("{name}: rewriting cache table copy {i}"))?;
+                out += &format!(
+                    "{name}: cache table copy {i} was damaged ({e}): rewritten from the other\n"
+                );
+                code |= exit::CORRECTED;
+            } else {
+                out += &format!(
+                    "{name}: warning: cache table copy {i} is damaged ({e}); the next table update, or pcache-fsck -y, rewrites it\n"
+                );
+            }
         }
     }
     out += &format!(
@@ -87,7 +96,7 @@ fn check_shared(args: &FsckArgs, opts: &FsckOptions) -> Result<(String, i32)> {
         let label = format!("{name} (cache {})", e.name);
         let dev = Device::open_cache(&args.device, &e.id.to_string(), access)
             .with_context(|| label.clone())?;
-        let mut one = opts.clone();
+        let mut one = *opts;
         one.backing_size = one.backing_size.or(Some(e.backing.size));
         let (o, c) = check_one(args, dev, &label, &one)?;
         code |= c;
