@@ -115,6 +115,10 @@ pub struct ReplayArgs {
     /// The cache device (pmem block device, DAX character device or image file).
     #[arg(long)]
     pub cache: PathBuf,
+    /// On a shared cache device: the cache to replay (its name, or its id). The backing
+    /// device must be the one it was created for (size and identity).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     /// The backing device (block device or image file).
     #[arg(long)]
     pub backing: PathBuf,

@@ -18,6 +18,7 @@ fn run(bin: &str, args: &[&str]) -> Output {
     let exe = match bin {
         "shared" => env!("CARGO_BIN_EXE_pcache-shared"),
         "mkfs" => env!("CARGO_BIN_EXE_pcache-mkfs"),
+        "replay" => env!("CARGO_BIN_EXE_pcache-replay"),
         "dump" => env!("CARGO_BIN_EXE_pcache-dump"),
         _ => env!("CARGO_BIN_EXE_pcache-fsck"),
     };
@@ -291,7 +292,41 @@ fn a_served_or_dirty_cache_is_not_removed() {
         &["remove", "--name", "db", s.d()],
         "holds 4096 bytes of dirty data",
     );
-    let o = run("shared", &["remove", "--name", "db", "--force", s.d()]);
+    // pcache-replay --name writes it back, after checking the backing device.
+    let (b1, b2) = (s.b1.to_str().unwrap(), s.b2.to_str().unwrap());
+    s.refused(
+        "replay",
+        &[
+            "--cache",
+            s.d(),
+            "--name",
+            "db",
+            "--backing",
+            b2,
+            "--writeback",
+        ],
+        "is not the device cache \"db\" was created for",
+    );
+    let o = run(
+        "replay",
+        &[
+            "--cache",
+            s.d(),
+            "--name",
+            "db",
+            "--backing",
+            b1,
+            "--writeback",
+        ],
+    );
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    let mut got = [0; 4096];
+    std::fs::File::open(&s.b1)
+        .unwrap()
+        .read_exact_at(&mut got, 0)
+        .unwrap();
+    assert_eq!(got, [7; 4096]);
+    let o = run("shared", &["remove", "--name", "db", s.d()]);
     assert!(o.status.success(), "{}", err(&o));
 }
 

@@ -99,7 +99,8 @@ pub fn identify(path: &Path) -> io::Result<BackingRecord> {
 
 impl BackingMismatch {
     /// Compares the backing device found with what the cache recorded: the size must be
-    /// the same, and so must the stable identity where one was recorded.
+    /// the same, and so must the stable identity where one was recorded, or else the
+    /// (canonical) path.
     ///
     /// # Errors
     /// What differs.
@@ -116,7 +117,16 @@ impl BackingMismatch {
                 found.size, recorded.size
             ));
         }
-        if !recorded.id.is_empty() && recorded.id != found.id {
+        if recorded.id.is_empty() {
+            // No stable identity was recorded (a file, or a disk without a serial
+            // number): the path it was created with is what identifies it.
+            if !recorded.path.is_empty() && recorded.path != found.path {
+                differences.push(format!(
+                    "it is {}, the cache was created for {} (which has no stable identity: its path identifies it)",
+                    found.path, recorded.path
+                ));
+            }
+        } else if recorded.id != found.id {
             differences.push(if found.id.is_empty() {
                 format!(
                     "it has no stable identity, the cache was created for {}",
@@ -136,7 +146,9 @@ impl BackingMismatch {
             cache: cache.to_owned(),
             path: given.display().to_string(),
             differences,
-            created_with: (!recorded.path.is_empty() && recorded.path != found.path)
+            created_with: (!recorded.id.is_empty()
+                && !recorded.path.is_empty()
+                && recorded.path != found.path)
                 .then(|| recorded.path.clone()),
         })
     }
@@ -194,9 +206,15 @@ mod tests {
             .to_string()
             .contains("it is serial:B, the cache was created for serial:A"));
         assert!(e.to_string().contains("created with /dev/vdb"), "{e}");
-        // Without a recorded identity, only the size is compared (a file moved is fine).
+        // Without a recorded identity, the path identifies it.
         let f = rec(1 << 30, "", "/srv/a.img");
-        assert!(BackingMismatch::check("db", &f, &rec(1 << 30, "", "/srv/b.img"), p).is_ok());
+        assert!(BackingMismatch::check("db", &f, &f, p).is_ok());
+        let e = BackingMismatch::check("db", &f, &rec(1 << 30, "", "/srv/b.img"), p).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("it is /srv/b.img, the cache was created for /srv/a.img"),
+            "{e}"
+        );
     }
 
     #[test]

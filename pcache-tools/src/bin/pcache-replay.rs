@@ -12,8 +12,10 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use pcache_engine::backing::Backing;
-use pcache_engine::claim::{claim_pair, Claim, ClaimError};
+use pcache_engine::claim::{claim_pair, Claim, ClaimError, RangeClaim};
+use pcache_engine::format::shared::TableEntry;
 use pcache_engine::media::{CacheMedia, DaxMedia};
+use pcache_engine::shared::{identify, BackingMismatch, SharedDevice};
 use pcache_engine::{Cache, CacheConfig, Status, StatusJson};
 use pcache_tools::args::ReplayArgs;
 use pcache_tools::cli::init_logging;
@@ -26,22 +28,65 @@ use std::sync::Arc;
 
 /// The claims replay holds while it reads (shared) or writes back (exclusive); none when
 /// `--force-live` reads a cache a writer holds.
-type Claims = Option<(Claim, Claim)>;
+type Claims = Option<(Held, Claim)>;
+
+/// The claim on the cache: the whole device, or one cache's range of a shared device.
+#[derive(Debug)]
+enum Held {
+    Whole(#[allow(dead_code)] Claim),
+    Range(#[allow(dead_code)] RangeClaim),
+}
+
+/// Cache `--name` of the shared device `--cache`, from its table.
+fn entry(args: &ReplayArgs, sel: &str) -> Result<TableEntry> {
+    let media = DaxMedia::open(&args.cache, true)
+        .with_context(|| format!("cache device {}", args.cache.display()))?;
+    let dev = SharedDevice::read(&media)
+        .with_context(|| format!("cache device {}", args.cache.display()))?;
+    Ok(dev
+        .entry(sel)
+        .with_context(|| format!("cache device {}", args.cache.display()))?
+        .clone())
+}
+
+/// The claims on one cache of a shared device and its backing device, after checking
+/// that the backing device is the one the cache was created for.
+fn claim_named(args: &ReplayArgs, e: &TableEntry) -> Result<(Held, Claim), ClaimError> {
+    let range = RangeClaim::take(&args.cache, &e.name, e.start, e.len, args.writeback)?;
+    let backing = if args.writeback {
+        Claim::exclusive("backing", &args.backing)?
+    } else {
+        Claim::shared("backing", &args.backing)?
+    };
+    Ok((Held::Range(range), backing))
+}
 
 fn claim(args: &ReplayArgs) -> Result<Claims> {
-    match claim_pair(&args.cache, &args.backing, args.writeback) {
+    let taken = match &args.name {
+        Some(sel) => {
+            let e = entry(args, sel)?;
+            let found = identify(&args.backing)
+                .with_context(|| format!("backing device {}", args.backing.display()))?;
+            BackingMismatch::check(&e.name, &e.backing, &found, &args.backing)?;
+            claim_named(args, &e)
+        }
+        None => {
+            claim_pair(&args.cache, &args.backing, args.writeback).map(|(c, b)| (Held::Whole(c), b))
+        }
+    };
+    match taken {
         Ok(c) => Ok(Some(c)),
-        Err(e @ ClaimError::Busy { .. }) if args.writeback => {
+        Err(e @ (ClaimError::Busy { .. } | ClaimError::RangeBusy { .. })) if args.writeback => {
             bail!("{e}; nothing was written (stop it first: pcache-ublk del)")
         }
-        Err(e @ ClaimError::Busy { .. }) if args.force_live => {
+        Err(e @ (ClaimError::Busy { .. } | ClaimError::RangeBusy { .. })) if args.force_live => {
             eprintln!(
                 "pcache-replay: warning: {e}: --force-live reads a log that is being written; \
                  what is shown or exported may be torn"
             );
             Ok(None)
         }
-        Err(e @ ClaimError::Busy { .. }) => bail!(
+        Err(e @ (ClaimError::Busy { .. } | ClaimError::RangeBusy { .. })) => bail!(
             "{e}; its log is being written (pass --force-live to read it anyway, torn views \
              included)"
         ),
@@ -74,10 +119,15 @@ fn open(args: &ReplayArgs) -> Result<(Cache, Arc<dyn Backing>)> {
     let rw = args.writeback;
     // Salvage reads the cache as it is; its writeback writes the backing device only.
     let cache_rw = rw && !args.salvage;
-    let media: Arc<dyn CacheMedia> = Arc::new(
+    let device: Arc<dyn CacheMedia> = Arc::new(
         DaxMedia::open(&args.cache, !cache_rw)
             .with_context(|| format!("cache device {}", args.cache.display()))?,
     );
+    // One cache of a shared device: the engine sees only its range.
+    let media: Arc<dyn CacheMedia> = match &args.name {
+        Some(sel) => Arc::new(SharedDevice::window(&device, &entry(args, sel)?)?),
+        None => device,
+    };
     let info = Cache::peek_info(&*media)
         .with_context(|| format!("cache device {}", args.cache.display()))?;
     let Some(info) = info else {
