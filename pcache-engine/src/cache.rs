@@ -413,15 +413,7 @@ impl Cache {
         }
         self.inner.check_writable()?;
         self.inner.close_all()?;
-        if self.inner.backing_unflushed.swap(false, Ordering::AcqRel) {
-            // WT2: writes that reached the backing device are durable there when the
-            // FLUSH completes.
-            if let Err(e) = self.inner.backing.flush() {
-                self.inner.backing_unflushed.store(true, Ordering::Release);
-                return Err(EngineError::backing("flush", 0, 0)(e));
-            }
-        }
-        Ok(())
+        self.inner.flush_backing_writes()
     }
 
     /// Discards `[off, off + len)`: later reads return zeros, and no earlier data of the
@@ -515,6 +507,8 @@ impl Cache {
     pub fn writeback_all(&self) -> Result<()> {
         self.inner.check_writable()?;
         self.inner.close_all()?;
+        // The writes that reached the backing device themselves are on it durably too.
+        self.inner.flush_backing_writes()?;
         while self.inner.writeback_once()? {}
         while self.inner.gc_once()? {}
         Ok(())
@@ -530,6 +524,8 @@ impl Cache {
     pub fn drain(&self, progress: &mut dyn FnMut(u64)) -> Result<()> {
         self.inner.check_writable()?;
         self.inner.close_all()?;
+        // The writes that reached the backing device themselves are on it durably too.
+        self.inner.flush_backing_writes()?;
         let target = self.inner.log.closed.load(Ordering::Acquire);
         while self.inner.log.written.load(Ordering::Acquire) < target {
             if !self.inner.writeback_once()? {

@@ -143,6 +143,22 @@ impl Inner {
         }
     }
 
+    /// Makes the writes that reached the backing device themselves (not through
+    /// writeback) durable there, if any did since the last time (WT2): FLUSH, and a
+    /// writeback of everything (`writeback_all`, `drain`), which promise that the backing
+    /// device holds every completed write.
+    pub(crate) fn flush_backing_writes(&self) -> Result<()> {
+        if self.backing_unflushed.swap(false, Ordering::AcqRel) {
+            // WT2: writes that reached the backing device are durable there when the
+            // FLUSH completes.
+            if let Err(e) = self.backing.flush() {
+                self.backing_unflushed.store(true, Ordering::Release);
+                return Err(EngineError::backing("flush", 0, 0)(e));
+            }
+        }
+        Ok(())
+    }
+
     /// D1 for the staged CLEAN keys, their bytes to the backing device, then the keys. On
     /// an error before the keys are committed, their space is released.
     ///

@@ -29,7 +29,9 @@
 use pcache_engine::backing::{Backing, MemBacking};
 use pcache_engine::format::layout;
 use pcache_engine::media::CacheMedia;
-use pcache_engine::testing::{write_superblock, CrashMedia, SplitMix, TestBacking};
+use pcache_engine::testing::{
+    write_superblock, BackingImage, BackingReplayer, CrashMedia, SplitMix, Survivors, TestBacking,
+};
 use pcache_engine::{Cache, CacheConfig, CacheMode, SeqCutoff};
 use std::sync::{Arc, Mutex};
 
@@ -178,7 +180,7 @@ fn workload(seed: u64) -> (Arc<CrashMedia>, Arc<TestBacking>, Vec<OpRec>, Histor
     // Hot spots around the 4 MiB boundary and the start, so writes overlap.
     for _ in 0..70 {
         let i = ops.len();
-        let start = media.fences();
+        let start = media.events();
         // Each op runs on a thread of its own: a fence only covers the flushes of its own
         // thread (CrashMedia), so a persistence step that leans on a fence some other
         // call issued (a missing D1, say) shows up as lost data.
@@ -240,7 +242,7 @@ fn workload(seed: u64) -> (Arc<CrashMedia>, Arc<TestBacking>, Vec<OpRec>, Histor
         ops.push(OpRec {
             kind,
             start,
-            end: media.fences(),
+            end: media.events(),
         });
     }
     // The run ends with a crash: nothing more is persisted.
@@ -252,7 +254,7 @@ fn workload(seed: u64) -> (Arc<CrashMedia>, Arc<TestBacking>, Vec<OpRec>, Histor
 /// Checks every sector of the device reopened at crash point `k`.
 fn check_point(
     image: Arc<dyn CacheMedia>,
-    backing: &Arc<MemBacking>,
+    backing: &Arc<BackingImage>,
     ops: &[OpRec],
     hist: &History,
     k: usize,
@@ -292,20 +294,40 @@ fn check_point(
         i < flushed_before
             || (matches!(o.kind, Kind::Write { fua: true } | Kind::Discard) && o.end <= k)
     };
+    // Property 6: the sectors the recovered cache holds no dirty data of.
+    let mut dirty = vec![false; SECTORS];
+    for (off, len) in cache.dirty_extents() {
+        let first = usize::try_from(off).unwrap() / SECTOR;
+        let last = (usize::try_from(off).unwrap() + len as usize).div_ceil(SECTOR);
+        dirty[first..last].fill(true);
+    }
+    let in_flight = |i: usize| ops[i].start <= k && k < ops[i].end;
     let mut buf = vec![0u8; 1 << 20];
     let per = buf.len() / SECTOR;
-    // Property 5: without dirty data, the backing device alone is the whole device.
-    let alone = !mode.keeps_dirty();
     let mut from_backing = vec![0u8; 1 << 20];
     for chunk in 0..SECTORS / per {
         cache
             .read(0, (chunk * buf.len()) as u64, &mut buf)
             .unwrap_or_else(|e| panic!("{what}: read failed: {e}"));
-        if alone {
-            backing
-                .read_at((chunk * buf.len()) as u64, &mut from_backing)
-                .unwrap();
+        backing
+            .read_at((chunk * buf.len()) as u64, &mut from_backing)
+            .unwrap();
+        for j in 0..per {
+            let s = chunk * per + j;
+            let at = j * SECTOR..(j + 1) * SECTOR;
+            if dirty[s] || hist[s].iter().any(|&(i, _)| in_flight(i)) {
+                continue;
+            }
+            assert!(
+                buf[at.clone()] == from_backing[at],
+                "{what}: sector {s} is not dirty in the cache, but the backing device \
+                 alone reads tag {:?}, the cache {:?}; history {:?}",
+                tag_of(s, &from_backing[j * SECTOR..(j + 1) * SECTOR]),
+                tag_of(s, &buf[j * SECTOR..(j + 1) * SECTOR]),
+                hist[s]
+            );
         }
+        // Property 5: without dirty data, the backing device alone is the whole device.
         for (j, alone) in (0..per).flat_map(|j| [(j, false), (j, true)]) {
             if alone && mode.keeps_dirty() {
                 continue;
@@ -345,29 +367,28 @@ fn power_cuts_never_lose_acknowledged_data() {
     while points < target {
         let (media, rec, ops, hist) = workload(seed);
         let mode = mode_of(seed);
-        let fences = media.fences();
+        let events = media.events();
         let mut replayer = media.replayer();
-        let backing = Arc::new(prefilled());
-        let writes = rec.take_recorded();
-        let mut applied = 0;
-        // Crash points from the first fence after format onwards; sampled evenly when the
-        // run has more than the remaining budget.
+        let evs = rec.take_recorded();
+        let mut backing = BackingReplayer::new(prefilled().to_vec(0, DEV as usize), evs);
+        // Crash points from the first event after format onwards (every fence, every
+        // backing write completion and flush); sampled evenly when the run has more than
+        // the remaining budget.
         let first = ops.get(1).map_or(0, |o| o.start);
         let budget = ((target - points) / 2).max(1);
-        let step = ((fences - first) / budget).max(1);
+        let step = ((events - first) / budget).max(1);
         let mut k = first;
-        while k <= fences && points < target {
-            while let Some(w) = writes.get(applied) {
-                if w.fence > k {
-                    break;
-                }
-                backing.write_at(w.off, &w.data).unwrap();
-                applied += 1;
-            }
-            for torn in [None, Some(seed ^ (k as u64) << 8)] {
-                let what = format!("seed {seed}, fence {k}/{fences}, torn {}", torn.is_some());
+        while k <= events && points < target {
+            // Nothing pending and no volatile write kept; a torn media image with a
+            // seeded choice of the volatile sectors on the backing device.
+            let cut = seed ^ (k as u64) << 8;
+            for (torn, survivors) in [(None, Survivors::None), (Some(cut), Survivors::Some(cut))] {
+                let what = format!(
+                    "seed {seed}, event {k}/{events}, torn {}, backing {survivors:?}",
+                    torn.is_some()
+                );
                 let image: Arc<dyn CacheMedia> = Arc::new(replayer.image(k, torn));
-                // The backing is shared: a recovery open never writes to it (no workers).
+                let backing = Arc::new(backing.image(k, survivors));
                 check_point(image, &backing, &ops, &hist, k, &what, mode);
                 points += 1;
             }
@@ -377,8 +398,9 @@ fn power_cuts_never_lose_acknowledged_data() {
             if (1..=MAX_SUBSET_WORDS).contains(&n) {
                 for mask in 1..(1u64 << n) {
                     let what =
-                        format!("seed {seed}, fence {k}/{fences}, subset {mask:#b} of {n} words");
+                        format!("seed {seed}, event {k}/{events}, subset {mask:#b} of {n} words");
                     let image: Arc<dyn CacheMedia> = Arc::new(replayer.image_subset(k, mask));
+                    let backing = Arc::new(backing.image(k, Survivors::None));
                     check_point(image, &backing, &ops, &hist, k, &what, mode);
                     points += 1;
                 }
