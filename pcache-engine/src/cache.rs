@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use pcache_format::layout::{KSET_HEADER_SIZE, SEG_DATA_SIZE};
 use pcache_format::record::{CacheInfo, Superblock, GC_PERCENT_MAX};
 use pcache_format::CacheMode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -99,9 +99,9 @@ pub(crate) struct Inner {
     pub health: Health,
     /// The mode and the sequential cutoff.
     pub policy: Policy,
-    /// A write reached the backing device since it was last flushed: the next FLUSH
-    /// flushes it (WT2).
-    pub backing_unflushed: AtomicBool,
+    /// The writes that reached the backing device themselves, and how many of them are
+    /// known durable there: the next FLUSH flushes the rest (WT2).
+    pub backing_writes: crate::through::BackingWrites,
     /// What the replay at open found.
     pub replay_stats: crate::replay::ReplayStats,
     /// What a salvage replay skipped and repaired.
@@ -247,7 +247,7 @@ impl Cache {
             ctl: Control::default(),
             health: Health::default(),
             policy: Policy::new(mode, queues, cfg.seq_cutoff),
-            backing_unflushed: AtomicBool::new(false),
+            backing_writes: crate::through::BackingWrites::default(),
             replay_stats: replayed.stats,
             media,
             backing,
