@@ -30,7 +30,7 @@ pub enum Step {
     W2,
     /// GC's key_tail record is not made durable.
     G1,
-    /// GC frees a segment before its generation is bumped (it is bumped after).
+    /// GC frees a segment without bumping its generation.
     G2,
     /// A bumped generation record is not made durable.
     G3,

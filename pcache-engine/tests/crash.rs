@@ -236,7 +236,7 @@ fn run(media: &Arc<CrashMedia>, seed: u64, mut tag: u64, record: bool) -> Run {
         start: 0,
         end: 0,
     }];
-    let open = || Cache::open(media.clone(), backing.clone(), cfg.clone()).unwrap();
+    let open = || Cache::open(media.clone(), backing.clone(), cfg).unwrap();
     let format_start = media.events();
     let mut cache = open();
     let format = (format_start, media.events());
