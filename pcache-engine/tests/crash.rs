@@ -1,12 +1,15 @@
-//! The proof by simulated power cuts (issue 5): random workloads of writes, overwrites,
-//! FUA writes, reads (whose misses are cached), flushes, discards, writeback and GC run on
-//! a `CrashMedia`, which records every store, flush and fence. Each operation runs on a
-//! thread of its own, and a fence only makes durable what its own thread flushed, so a
-//! persistence step that relies on some other call's fence is caught (dropping D1 of a
-//! write or of a read-miss fill fails this test). The backing device starts with data of
-//! its own, so cached misses carry data that no write produced. Then, for every fence of the run, the image a power cut
-//! right there could leave (nothing pending, and a random torn subset of the pending
-//! 8-byte words) is reopened and checked:
+//! The proof by simulated power cuts (issue 5; docs/design.md, "The power-cut proof"):
+//! random workloads of writes, overwrites, FUA writes, reads (whose misses are cached),
+//! flushes, discards, writeback and GC run on a `CrashMedia`, which records every store,
+//! flush and fence, and a recording `TestBacking`, whose write completions and flushes are
+//! events on the same timeline. Each operation runs on a thread of its own, and a fence
+//! only makes durable what its own thread flushed, so a persistence step that relies on
+//! some other call's fence is caught. The backing device starts with data of its own, so
+//! cached misses carry data that no write produced, and it is a disk with a volatile write
+//! cache: what was not flushed may be lost, sector by sector. Then, for every event of the
+//! run, the image a power cut right there could leave is reopened and checked: the media
+//! with nothing pending and the backing device with nothing unflushed kept, then a random
+//! torn subset of the pending 8-byte words with a random choice of the unflushed sectors.
 //!
 //! Where only a few 8-byte words are pending at a crash point (a tail or generation
 //! record, a terminator), every subset of them is checked too.
@@ -18,13 +21,19 @@
 //! 4. at every backing flush, each backing sector holds data written to it, and never
 //!    older data than at an earlier flush (writeback goes in log order);
 //! 5. in the modes that keep no dirty data (writethrough, writearound, passthrough), the
-//!    backing device alone holds every write of 2.: losing the cache loses nothing.
+//!    backing device alone holds every write of 2.: losing the cache loses nothing;
+//! 6. every sector the recovered cache holds no dirty data of reads the same from the
+//!    backing device alone (a clean key never claims bytes the backing device may not
+//!    hold), but for those of a write or discard in flight at the cut.
 //!
 //! The workloads cycle through the five cache modes (and every seventh runs with a small
-//! sequential cutoff, which sends streams around the cache).
+//! sequential cutoff, which sends streams around the cache); each runs on a device that
+//! held an earlier cache, and some start the log near the end of its segment or free and
+//! reuse a data segment (see [`workload`] and [`run`]).
 //!
 //! `PCACHE_CRASH_POINTS` sets how many crash points to cover (default 1 000; CI runs
-//! 10 000 in release mode, `cargo xtask crash --points N` more).
+//! 10 000 in release mode, `cargo xtask crash --points N` more; `cargo xtask crash
+//! --mutants` runs it once per dropped persistence step).
 
 use pcache_engine::backing::{Backing, MemBacking};
 use pcache_engine::format::fresh;
