@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use pcache_format::layout::{KSET_HEADER_SIZE, SEG_DATA_SIZE};
 use pcache_format::record::{CacheInfo, Superblock, GC_PERCENT_MAX};
 use pcache_format::CacheMode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -99,9 +99,9 @@ pub(crate) struct Inner {
     pub health: Health,
     /// The mode and the sequential cutoff.
     pub policy: Policy,
-    /// A write reached the backing device since it was last flushed: the next FLUSH
-    /// flushes it (WT2).
-    pub backing_unflushed: AtomicBool,
+    /// The writes that reached the backing device themselves, and how many of them are
+    /// known durable there: the next FLUSH flushes the rest (WT2).
+    pub backing_writes: crate::through::BackingWrites,
     /// What the replay at open found.
     pub replay_stats: crate::replay::ReplayStats,
     /// What a salvage replay skipped and repaired.
@@ -247,7 +247,7 @@ impl Cache {
             ctl: Control::default(),
             health: Health::default(),
             policy: Policy::new(mode, queues, cfg.seq_cutoff),
-            backing_unflushed: AtomicBool::new(false),
+            backing_writes: crate::through::BackingWrites::default(),
             replay_stats: replayed.stats,
             media,
             backing,
@@ -413,15 +413,7 @@ impl Cache {
         }
         self.inner.check_writable()?;
         self.inner.close_all()?;
-        if self.inner.backing_unflushed.swap(false, Ordering::AcqRel) {
-            // WT2: writes that reached the backing device are durable there when the
-            // FLUSH completes.
-            if let Err(e) = self.inner.backing.flush() {
-                self.inner.backing_unflushed.store(true, Ordering::Release);
-                return Err(EngineError::backing("flush", 0, 0)(e));
-            }
-        }
-        Ok(())
+        self.inner.flush_backing_writes()
     }
 
     /// Discards `[off, off + len)`: later reads return zeros, and no earlier data of the
@@ -515,6 +507,8 @@ impl Cache {
     pub fn writeback_all(&self) -> Result<()> {
         self.inner.check_writable()?;
         self.inner.close_all()?;
+        // The writes that reached the backing device themselves are on it durably too.
+        self.inner.flush_backing_writes()?;
         while self.inner.writeback_once()? {}
         while self.inner.gc_once()? {}
         Ok(())
@@ -530,6 +524,8 @@ impl Cache {
     pub fn drain(&self, progress: &mut dyn FnMut(u64)) -> Result<()> {
         self.inner.check_writable()?;
         self.inner.close_all()?;
+        // The writes that reached the backing device themselves are on it durably too.
+        self.inner.flush_backing_writes()?;
         let target = self.inner.log.closed.load(Ordering::Acquire);
         while self.inner.log.written.load(Ordering::Acquire) < target {
             if !self.inner.writeback_once()? {

@@ -26,6 +26,7 @@ mod load;
 mod log;
 pub mod media;
 mod meta;
+pub mod mutants;
 mod policy;
 mod reader;
 mod reclaim;

@@ -5,6 +5,7 @@
 use crate::error::{EngineError, Result};
 use crate::media::CacheMedia;
 use crate::meta::DualState;
+use crate::mutants::{skip, Step};
 use pcache_format::layout::{
     self, cache_info_off, data_area_off, dirty_tail_off, key_tail_off, seg_gen_off, seg_info_off,
     CachePos, SegmentChain, CACHE_CTRL_OFF, CACHE_DEV_SIZE_MIN, KSET_HEADER_SIZE, SB_OFF,
@@ -169,7 +170,9 @@ fn write_flushed(media: &dyn CacheMedia, off: u64, bytes: &[u8]) -> Result<()> {
     media
         .write(off, bytes)
         .map_err(EngineError::media("format"))?;
-    media.flush(off, bytes.len() as u64);
+    if !skip(Step::F1) {
+        media.flush(off, bytes.len() as u64);
+    }
     Ok(())
 }
 
@@ -195,7 +198,9 @@ fn format(
         write_flushed(media, data_area_off(phys), &[0; KSET_HEADER_SIZE as usize])?;
     }
     // F1 ends: all of it is durable before cache_info with INIT_DONE (F3) is written.
-    media.fence();
+    if !skip(Step::F1) {
+        media.fence();
+    }
     media.check().map_err(EngineError::media("format"))?;
     let gc = opts.gc_percent.unwrap_or(GC_PERCENT_DEFAULT);
     let info = CacheInfo::fresh(n, opts.data_crc, gc);
@@ -218,5 +223,5 @@ pub(crate) fn persist_info(
     state: &mut DualState,
     info: &CacheInfo,
 ) -> Result<()> {
-    state.persist(media, cache_info_off, info)
+    state.persist(media, cache_info_off, info, !skip(Step::A1))
 }

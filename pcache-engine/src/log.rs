@@ -6,6 +6,7 @@ use crate::cache::Inner;
 use crate::error::{EngineError, Result};
 use crate::index::Extent;
 use crate::meta::DualState;
+use crate::mutants::{skip, Step};
 use crate::reader::LogReader;
 use crate::segments::Purpose;
 use parking_lot::Mutex;
@@ -85,7 +86,8 @@ pub(crate) enum Commit {
 #[derive(Debug, Default)]
 pub(crate) struct OpenKset {
     pub buf: KsetBuf,
-    /// It holds a written-through key: the backing device is flushed before the kset is
+    /// It holds a written-through key, or a fill of bytes a write may have left in the
+    /// backing device's volatile cache: the backing device is flushed before the kset is
     /// made durable (WT1).
     pub through: bool,
     /// When the first key went in: the flusher closes the kset a second later.
@@ -129,7 +131,9 @@ impl Inner {
     /// Persists a new key_tail (step T1).
     pub(crate) fn set_key_tail(&self, pos: CachePos) -> Result<()> {
         let mut t = self.log.key_tail.lock();
-        t.state.persist(&*self.media, key_tail_off, &TailPos(pos))?;
+        let durable = !(skip(Step::T1) || skip(Step::G1));
+        t.state
+            .persist(&*self.media, key_tail_off, &TailPos(pos), durable)?;
         t.pos = pos;
         Ok(())
     }
@@ -137,8 +141,9 @@ impl Inner {
     /// Persists a new dirty_tail (step T1).
     pub(crate) fn set_dirty_tail(&self, pos: CachePos) -> Result<()> {
         let mut t = self.log.dirty_tail.lock();
+        let durable = !skip(Step::T1);
         t.state
-            .persist(&*self.media, dirty_tail_off, &TailPos(pos))?;
+            .persist(&*self.media, dirty_tail_off, &TailPos(pos), durable)?;
         t.pos = pos;
         Ok(())
     }
@@ -237,7 +242,13 @@ impl Inner {
             match how {
                 Commit::Write => t.epoch += 1,
                 Commit::Fill(e) if t.epoch != e => return Ok(false),
-                Commit::Fill(_) => {}
+                Commit::Fill(_) => {
+                    // The bytes may be a write's that the backing device holds in its
+                    // volatile cache: WT1 before the key is durable.
+                    if self.backing_writes.unflushed() {
+                        ks.through = true;
+                    }
+                }
                 Commit::Through => {
                     t.epoch += 1;
                     ks.through = true;
@@ -319,9 +330,10 @@ impl Inner {
         if ks.through {
             // WT1: the backing device holds the written-through data durably before a
             // CLEAN key saying so can be.
-            self.backing
-                .flush()
-                .map_err(EngineError::backing("flush", 0, 0))?;
+            if !skip(Step::WT1) {
+                let written = self.backing_writes.written.load(Ordering::Acquire);
+                self.flush_backing(written)?;
+            }
             ks.through = false;
         }
         let size = ks.buf.size();
@@ -338,8 +350,10 @@ impl Inner {
                 .map_err(EngineError::media("zero log segment"))?;
             // L1: the new segment starts with an end-of-log terminator before anything
             // links to it.
-            media.flush(next_abs, u64::from(hdr));
-            media.fence();
+            if !skip(Step::L1) {
+                media.flush(next_abs, u64::from(hdr));
+                media.fence();
+            }
             let here = self.reader().abs(*head)?;
             let last = encode_last_kset(next);
             media
@@ -347,14 +361,18 @@ impl Inner {
                 .map_err(EngineError::media("write LAST kset"))?;
             // L2a: the LAST kset but its commit word (the first 8 bytes, over the zero
             // terminator that ends the log here).
-            media.flush(here + COMMIT, u64::from(hdr) - COMMIT);
-            media.fence();
+            if !skip(Step::L2a) {
+                media.flush(here + COMMIT, u64::from(hdr) - COMMIT);
+                media.fence();
+            }
             media
                 .write(here, &last[..COMMIT as usize])
                 .map_err(EngineError::media("write LAST kset"))?;
             // L2b: its commit word: the LAST kset links the log into the new segment.
-            media.flush(here, COMMIT);
-            media.fence();
+            if !skip(Step::L2b) {
+                media.flush(here, COMMIT);
+                media.fence();
+            }
             media
                 .check()
                 .map_err(EngineError::media("flush LAST kset"))?;
@@ -367,8 +385,10 @@ impl Inner {
             .zero(term, u64::from(hdr))
             .map_err(EngineError::media("write terminator"))?;
         // K1: the terminator after the kset is durable before the kset that ends at it.
-        media.flush(term, u64::from(hdr));
-        media.fence();
+        if !skip(Step::K1) {
+            media.flush(term, u64::from(hdr));
+            media.fence();
+        }
         let bytes = ks.buf.seal();
         media
             .write(here + COMMIT, &bytes[COMMIT as usize..])
@@ -376,15 +396,19 @@ impl Inner {
         // K2a: the kset but its commit word (the first 8 bytes: CRC and key count), over
         // the zero terminator that ends the log here. A cut before K2b leaves that word
         // zero: a torn kset always reads so, and any other invalid kset is damage.
-        media.flush(here + COMMIT, u64::from(size) - COMMIT);
-        media.fence();
+        if !skip(Step::K2a) {
+            media.flush(here + COMMIT, u64::from(size) - COMMIT);
+            media.fence();
+        }
         media
             .write(here, &bytes[..COMMIT as usize])
             .map_err(EngineError::media("write kset"))?;
         // K2b: the commit word: the kset is durable, its keys (and FUA writes among them)
         // now survive.
-        media.flush(here, COMMIT);
-        media.fence();
+        if !skip(Step::K2b) {
+            media.flush(here, COMMIT);
+            media.fence();
+        }
         media.check().map_err(EngineError::media("flush kset"))?;
         head.off += size;
         *self.log.durable_head.lock() = *head;

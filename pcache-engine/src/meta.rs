@@ -3,6 +3,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::media::CacheMedia;
+use crate::mutants::{skip, Step};
 use pcache_format::record::{self, encode_meta, Dual, MetaRecord};
 use zerocopy::IntoBytes;
 
@@ -33,12 +34,15 @@ impl DualState {
 
     /// Writes `value` to the slot that does not hold the latest copy, with seq + 1, and
     /// makes it durable (step M1: store, flush, fence). `slot_off(i)` is the absolute
-    /// offset of slot `i`. The state advances only once the copy is durable.
+    /// offset of slot `i`. The state advances only once the copy is durable. `durable`
+    /// is false only for a mutant of the step the record is written for
+    /// ([`crate::mutants`]): the flush and fence are dropped.
     pub(crate) fn persist<R: MetaRecord>(
         &mut self,
         media: &dyn CacheMedia,
         slot_off: impl Fn(usize) -> u64,
         value: &R,
+        durable: bool,
     ) -> Result<()> {
         let (slot, seq) = record::next_write(self.latest);
         let raw = encode_meta(value, seq);
@@ -48,8 +52,10 @@ impl DualState {
             .write(off, bytes)
             .map_err(EngineError::media("write metadata record"))?;
         // M1: the record is durable before anything that relies on it is written.
-        media.flush(off, bytes.len() as u64);
-        media.fence();
+        if durable && !skip(Step::M1) {
+            media.flush(off, bytes.len() as u64);
+            media.fence();
+        }
         media
             .check()
             .map_err(EngineError::media("flush metadata record"))?;
@@ -79,7 +85,7 @@ mod tests {
         let mut st = DualState::at(0, 250);
         for i in 0..20u32 {
             let pos = TailPos(CachePos::new(i, i * 8));
-            st.persist(&m, key_tail_off, &pos).unwrap();
+            st.persist(&m, key_tail_off, &pos, true).unwrap();
             let dual = read_dual(&m);
             let latest = dual.latest().unwrap();
             assert_eq!(latest.value, pos, "update {i}");

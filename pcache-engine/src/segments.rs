@@ -13,6 +13,7 @@
 use crate::error::Result;
 use crate::media::CacheMedia;
 use crate::meta::DualState;
+use crate::mutants::{skip, Step};
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 use pcache_format::layout::{seg_gen_off, SegmentChain};
 use pcache_format::record::SegGen;
@@ -236,12 +237,20 @@ impl Segments {
         let Some(phys) = self.chain.phys(id) else {
             return Ok(());
         };
+        if skip(Step::G2) {
+            // Mutant: freed without a new generation.
+            self.release(id);
+            return Ok(());
+        }
         {
             let mut gen = s.gen.write();
             let next = gen.wrapping_add(1);
-            s.gen_state
-                .lock()
-                .persist(media, |slot| seg_gen_off(phys, slot), &SegGen(next))?;
+            s.gen_state.lock().persist(
+                media,
+                |slot| seg_gen_off(phys, slot),
+                &SegGen(next),
+                !skip(Step::G3),
+            )?;
             *gen = next;
             // The segment's keys are all gone: so are their CRCs.
             if let Some(t) = self.crcs.as_ref().and_then(|c| c.get(id as usize)) {

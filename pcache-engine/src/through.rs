@@ -23,15 +23,41 @@ use crate::cache::Inner;
 use crate::error::{EngineError, Result};
 use crate::io::Source;
 use crate::log::{Commit, Space};
+use crate::mutants::{skip, Step};
 use pcache_format::kset::KEY_FLAG_CLEAN;
 use pcache_format::layout;
 use pcache_format::Key;
 use std::cell::Cell;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 thread_local! {
     /// Where an around write's bytes are gathered for the backing device.
     static AROUND_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// The writes that reached the backing device themselves (around or through the cache,
+/// not writeback), counted as they complete, and how many of them a completed backing
+/// flush covers. A read-miss fill may copy bytes such a write left in the device's
+/// volatile cache: while some are not known durable, its kset flushes the backing device
+/// first (WT1), so that a clean key never claims bytes the backing device may lose.
+#[derive(Debug, Default)]
+pub(crate) struct BackingWrites {
+    /// Writes completed.
+    pub written: AtomicU64,
+    /// Writes completed before a backing flush that completed.
+    pub flushed: AtomicU64,
+}
+
+impl BackingWrites {
+    /// Counts a completed write; returns the count.
+    fn wrote(&self) -> u64 {
+        self.written.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Whether a completed write may not be durable yet.
+    pub(crate) fn unflushed(&self) -> bool {
+        self.flushed.load(Ordering::Acquire) < self.written.load(Ordering::Acquire)
+    }
 }
 
 /// What a piece written through found in the cache.
@@ -132,15 +158,45 @@ impl Inner {
     /// A write reached the backing device: with FUA it is made durable now (WT2);
     /// otherwise the next FLUSH flushes the backing device.
     fn after_backing_write(&self, fua: bool) -> Result<()> {
+        let written = self.backing_writes.wrote();
         if fua {
             // WT2: a FUA write is durable on the backing device before it completes.
-            self.backing
-                .flush()
-                .map_err(EngineError::backing("flush", 0, 0))
+            if skip(Step::WT2) {
+                return Ok(());
+            }
+            self.flush_backing(written)
         } else {
-            self.backing_unflushed.store(true, Ordering::Release);
             Ok(())
         }
+    }
+
+    /// Flushes the backing device, which makes the first `written` writes that reached it
+    /// themselves durable (at least).
+    pub(crate) fn flush_backing(&self, written: u64) -> Result<()> {
+        self.backing
+            .flush()
+            .map_err(EngineError::backing("flush", 0, 0))?;
+        self.backing_writes
+            .flushed
+            .fetch_max(written, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Makes the writes that reached the backing device themselves (not through
+    /// writeback) durable there, if any did since the last time (WT2): FLUSH, and a
+    /// writeback of everything (`writeback_all`, `drain`), which promise that the backing
+    /// device holds every completed write.
+    pub(crate) fn flush_backing_writes(&self) -> Result<()> {
+        let written = self.backing_writes.written.load(Ordering::Acquire);
+        if self.backing_writes.flushed.load(Ordering::Acquire) < written {
+            // WT2: writes that reached the backing device are durable there when the
+            // FLUSH completes.
+            if skip(Step::WT2) {
+                return Ok(());
+            }
+            self.flush_backing(written)?;
+        }
+        Ok(())
     }
 
     /// D1 for the staged CLEAN keys, their bytes to the backing device, then the keys. On
@@ -175,7 +231,7 @@ impl Inner {
                 }
             }
         }
-        if fua || cached {
+        if (fua || cached) && !skip(Step::WT3) {
             // WT3: the keys are durable (after WT1 flushed the backing device) before
             // the write completes.
             for ki in touched {
@@ -189,7 +245,9 @@ impl Inner {
     /// D1 for the staged keys, then their bytes from the cache to the backing device.
     fn through_data(&self, staged: &[(Key, Space)], fua: bool) -> Result<()> {
         // D1: the cache holds the bytes durably before a key can point at them.
-        self.media.fence();
+        if !skip(Step::D1) {
+            self.media.fence();
+        }
         self.media
             .check()
             .map_err(EngineError::media("flush data"))?;

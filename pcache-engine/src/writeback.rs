@@ -5,6 +5,7 @@
 use crate::cache::Inner;
 use crate::error::{EngineError, Result};
 use crate::index::Subtree;
+use crate::mutants::{skip, Step};
 use crate::walk::WalkItem;
 use pcache_format::layout::{CachePos, SUBTREE_SIZE};
 use std::collections::BTreeMap;
@@ -104,8 +105,12 @@ impl Inner {
             .collect();
         let jobs = merge(jobs);
         let written: u64 = jobs.iter().map(|j| u64::from(j.2)).sum();
+        if skip(Step::W2) {
+            // Mutant: dirty_tail moves before the round's backing writes.
+            self.set_dirty_tail(end)?;
+        }
         self.write_jobs(&jobs)?;
-        if !jobs.is_empty() {
+        if !jobs.is_empty() && !skip(Step::W1) {
             // W1: the backing holds the round's data durably before dirty_tail moves past
             // its ksets (one flush for all of them).
             self.backing
@@ -125,7 +130,9 @@ impl Inner {
             }
         }
         // W2: dirty_tail moves past the round's ksets.
-        self.set_dirty_tail(end)?;
+        if !skip(Step::W2) {
+            self.set_dirty_tail(end)?;
+        }
         self.log
             .written
             .fetch_add(ksets as u64, std::sync::atomic::Ordering::Release);

@@ -30,7 +30,7 @@ const TASKS: &[Task] = &[
     },
     Task {
         name: "crash",
-        help: "`crash --points N`: the simulated power-cut proof over N crash points (release)",
+        help: "`crash [--points N] [--mutants]`: the simulated power-cut proof over N crash points (release); --mutants: once per dropped persistence step, each must be caught",
         run: crash::main,
     },
     Task {

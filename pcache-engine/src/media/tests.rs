@@ -143,7 +143,7 @@ proptest! {
             if what == 2 { m.fence(); }
         }
         let mut r = m.replayer();
-        for k in 0..=m.fences() {
+        for k in 0..=m.events() {
             let want = m.crash_image(k, None).to_vec(0, 4096).unwrap();
             let img = r.image(k, None);
             let mut got = vec![0; 4096];

@@ -1,24 +1,12 @@
 //! [`TestBacking`]: a memory backing device with injected failures, a gate, and a record.
 
-use super::{injected, CrashMedia};
+use super::{injected, BackingEvent, CrashMedia};
 use crate::backing::{Backing, BatchError, MemBacking};
 use parking_lot::{Condvar, Mutex};
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-/// One write that reached a [`TestBacking`] built [`TestBacking::recording`]: a write,
-/// or a discard or write-zeroes as the write of its content.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordedWrite {
-    /// How many fences the [`CrashMedia`] had completed when the write was issued.
-    pub fence: usize,
-    /// Offset.
-    pub off: u64,
-    /// The bytes written.
-    pub data: Vec<u8>,
-}
 
 /// A check of the memory's content, run at every flush.
 type FlushCheck = Box<dyn Fn(&MemBacking) + Send + Sync>;
@@ -35,9 +23,11 @@ type FlushCheck = Box<dyn Fn(&MemBacking) + Send + Sync>;
 ///   whole) wait at a gate until it opens again; discards and write-zeroes pass;
 /// - [`TestBacking::discard_fill`]: a discard leaves this byte instead of zeros (its
 ///   content is unspecified);
-/// - [`TestBacking::recording`]: every write, discard and write-zeroes is recorded with
-///   the fence count of a [`CrashMedia`] at issue ([`TestBacking::take_recorded`]), so
-///   the backing state at any crash point can be rebuilt;
+/// - [`TestBacking::recording`]: the completion of every write, discard, write-zeroes and
+///   flush is an event on a [`CrashMedia`]'s timeline, recorded
+///   ([`TestBacking::take_recorded`]) so that the backing device a power cut at any
+///   event could leave, volatile write cache included, can be rebuilt
+///   ([`BackingReplayer`](super::BackingReplayer));
 /// - [`TestBacking::on_flush`]: a check of the memory's content at every flush.
 pub struct TestBacking {
     mem: Arc<MemBacking>,
@@ -48,7 +38,7 @@ pub struct TestBacking {
     gate: Condvar,
     discard_fill: Option<u8>,
     clock: Option<Arc<CrashMedia>>,
-    recorded: Mutex<Vec<RecordedWrite>>,
+    recorded: Mutex<Vec<BackingEvent>>,
     on_flush: Option<FlushCheck>,
 }
 
@@ -93,7 +83,8 @@ impl TestBacking {
         self
     }
 
-    /// Records every write, discard and write-zeroes with `media`'s fence count at issue.
+    /// Records the completion of every write, discard, write-zeroes and flush as an event
+    /// on `media`'s timeline ([`CrashMedia::tick`]).
     #[must_use]
     pub fn recording(mut self, media: Arc<CrashMedia>) -> Self {
         self.clock = Some(media);
@@ -135,10 +126,10 @@ impl TestBacking {
         self.gate.notify_all();
     }
 
-    /// The writes recorded so far, in issue order (empty unless built
+    /// The events recorded so far, in order (empty unless built
     /// [`TestBacking::recording`]); the record starts again empty.
     #[must_use]
-    pub fn take_recorded(&self) -> Vec<RecordedWrite> {
+    pub fn take_recorded(&self) -> Vec<BackingEvent> {
         std::mem::take(&mut *self.recorded.lock())
     }
 
@@ -150,11 +141,12 @@ impl TestBacking {
         }
     }
 
+    /// Records a completed write of `data` at `off`.
     fn record(&self, off: u64, data: &[u8]) {
         if let Some(media) = &self.clock {
             let mut recorded = self.recorded.lock();
-            recorded.push(RecordedWrite {
-                fence: media.fences(),
+            recorded.push(BackingEvent::Write {
+                at: media.tick(),
                 off,
                 data: data.to_vec(),
             });
@@ -166,8 +158,9 @@ impl TestBacking {
         if self.fail_writes.load(Ordering::SeqCst) {
             return Err(injected());
         }
+        self.mem.write_at(off, data)?;
         self.record(off, data);
-        self.mem.write_at(off, data)
+        Ok(())
     }
 
     fn recording_len(&self, len: u64) -> Option<usize> {
@@ -210,29 +203,36 @@ impl Backing for TestBacking {
         if let Some(check) = &self.on_flush {
             check(&self.mem);
         }
-        self.mem.flush()
+        self.mem.flush()?;
+        if let Some(media) = &self.clock {
+            let mut recorded = self.recorded.lock();
+            recorded.push(BackingEvent::Flush { at: media.tick() });
+        }
+        Ok(())
     }
 
     fn discard(&self, off: u64, len: u64) -> io::Result<()> {
         match self.discard_fill {
             Some(byte) => {
                 let data = vec![byte; usize::try_from(len).expect("a range in memory")];
+                self.mem.write_at(off, &data)?;
                 self.record(off, &data);
-                self.mem.write_at(off, &data)
             }
             None => {
+                self.mem.discard(off, len)?;
                 if let Some(n) = self.recording_len(len) {
                     self.record(off, &vec![0; n]);
                 }
-                self.mem.discard(off, len)
             }
         }
+        Ok(())
     }
 
     fn write_zeroes(&self, off: u64, len: u64) -> io::Result<()> {
+        self.mem.write_zeroes(off, len)?;
         if let Some(n) = self.recording_len(len) {
             self.record(off, &vec![0; n]);
         }
-        self.mem.write_zeroes(off, len)
+        Ok(())
     }
 }

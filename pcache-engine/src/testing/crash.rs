@@ -1,6 +1,9 @@
 //! A crash-simulating test double: every store, flush and fence is recorded, and
-//! [`CrashMedia::crash_image`] builds what a power cut right after fence *k* could leave
-//! on persistent memory.
+//! [`CrashMedia::crash_image`] builds what a power cut right after event *k* could leave
+//! on persistent memory. The events are the fences, and whatever else is put on the same
+//! timeline with [`CrashMedia::tick`] (a [`TestBacking`](super::TestBacking) built
+//! `recording` ticks at every backing write completion and flush), so that a power cut
+//! can be placed between any two of them.
 //!
 //! The model is the pmem one the engine is written against: a store is guaranteed
 //! durable once a flush of its cache line *and then* a fence **in the thread that
@@ -22,9 +25,9 @@ use std::thread::ThreadId;
 struct Piece {
     off: u64,
     data: Vec<u8>,
-    /// The fence after which the piece is guaranteed durable.
+    /// The event (a fence) after which the piece is guaranteed durable.
     durable_at: Option<usize>,
-    /// How many fences had completed when the store happened.
+    /// How many events had happened when the store happened.
     written_after: usize,
 }
 
@@ -36,7 +39,8 @@ struct Log {
     /// Pieces flushed but not fenced yet, by the thread that flushed them: a fence only
     /// orders the flushes of its own thread (SFENCE orders the CLWBs of its CPU).
     flushed: HashMap<ThreadId, Vec<usize>>,
-    fences: usize,
+    /// Events so far: fences and ticks.
+    events: usize,
 }
 
 /// Media that remembers the order of stores, flushes and fences.
@@ -56,13 +60,22 @@ impl CrashMedia {
         }
     }
 
-    /// Fences so far: the crash points are `0..=fences()`.
+    /// Events so far (fences and ticks): the crash points are `0..=events()`.
     #[must_use]
-    pub fn fences(&self) -> usize {
-        self.log.lock().fences
+    pub fn events(&self) -> usize {
+        self.log.lock().events
     }
 
-    /// The image after a power cut right after fence `at_fence` (0: before the first).
+    /// Puts an event of some other device on this media's timeline (a crash point that
+    /// makes nothing durable here) and returns its number. Called with the other device's
+    /// own record locked, it orders that record with the fences.
+    pub fn tick(&self) -> usize {
+        let mut log = self.log.lock();
+        log.events += 1;
+        log.events
+    }
+
+    /// The image after a power cut right after event `at_fence` (0: before the first).
     /// With `torn`, each 8-byte word of each store that was not yet guaranteed durable
     /// (but had been issued) is included at random (seeded); without, none is.
     #[must_use]
@@ -150,7 +163,7 @@ impl CacheMedia for CrashMedia {
             let room = (line - abs % line) as usize;
             let n = room.min(data.len() - at);
             let id = log.pieces.len();
-            let written_after = log.fences;
+            let written_after = log.events;
             log.pieces.push(Piece {
                 off: abs,
                 data: data[at..at + n].to_vec(),
@@ -194,8 +207,8 @@ impl CacheMedia for CrashMedia {
 
     fn fence(&self) {
         let mut log = self.log.lock();
-        log.fences += 1;
-        let now = log.fences;
+        log.events += 1;
+        let now = log.events;
         let flushed = log
             .flushed
             .remove(&std::thread::current().id())
@@ -239,8 +252,8 @@ pub struct CrashReplayer {
 }
 
 impl CrashReplayer {
-    /// The image a power cut just before fence `at_fence + 1` completes could leave:
-    /// every store durable by fence `at_fence`, plus — with `torn` — a seeded random
+    /// The image a power cut just before event `at_fence + 1` could leave: every store
+    /// durable by event `at_fence`, plus — with `torn` — a seeded random
     /// subset of the 8-byte words of every store issued but not yet durable (without,
     /// none of them). Crash points must not decrease between calls.
     ///

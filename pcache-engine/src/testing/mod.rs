@@ -9,17 +9,21 @@
 //!   failures;
 //! - [`TestBacking`]: a [`MemBacking`](crate::backing::MemBacking) with injected read,
 //!   write and flush failures, a gate that holds writes, a fill for discards, a record
-//!   of the writes against a [`CrashMedia`]'s fences and a check at every flush;
+//!   of its write and flush completions on a [`CrashMedia`]'s timeline and a check at
+//!   every flush; [`BackingReplayer`] builds the backing device a power cut at any event
+//!   could leave (a disk with a volatile write cache: [`BackingImage`]);
 //! - [`formatted`] and [`write_superblock`]: a cache holding only a superblock, which the
 //!   engine's first open formats as the kernel's first activation does.
 //!
 //! This is test support: misuse panics with a message instead of returning an error.
 
 mod backing;
+mod backing_crash;
 mod crash;
 mod media;
 
-pub use backing::{RecordedWrite, TestBacking};
+pub use backing::TestBacking;
+pub use backing_crash::{BackingEvent, BackingImage, BackingReplayer, Survivors, BACKING_SECTOR};
 pub use crash::{CrashImage, CrashMedia, CrashReplayer, SplitMix};
 pub use media::TestMedia;
 
