@@ -234,17 +234,17 @@ fn power_cuts_during_table_updates() {
     let device: Arc<dyn CacheMedia> = crash.clone();
     let mut dev = format(&*device, [4; 16]).unwrap();
     // (fence count once the operation returned, table after it)
-    let mut states = vec![(crash.fences(), dev.table().unwrap().clone())];
+    let mut states = vec![(crash.events(), dev.table().unwrap().clone())];
     let mut op = |f: &mut dyn FnMut(&mut SharedDevice)| {
         f(&mut dev);
-        states.push((crash.fences(), dev.table().unwrap().clone()));
+        states.push((crash.events(), dev.table().unwrap().clone()));
     };
     op(&mut |d| drop(create(&device, d, spec("a", 512 * MIB, "b1")).unwrap()));
     op(&mut |d| drop(create(&device, d, spec("b", 600 * MIB, "b2")).unwrap()));
     op(&mut |d| drop(remove(&device, d, "a", false).unwrap()));
     op(&mut |d| drop(create(&device, d, spec("c", 512 * MIB, "b3")).unwrap()));
     op(&mut |d| drop(remove(&device, d, "b", true).unwrap()));
-    let total = crash.fences();
+    let total = crash.events();
     let mut rng = SplitMix(7);
     let mut checked = 0;
     for cut in 0..=total {
