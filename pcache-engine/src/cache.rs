@@ -560,6 +560,9 @@ impl Cache {
         // later ones see the cache stopped.
         drop(self.inner.ctl.wb_lock.lock());
         if first && !self.inner.read_only {
+            // WT2: a close makes what reached the backing device durable, as a FLUSH
+            // does, so a cache closed cleanly leaves nothing in its volatile cache.
+            self.inner.flush_backing_writes()?;
             self.inner.close_all()?;
         }
         Ok(())

@@ -293,3 +293,35 @@ fn nothing_is_written_back_after_close() {
         "{r:?}"
     );
 }
+
+/// A clean close flushes the writes that went straight to the backing device (WT2), as a
+/// FLUSH does: nothing is left in the disk's volatile cache.
+#[test]
+fn close_flushes_what_reached_the_backing_device() {
+    use pcache_engine::testing::TestBacking;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for mode in [
+        CacheMode::Writethrough,
+        CacheMode::Writearound,
+        CacheMode::Passthrough,
+    ] {
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let seen = flushes.clone();
+        let backing = Arc::new(TestBacking::new(MemBacking::new(DEV)).on_flush(move |_| {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }));
+        let cfg = CacheConfig {
+            background: false,
+            cache_mode: Some(mode),
+            ..CacheConfig::default()
+        };
+        let cache = Cache::open(Arc::new(formatted(512 << 20)), backing, cfg).unwrap();
+        cache.write(0, 1 << 20, &[9; 8192], false).unwrap();
+        let before = flushes.load(Ordering::SeqCst);
+        cache.close().unwrap();
+        assert!(
+            flushes.load(Ordering::SeqCst) > before,
+            "{mode:?}: close did not flush the backing device"
+        );
+    }
+}
