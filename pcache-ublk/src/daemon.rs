@@ -329,15 +329,16 @@ pub fn open_target(
         }),
         Backend::Cache {
             cache,
+            name,
             range,
             backing,
             data_crc,
-            ..
         } => {
             let data_crc = data_crc.unwrap_or(false);
             tracing::info!(cache = %cache.display(), backing = %backing.display(), data_crc, "opening the cache (replay)");
             let target =
-                EngineTarget::open(cache, *range, backing, data_crc, u32::from(queues), tuning)?;
+                EngineTarget::open(cache, *range, backing, data_crc, u32::from(queues), tuning)?
+                    .named(name.clone());
             Ok(Opened {
                 target: Arc::new(target),
                 claims,

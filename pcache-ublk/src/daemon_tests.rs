@@ -506,7 +506,11 @@ fn a_cache_of_a_shared_device_writes_only_its_range() {
         1,
         Tuning::default(),
     )
-    .unwrap();
+    .unwrap()
+    .named(Some("a".into()));
+    let status = crate::target::Target::status(&target);
+    assert_eq!(status["cache_name"], "a");
+    assert_eq!(status["cache"], shared.display().to_string());
     target.cache().write(0, 0, &[0xA5; 65536], true).unwrap();
     target.cache().close().unwrap();
     drop(target);

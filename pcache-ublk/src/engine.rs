@@ -19,6 +19,8 @@ use crate::target::{Errno, ReadSink, Target, WriteSource};
 pub struct EngineTarget {
     cache: Arc<Cache>,
     cache_path: String,
+    /// The cache of a shared cache device served, if it is one.
+    cache_name: Option<String>,
     backing_path: String,
     /// A `flush` (drain) runs in the background.
     flushing: Arc<AtomicBool>,
@@ -60,6 +62,7 @@ impl EngineTarget {
         EngineTarget {
             cache: Arc::new(cache),
             cache_path: cache_path.display().to_string(),
+            cache_name: None,
             backing_path: backing_path.display().to_string(),
             flushing: Arc::new(AtomicBool::new(false)),
         }
@@ -127,6 +130,13 @@ impl EngineTarget {
     ) -> Result<Self, Error> {
         let opened = Cache::open(media, backing_dev, cfg).map_err(|e| open_error(cache, e))?;
         Ok(Self::new(opened, cache, backing))
+    }
+
+    /// Names the cache of a shared cache device this serves (shown by `status`).
+    #[must_use]
+    pub fn named(mut self, name: Option<String>) -> Self {
+        self.cache_name = name;
+        self
     }
 
     /// The wrapped cache.
@@ -284,6 +294,9 @@ impl Target for EngineTarget {
         let mut v = status_json(&self.cache.status());
         if let Some(obj) = v.as_object_mut() {
             obj.insert("cache".into(), self.cache_path.clone().into());
+            if let Some(n) = &self.cache_name {
+                obj.insert("cache_name".into(), n.clone().into());
+            }
             obj.insert("backing".into(), self.backing_path.clone().into());
             obj.insert("size".into(), self.cache.size().into());
             obj.insert(
