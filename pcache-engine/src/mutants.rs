@@ -47,11 +47,20 @@ pub enum Step {
     /// A written-through write over a cached range (or FUA) completes before its keys
     /// are durable.
     WT3,
+    /// A shared device's empty table is not made durable before its superblock.
+    SF1,
+    /// A shared device's superblock is not made durable.
+    SF2,
+    /// A new cache table copy is not made durable (CR2 and RM1 are this step).
+    TB1,
+    /// A new cache's superblock (and its cleared metadata) is not made durable before
+    /// the activation formats behind it.
+    CR1,
 }
 
 impl Step {
     /// Every step, in the order of `docs/design.md`.
-    pub const ALL: [Step; 19] = [
+    pub const ALL: [Step; 23] = [
         Step::D1,
         Step::K1,
         Step::K2a,
@@ -71,6 +80,10 @@ impl Step {
         Step::WT1,
         Step::WT2,
         Step::WT3,
+        Step::SF1,
+        Step::SF2,
+        Step::TB1,
+        Step::CR1,
     ];
 
     /// The step's name in `docs/design.md`.
@@ -96,6 +109,10 @@ impl Step {
             Step::WT1 => "WT1",
             Step::WT2 => "WT2",
             Step::WT3 => "WT3",
+            Step::SF1 => "SF1",
+            Step::SF2 => "SF2",
+            Step::TB1 => "TB1",
+            Step::CR1 => "CR1",
         }
     }
 

@@ -14,6 +14,7 @@ pub use identity::{identify, stable_id, BackingMismatch};
 
 use crate::backing::Backing;
 use crate::media::{CacheMedia, MediaError, Window};
+use crate::mutants::{skip, Step};
 use crate::{Cache, CacheConfig, EngineError};
 use pcache_format::layout::{cache_info_off, CACHE_CTRL_AREA, CACHE_CTRL_OFF, SB_OFF};
 use pcache_format::shared::{
@@ -250,9 +251,11 @@ pub fn format(media: &dyn CacheMedia, uuid: [u8; 16]) -> Result<SharedDevice, Sh
             min: SHARED_DEV_SIZE_MIN,
         });
     }
-    let w = |off, bytes: &[u8]| -> Result<(), SharedError> {
+    let w = |off, bytes: &[u8], step| -> Result<(), SharedError> {
         media.write(off, bytes).map_err(media_err("format"))?;
-        media.flush(off, bytes.len() as u64);
+        if !skip(step) {
+            media.flush(off, bytes.len() as u64);
+        }
         Ok(())
     };
     // SF1: whatever the kernel's format kept in the first 64 KiB (superblock, cache_info,
@@ -262,17 +265,21 @@ pub fn format(media: &dyn CacheMedia, uuid: [u8; 16]) -> Result<SharedDevice, Sh
         .map_err(media_err("format"))?;
     media.flush(SB_OFF, TABLE_OFF - SB_OFF);
     let table = CacheTable::empty(uuid);
-    w(table_slot_off(0), &table.encode())?;
-    w(table_slot_off(1), &[0; 64])?;
+    w(table_slot_off(0), &table.encode(), Step::SF1)?;
+    w(table_slot_off(1), &[0; 64], Step::SF1)?;
     // SF1 ends: the table is durable before the superblock that makes it reachable.
-    media.fence();
+    if !skip(Step::SF1) {
+        media.fence();
+    }
     let sb = SharedSuperblock {
         uuid,
         device_bytes: size,
     };
     // SF2: the shared superblock.
-    w(SB_OFF, &sb.encode())?;
-    media.fence();
+    w(SB_OFF, &sb.encode(), Step::SF2)?;
+    if !skip(Step::SF2) {
+        media.fence();
+    }
     media.check().map_err(media_err("format"))?;
     SharedDevice::read(media)
 }
@@ -295,8 +302,10 @@ pub fn commit(
         .write(off, &bytes)
         .map_err(media_err("write the cache table"))?;
     // TB1: the new copy is durable before anything relies on it.
-    media.flush(off, bytes.len() as u64);
-    media.fence();
+    if !skip(Step::TB1) {
+        media.flush(off, bytes.len() as u64);
+        media.fence();
+    }
     media.check().map_err(media_err("write the cache table"))?;
     *dev = SharedDevice::read(media)?;
     Ok(())
@@ -447,21 +456,28 @@ pub fn create(
 fn format_cache(window: &Arc<dyn CacheMedia>, spec: &NewCache) -> Result<(), EngineError> {
     let m = &**window;
     let seg_num = layout::seg_num_for_device(m.len()).map_err(EngineError::corrupt("size"))?;
+    let cr1 = !skip(Step::CR1);
     let clear = |off: u64, len: u64| -> Result<(), EngineError> {
         m.zero(off, len).map_err(EngineError::media("format"))?;
-        m.flush(off, len);
+        if cr1 {
+            m.flush(off, len);
+        }
         Ok(())
     };
     clear(cache_info_off(0), 4096)?;
     clear(cache_info_off(1), 4096)?;
     clear(CACHE_CTRL_OFF, CACHE_CTRL_AREA)?;
     // CR1: no old cache_info or tail can be read behind the new superblock.
-    m.fence();
+    if cr1 {
+        m.fence();
+    }
     let sb = Superblock::new(seg_num).encode();
     m.write(SB_OFF, &sb).map_err(EngineError::media("format"))?;
-    m.flush(SB_OFF, sb.len() as u64);
-    // CR1: the superblock is durable before the activation formats behind it.
-    m.fence();
+    if cr1 {
+        // CR1: the superblock is durable before the activation formats behind it.
+        m.flush(SB_OFF, sb.len() as u64);
+        m.fence();
+    }
     m.check().map_err(EngineError::media("format"))?;
     let cache = Cache::open(
         window.clone(),
