@@ -1,4 +1,4 @@
-# xtask: timeout=2400 pmem_mb=1700 backing_mb=1536
+# xtask: quick timeout=2400 pmem_mb=1700 backing_mb=1536
 # xtask: needs=pcache-shared needs=pcache-fsck needs=pcache-ublk:add,del,recover,list
 # One cache device for three backing devices (issue 15). The backing disk is cut into
 # three dm-linear volumes with uuids (their stable identity); /dev/pmem0 becomes a
