@@ -410,3 +410,46 @@ xt_shell() {
     echo "XT: helpers: /xtask/lib.sh ; host dir: $OUT ; exit (or Ctrl-D) powers off."
     ENV=/xtask/lib.sh setsid cttyhack sh
 }
+
+# Filesystem load for power cuts: xt_fs_load MNT LOG N writes N files (4 KiB..1 MiB,
+# content from xt_pattern seeded by the name) into MNT/d0..d7, with metadata churn
+# (scratch files created, renamed, removed) between them. After every 8 files a
+# global `sync` returns and only then are those files appended to LOG ("path md5"):
+# what must survive a power cut. xt_fs_verify MNT LOG: every logged file reads back.
+xt_fs_load() {
+    _i=0
+    : >/tmp/xt-fs-batch
+    while [ "$_i" -lt "$3" ]; do
+        _d="d$((_i % 8))"
+        mkdir -p "$1/$_d" || return 1
+        _kb=$(((_i * 7919 % 256 + 1) * 4))
+        xt_pattern "f$_i" $((_kb * 1024)) >"$1/$_d/f$_i" || return 1
+        echo "$_d/f$_i $(md5sum <"$1/$_d/f$_i" | cut -d' ' -f1)" >>/tmp/xt-fs-batch
+        echo "$_i" >"$1/tmp.$_i" && mv "$1/tmp.$_i" "$1/tmp.r$_i" || return 1
+        [ $((_i % 3)) = 0 ] && rm -f "$1/tmp.r$((_i - 3))"
+        _i=$((_i + 1))
+        if [ $((_i % 8)) = 0 ]; then
+            sync || return 1
+            cat /tmp/xt-fs-batch >>"$2"
+            : >/tmp/xt-fs-batch
+        fi
+    done
+}
+xt_fs_verify() {
+    _n=0
+    while read -r _f _w; do
+        _g=$(md5sum <"$1/$_f" 2>/dev/null | cut -d' ' -f1)
+        [ "$_w" = "$_g" ] || xt_fail "$_f (synced before the power cut) does not read back (md5 ${_g:-none}, want $_w)"
+        _n=$((_n + 1))
+    done <"$2"
+    xt_log "all $_n synced files read back from $1"
+}
+# xt_fs_wait LOG LINES SECS: wait until LOG has LINES lines.
+xt_fs_wait() {
+    _i=0
+    while [ "$(wc -l <"$1")" -lt "$2" ]; do
+        _i=$((_i + 1))
+        [ "$_i" -gt $(($3 * 10)) ] && xt_fail "not $2 files synced in $3 s"
+        sleep 0.1
+    done
+}

@@ -22,6 +22,10 @@ pub const GUEST_TOOLS: &[&str] = &[
     "/usr/sbin/blockdev",
     "/usr/sbin/blkdiscard",
     "/usr/bin/strace",
+    "/usr/sbin/mke2fs",
+    "/usr/sbin/e2fsck",
+    "/usr/sbin/mkfs.xfs",
+    "/usr/sbin/xfs_repair",
 ];
 
 /// Libraries always copied: Rust binaries built on the host need them.
@@ -51,6 +55,8 @@ pub const GUEST_MODULES: &[&str] = &[
     "loop",
     "9pnet_virtio",
     "9p",
+    "ext4",
+    "xfs",
 ];
 
 /// `ldd` output -> library paths (inside the chroot).

@@ -36,6 +36,8 @@ const CHROOT_PKGS: &[&str] = &[
     "daxctl",
     "util-linux",
     "strace",
+    "e2fsprogs",
+    "xfsprogs",
 ];
 
 const DM_PCACHE_MAKEFILE: &str = "obj-m := dm-pcache.o
