@@ -10,13 +10,14 @@
 # logged file reads back; pcache-fsck of the cache is clean.
 xt_need pcache-mkfs pcache-fsck
 xt_need_sub pcache-ublk add del status
-for t in mke2fs e2fsck mkfs.xfs xfs_repair; do
-    command -v "$t" >/dev/null || xt_skip "$t is not in the guest"
+# Full paths: busybox ash runs its own applets (mke2fs) before anything on PATH.
+for t in /usr/sbin/mke2fs /usr/sbin/e2fsck /usr/sbin/mkfs.xfs /usr/sbin/xfs_repair; do
+    [ -x "$t" ] || xt_skip "$t is not in the guest"
 done
 modprobe ext4; modprobe xfs
 pcache-mkfs "$PMEM" || xt_fail "pcache-mkfs"
 xt_ublk_add --cache "$PMEM" --backing "$BACKING"
-mke2fs -t ext4 -F -q "$UBLK_DEV" || xt_fail "mke2fs on $UBLK_DEV"
+/usr/sbin/mke2fs -t ext4 -F -q "$UBLK_DEV" || xt_fail "mke2fs on $UBLK_DEV"
 mkdir -p /mnt/fs
 mount -t ext4 "$UBLK_DEV" /mnt/fs || xt_fail "mount ext4"
 : >"$OUT/ext4-done.txt"

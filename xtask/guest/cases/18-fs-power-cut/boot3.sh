@@ -4,7 +4,7 @@ xt_ublk_add --cache "$PMEM" --backing "$BACKING"
 mkdir -p /mnt/fs
 mount -t xfs "$UBLK_DEV" /mnt/fs || xt_fail "mount xfs after the power cut (log recovery)"
 umount /mnt/fs || xt_fail "umount"
-xfs_repair -n "$UBLK_DEV" >"$OUT/xfs_repair.txt" 2>&1
+/usr/sbin/xfs_repair -n "$UBLK_DEV" >"$OUT/xfs_repair.txt" 2>&1
 rc=$?
 tail -20 "$OUT/xfs_repair.txt"
 [ "$rc" = 0 ] || xt_fail "xfs_repair -n exited $rc after the power cut"
