@@ -74,6 +74,9 @@ fn an_extent_costs_at_most_48_bytes() {
          (the whole open cache); a GiB of cache in 4 KiB extents: {per_gib:.1} MiB"
     );
     assert!(per <= BUDGET, "{per:.1} bytes per extent while writing");
-    assert!(per_replayed <= BUDGET, "{per_replayed:.1} bytes per extent after replay");
+    assert!(
+        per_replayed <= BUDGET,
+        "{per_replayed:.1} bytes per extent after replay"
+    );
     cache.close().unwrap();
 }

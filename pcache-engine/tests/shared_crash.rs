@@ -3,9 +3,9 @@
 //! --mutants` can run it once per mutant of those steps.
 
 use pcache_engine::backing::MemBacking;
-use pcache_engine::format::shared::BackingRecord;
 use pcache_engine::media::CacheMedia;
-use pcache_engine::shared::{create, format, remove, NewCache, SharedDevice, SharedError};
+use pcache_engine::shared::{create, format, remove, SharedDevice, SharedError};
+use pcache_engine::testing::new_cache;
 use pcache_engine::testing::{CrashMedia, SplitMix};
 use pcache_engine::{Cache, CacheConfig};
 use std::sync::Arc;
@@ -13,22 +13,6 @@ use std::sync::Arc;
 const MIB: u64 = 1 << 20;
 /// Room for three smallest caches and a bit.
 const DEV: u64 = 2 * MIB + 3 * 512 * MIB + 100 * MIB;
-
-fn spec(name: &str, size: u64, backing: &str) -> NewCache {
-    NewCache {
-        name: name.into(),
-        size,
-        backing: BackingRecord {
-            size: 64 * MIB,
-            id: format!("serial:{backing}"),
-            path: format!("/dev/{backing}"),
-        },
-        data_crc: false,
-        gc_percent: None,
-        cache_mode: None,
-        created: 0,
-    }
-}
 
 /// The power-cut proof of the table updates: format, three creates and two removes on a
 /// crash-recording device, cut after every fence (with and without torn unfenced
@@ -46,10 +30,10 @@ fn power_cuts_during_table_updates() {
         f(&mut dev);
         states.push((crash.events(), dev.table().unwrap().clone()));
     };
-    op(&mut |d| drop(create(&device, d, spec("a", 512 * MIB, "b1")).unwrap()));
-    op(&mut |d| drop(create(&device, d, spec("b", 600 * MIB, "b2")).unwrap()));
+    op(&mut |d| drop(create(&device, d, new_cache("a", 512 * MIB, "b1")).unwrap()));
+    op(&mut |d| drop(create(&device, d, new_cache("b", 600 * MIB, "b2")).unwrap()));
     op(&mut |d| drop(remove(&device, d, "a", false).unwrap()));
-    op(&mut |d| drop(create(&device, d, spec("c", 512 * MIB, "b3")).unwrap()));
+    op(&mut |d| drop(create(&device, d, new_cache("c", 512 * MIB, "b3")).unwrap()));
     op(&mut |d| drop(remove(&device, d, "b", true).unwrap()));
     let total = crash.events();
     let mut rng = SplitMix(7);

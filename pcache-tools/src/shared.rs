@@ -135,13 +135,7 @@ pub fn create(path: &Path, backing: &Path, opts: &CreateOptions) -> Result<Table
         path: backing.display().to_string(),
         source,
     })?;
-    let _table = RangeClaim::take(
-        path,
-        "the cache table",
-        TABLE_OFF,
-        RANGES_OFF - TABLE_OFF,
-        true,
-    )?;
+    let _table = lock_table(path)?;
     let media = map(path, true)?;
     let mut dev = SharedDevice::read(&*media)?;
     let spec = NewCache {
@@ -168,13 +162,7 @@ pub fn create(path: &Path, backing: &Path, opts: &CreateOptions) -> Result<Table
 /// # Errors
 /// See [`SharedToolError`]; nothing is written on a refusal.
 pub fn remove(path: &Path, sel: &str, force: bool) -> Result<TableEntry> {
-    let _table = RangeClaim::take(
-        path,
-        "the cache table",
-        TABLE_OFF,
-        RANGES_OFF - TABLE_OFF,
-        true,
-    )?;
+    let _table = lock_table(path)?;
     let media = map(path, true)?;
     let mut dev = SharedDevice::read(&*media)?;
     let entry = dev.entry(sel)?.clone();
@@ -188,19 +176,25 @@ pub fn remove(path: &Path, sel: &str, force: bool) -> Result<TableEntry> {
 /// # Errors
 /// See [`SharedToolError`]; a table with no valid copy is not touched.
 pub fn rewrite_table(path: &Path) -> Result<()> {
-    let _table = RangeClaim::take(
-        path,
-        "the cache table",
-        TABLE_OFF,
-        RANGES_OFF - TABLE_OFF,
-        true,
-    )?;
+    let _table = lock_table(path)?;
     let media = map(path, true)?;
     let mut dev = SharedDevice::read(&*media)?;
     let mut next = dev.table()?.clone();
     next.seq = next.seq.saturating_add(1);
     shared::commit(&*media, &mut dev, &next)?;
     Ok(())
+}
+
+/// The table writers' lock: the table's bytes, exclusively (writers of one device queue
+/// behind each other; the caches' programs are not affected).
+fn lock_table(path: &Path) -> Result<RangeClaim> {
+    Ok(RangeClaim::take(
+        path,
+        "the cache table",
+        TABLE_OFF,
+        RANGES_OFF - TABLE_OFF,
+        true,
+    )?)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

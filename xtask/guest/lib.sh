@@ -453,3 +453,34 @@ xt_fs_wait() {
         sleep 0.1
     done
 }
+
+# xt_fio_job FILE DEV OFFSET_MB SIZE_MB SEED: random writes with verify. The same job
+# on another DEV with --verify_only checks what it wrote, there.
+xt_fio_job() {
+    cat >"$1" <<JOB
+[global]
+filename=$2
+direct=1
+ioengine=libaio
+rw=randwrite
+bsrange=4k-256k
+blockalign=4k
+verify=crc32c
+verify_fatal=1
+randseed=$5
+iodepth=8
+[w]
+offset=$3m
+size=$4m
+JOB
+}
+
+# xt_wait_dead PID: wait (10 s at most) until a killed process is gone.
+xt_wait_dead() {
+    _i=0
+    while kill -0 "$1" 2>/dev/null; do
+        _i=$((_i + 1))
+        [ "$_i" -gt 100 ] && xt_fail "process $1 survives SIGKILL for 10 s"
+        sleep 0.1
+    done
+}

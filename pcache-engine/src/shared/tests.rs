@@ -1,6 +1,7 @@
 use super::*;
 use crate::backing::MemBacking;
 use crate::media::MemMedia;
+use crate::testing::new_cache;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 const MIB: u64 = 1 << 20;
@@ -48,22 +49,6 @@ fn counting() -> Arc<Counting> {
     })
 }
 
-fn spec(name: &str, size: u64, backing: &str) -> NewCache {
-    NewCache {
-        name: name.into(),
-        size,
-        backing: BackingRecord {
-            size: 64 * MIB,
-            id: format!("serial:{backing}"),
-            path: format!("/dev/{backing}"),
-        },
-        data_crc: false,
-        gc_percent: None,
-        cache_mode: None,
-        created: 0,
-    }
-}
-
 fn open(device: &Arc<dyn CacheMedia>, dev: &SharedDevice, name: &str) -> (Cache, Arc<MemBacking>) {
     let entry = dev.entry(name).unwrap();
     let w: Arc<dyn CacheMedia> = Arc::new(SharedDevice::window(device, entry).unwrap());
@@ -83,7 +68,7 @@ fn open(device: &Arc<dyn CacheMedia>, dev: &SharedDevice, name: &str) -> (Cache,
 fn three(device: &Arc<dyn CacheMedia>) -> SharedDevice {
     let mut dev = format(&**device, [9; 16]).unwrap();
     for (name, b) in [("db", "vdb"), ("logs", "vdc"), ("web", "vdd")] {
-        create(device, &mut dev, spec(name, 512 * MIB, b)).unwrap();
+        create(device, &mut dev, new_cache(name, 512 * MIB, b)).unwrap();
     }
     dev
 }
@@ -123,18 +108,21 @@ fn bad_requests_change_nothing() {
     let mut dev = three(&device);
     let before = m.changes.load(Ordering::Relaxed);
     let cases: Vec<(NewCache, &str)> = vec![
-        (spec("db", 512 * MIB, "vde"), "exists already"),
+        (new_cache("db", 512 * MIB, "vde"), "exists already"),
         (
-            spec("new", 512 * MIB, "vdb"),
+            new_cache("new", 512 * MIB, "vdb"),
             "already the backing device of cache \"db\"",
         ),
         (
-            spec("new", 512 * MIB, "vde"),
+            new_cache("new", 512 * MIB, "vde"),
             "no free range of 536870912 bytes",
         ),
-        (spec("new", 100 * MIB, "vde"), "at least 536870912 bytes"),
-        (spec("a/b", 512 * MIB, "vde"), "bad cache name"),
-        (spec("42", 512 * MIB, "vde"), "all digits"),
+        (
+            new_cache("new", 100 * MIB, "vde"),
+            "at least 536870912 bytes",
+        ),
+        (new_cache("a/b", 512 * MIB, "vde"), "bad cache name"),
+        (new_cache("42", 512 * MIB, "vde"), "all digits"),
     ];
     for (s, want) in cases {
         let e = create(&device, &mut dev, s).unwrap_err();
@@ -168,7 +156,7 @@ fn removal_refuses_dirty_data_unless_forced() {
     assert_eq!(gone.name, "logs");
     assert!(dev.entry("logs").is_err());
     // Its range is free again; ids are not reused.
-    let e = create(&device, &mut dev, spec("again", 512 * MIB, "vdc")).unwrap();
+    let e = create(&device, &mut dev, new_cache("again", 512 * MIB, "vdc")).unwrap();
     assert_eq!((e.start, e.id), (2 * MIB + 512 * MIB, 4));
     // A dirty cache goes with --force.
     let (c, _) = open(&device, &dev, "web");
@@ -206,7 +194,7 @@ fn a_damaged_table_copy() {
     dev = SharedDevice::read(&*device).unwrap();
     let before = m.changes.load(Ordering::Relaxed);
     assert!(matches!(dev.table(), Err(SharedError::Damaged { .. })));
-    let e = create(&device, &mut dev, spec("x", 512 * MIB, "vde")).unwrap_err();
+    let e = create(&device, &mut dev, new_cache("x", 512 * MIB, "vde")).unwrap_err();
     assert!(e.to_string().contains("cache table"), "{e}");
     assert!(remove(&device, &mut dev, "db", true).is_err());
     assert_eq!(m.changes.load(Ordering::Relaxed), before);

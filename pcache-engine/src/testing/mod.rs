@@ -13,7 +13,9 @@
 //!   every flush; [`BackingReplayer`] builds the backing device a power cut at any event
 //!   could leave (a disk with a volatile write cache: [`BackingImage`]);
 //! - [`formatted`] and [`write_superblock`]: a cache holding only a superblock, which the
-//!   engine's first open formats as the kernel's first activation does.
+//!   engine's first open formats as the kernel's first activation does;
+//! - [`new_cache`]: what creates a cache of a shared device, for a 64 MiB backing device
+//!   named by a serial number.
 //!
 //! This is test support: misuse panics with a message instead of returning an error.
 
@@ -59,4 +61,24 @@ pub fn formatted(len: u64) -> MemMedia {
 #[must_use]
 pub fn injected() -> io::Error {
     io::Error::other("injected")
+}
+
+/// A cache `name` of `size` bytes for a shared device (`crate::shared::create`), for a
+/// 64 MiB backing device with the stable identity `serial:<backing>` and the path
+/// `/dev/<backing>`; the default settings.
+#[must_use]
+pub fn new_cache(name: &str, size: u64, backing: &str) -> crate::shared::NewCache {
+    crate::shared::NewCache {
+        name: name.into(),
+        size,
+        backing: pcache_format::shared::BackingRecord {
+            size: 64 << 20,
+            id: format!("serial:{backing}"),
+            path: format!("/dev/{backing}"),
+        },
+        data_crc: false,
+        gc_percent: None,
+        cache_mode: None,
+        created: 0,
+    }
 }

@@ -19,27 +19,6 @@ cached() {
     pcache-ublk status -n "$UBLK_ID" >/tmp/xt-status.txt || xt_fail "pcache-ublk status"
     sed -n 's/^cached_bytes: //p' /tmp/xt-status.txt
 }
-# fio_job FILE DEV OFFSET_MB SIZE_MB SEED: random writes with verify. The same job
-# on another DEV with --verify_only checks what it wrote, there.
-fio_job() {
-    cat >"$1" <<JOB
-[global]
-filename=$2
-direct=1
-ioengine=libaio
-rw=randwrite
-bsrange=4k-256k
-blockalign=4k
-verify=crc32c
-verify_fatal=1
-randseed=$5
-iodepth=8
-[w]
-offset=$3m
-size=$4m
-JOB
-}
-
 seed=1600
 for mode in writeback writethrough writearound writeonly passthrough; do
     xt_log "==== $mode"
@@ -52,7 +31,7 @@ for mode in writeback writethrough writearound writeonly passthrough; do
     [ "$(xt_json_val /tmp/xt-status.json cache_mode)" = "$mode" ] ||
         { cat /tmp/xt-status.json; xt_fail "status does not say cache_mode $mode"; }
     seed=$((seed + 101))
-    fio_job /tmp/m.fio "$UBLK_DEV" 64 16 "$seed"
+    xt_fio_job /tmp/m.fio "$UBLK_DEV" 64 16 "$seed"
     fio /tmp/m.fio --output="$OUT/fio-$mode.txt" ||
         { tail -30 "$OUT/fio-$mode.txt"; xt_fail "fio write+verify in $mode"; }
     case $mode in writethrough | writearound | passthrough)
@@ -87,12 +66,12 @@ for mode in writeback writethrough writearound writeonly passthrough; do
     set -- $st
     [ "$8" = "$9" ] || xt_fail "$mode: not clean after del --flush: $st"
     # The backing device alone: fio's data, read past the cache.
-    fio_job /tmp/mb.fio "$BACKING" 64 16 "$seed"
+    xt_fio_job /tmp/mb.fio "$BACKING" 64 16 "$seed"
     fio /tmp/mb.fio --verify_only=1 --output="$OUT/fio-backing-$mode.txt" ||
         { tail -20 "$OUT/fio-backing-$mode.txt"; xt_fail "$mode: the backing device after del --flush"; }
     # The kernel opens the cache left in this mode and reads every byte back.
     xt_pcache_create pc0 false
-    fio_job /tmp/mk.fio /dev/mapper/pc0 64 16 "$seed"
+    xt_fio_job /tmp/mk.fio /dev/mapper/pc0 64 16 "$seed"
     fio /tmp/mk.fio --verify_only=1 --output="$OUT/fio-kernel-$mode.txt" ||
         { tail -20 "$OUT/fio-kernel-$mode.txt"; xt_fail "$mode: the kernel's read of the cache"; }
     xt_check_pattern /dev/mapper/pc0 "own-$mode" 900 4 "$mode: the kernel's read"
@@ -117,11 +96,11 @@ xt_check_pattern "$UBLK_DEV" seq 1024 64 "read past the cutoff"
 xt_log "cutoff: $c bytes cached of a 64 MiB stream"
 
 xt_log "==== writeback -> writethrough under fio"
-fio_job /tmp/sw.fio "$UBLK_DEV" 128 32 4242
+xt_fio_job /tmp/sw.fio "$UBLK_DEV" 128 32 4242
 fio /tmp/sw.fio --output="$OUT/fio-switch-1.txt" || xt_fail "fio before the switch"
 xt_ublk_status
 [ "$(xt_json_val /tmp/xt-status.json dirty_bytes)" -gt 0 ] || xt_log "(already clean before the switch)"
-fio_job /tmp/sw2.fio "$UBLK_DEV" 128 32 4343
+xt_fio_job /tmp/sw2.fio "$UBLK_DEV" 128 32 4343
 fio /tmp/sw2.fio --output="$OUT/fio-switch-2.txt" &
 fpid=$!
 sleep 1
@@ -135,7 +114,7 @@ xt_ublk_status
 [ "$UBLK_DIRTY_TAIL" = "$UBLK_KEY_HEAD" ] || xt_fail "not clean after the drain"
 fio /tmp/sw2.fio --verify_only=1 --output="$OUT/fio-switch-v.txt" ||
     { tail -20 "$OUT/fio-switch-v.txt"; xt_fail "verify after the switch"; }
-fio_job /tmp/sw2b.fio "$BACKING" 128 32 4343
+xt_fio_job /tmp/sw2b.fio "$BACKING" 128 32 4343
 fio /tmp/sw2b.fio --verify_only=1 --output="$OUT/fio-switch-b.txt" ||
     { tail -20 "$OUT/fio-switch-b.txt"; xt_fail "the backing device after the drain"; }
 xt_ublk_del

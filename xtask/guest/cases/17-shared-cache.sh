@@ -41,29 +41,9 @@ xt_ublk_add --cache "$PMEM" --name db --backing /dev/mapper/b1
 D1=$UBLK_ID
 xt_ublk_add --cache "$PMEM" --name logs --backing /dev/mapper/b2
 D2=$UBLK_ID
-# job FILE DEV OFFSET_MB SIZE_MB SEED
-job() {
-    cat >"$1" <<JOB
-[global]
-filename=$2
-direct=1
-ioengine=libaio
-rw=randwrite
-bsrange=4k-128k
-blockalign=4k
-verify=crc32c
-verify_fatal=1
-randseed=$5
-iodepth=8
-[w]
-offset=$3m
-size=$4m
-JOB
-}
-
 xt_log "attach web while db and logs run fio"
-job /tmp/p1.fio "/dev/ublkb$D1" 300 32 401
-job /tmp/p2.fio "/dev/ublkb$D2" 300 32 402
+xt_fio_job /tmp/p1.fio "/dev/ublkb$D1" 300 32 401
+xt_fio_job /tmp/p2.fio "/dev/ublkb$D2" 300 32 402
 fio /tmp/p1.fio --output="$OUT/fio-p1.txt" &
 p1=$!
 fio /tmp/p2.fio --output="$OUT/fio-p2.txt" &
@@ -93,7 +73,7 @@ grep -q 'cache db of' /tmp/twice.out || { cat /tmp/twice.out; xt_fail "the secon
 xt_log "fio write+verify on all three at once"
 for i in 1 2 3; do
     eval "dev=/dev/ublkb\$D$i"
-    job "/tmp/a$i.fio" "$dev" 0 48 $((100 + i))
+    xt_fio_job "/tmp/a$i.fio" "$dev" 0 48 $((100 + i))
     fio "/tmp/a$i.fio" --output="$OUT/fio-all-$i.txt" &
     eval "f$i=\$!"
 done
@@ -102,8 +82,8 @@ for i in 1 2 3; do
 done
 
 xt_log "detach and re-attach logs while db and web run fio"
-job /tmp/b1.fio "/dev/ublkb$D1" 100 48 201
-job /tmp/b3.fio "/dev/ublkb$D3" 100 48 203
+xt_fio_job /tmp/b1.fio "/dev/ublkb$D1" 100 48 201
+xt_fio_job /tmp/b3.fio "/dev/ublkb$D3" 100 48 203
 fio /tmp/b1.fio --output="$OUT/fio-b1.txt" &
 g1=$!
 fio /tmp/b3.fio --output="$OUT/fio-b3.txt" &
@@ -111,7 +91,7 @@ g3=$!
 xt_ublk_del "$D2"
 xt_ublk_add --cache "$PMEM" --name logs --backing /dev/mapper/b2
 D2=$UBLK_ID
-job /tmp/v2.fio "/dev/ublkb$D2" 0 48 102
+xt_fio_job /tmp/v2.fio "/dev/ublkb$D2" 0 48 102
 fio /tmp/v2.fio --verify_only=1 --output="$OUT/fio-logs-again.txt" ||
     xt_fail "cache logs after detach and re-attach"
 wait "$g1" || { tail -20 "$OUT/fio-b1.txt"; xt_fail "fio on db during the detach"; }
@@ -120,34 +100,29 @@ wait "$g3" || { tail -20 "$OUT/fio-b3.txt"; xt_fail "fio on web during the detac
 xt_log "kill -9 the daemon of web; db and logs keep running"
 pid3=$(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' "/run/pcache-ublk/$D3.json" | head -1)
 [ -n "$pid3" ] || xt_fail "no pid in the run record of device $D3"
-job /tmp/c1.fio "/dev/ublkb$D1" 200 32 301
-job /tmp/c2.fio "/dev/ublkb$D2" 200 32 302
+xt_fio_job /tmp/c1.fio "/dev/ublkb$D1" 200 32 301
+xt_fio_job /tmp/c2.fio "/dev/ublkb$D2" 200 32 302
 fio /tmp/c1.fio --output="$OUT/fio-c1.txt" &
 h1=$!
 fio /tmp/c2.fio --output="$OUT/fio-c2.txt" &
 h2=$!
 kill -9 "$pid3"
-i=0
-while kill -0 "$pid3" 2>/dev/null; do
-    i=$((i + 1))
-    [ "$i" -gt 100 ] && xt_fail "pcache-ublk $pid3 survives SIGKILL"
-    sleep 0.1
-done
+xt_wait_dead "$pid3"
 sleep 1
 pcache-ublk recover -n "$D3" --cache "$PMEM" --name web --backing /dev/mapper/b3 ||
     xt_fail "pcache-ublk recover of web"
-job /tmp/v3.fio "/dev/ublkb$D3" 0 48 103
+xt_fio_job /tmp/v3.fio "/dev/ublkb$D3" 0 48 103
 fio /tmp/v3.fio --verify_only=1 --output="$OUT/fio-web-recovered.txt" ||
     xt_fail "cache web after kill -9 and recover"
-job /tmp/v3b.fio "/dev/ublkb$D3" 100 48 203
+xt_fio_job /tmp/v3b.fio "/dev/ublkb$D3" 100 48 203
 fio /tmp/v3b.fio --verify_only=1 --output="$OUT/fio-web-recovered-b.txt" ||
     xt_fail "cache web's second region after recover"
 wait "$h1" || { tail -20 "$OUT/fio-c1.txt"; xt_fail "fio on db during the kill"; }
 wait "$h2" || { tail -20 "$OUT/fio-c2.txt"; xt_fail "fio on logs during the kill"; }
 
 xt_log "detach and remove web while db and logs run fio"
-job /tmp/r1.fio "/dev/ublkb$D1" 400 32 501
-job /tmp/r2.fio "/dev/ublkb$D2" 400 32 502
+xt_fio_job /tmp/r1.fio "/dev/ublkb$D1" 400 32 501
+xt_fio_job /tmp/r2.fio "/dev/ublkb$D2" 400 32 502
 fio /tmp/r1.fio --output="$OUT/fio-r1.txt" &
 r1=$!
 fio /tmp/r2.fio --output="$OUT/fio-r2.txt" &
@@ -169,7 +144,7 @@ sh -e "$OUT/dm-table.sh" || xt_fail "the printed dmsetup commands"
 xt_wait_dev /dev/mapper/logs-pcache
 for spec in "0 48 102" "200 32 302" "300 32 402" "400 32 502"; do
     set -- $spec
-    job /tmp/k.fio /dev/mapper/logs-pcache "$1" "$2" "$3"
+    xt_fio_job /tmp/k.fio /dev/mapper/logs-pcache "$1" "$2" "$3"
     fio /tmp/k.fio --verify_only=1 --output="$OUT/fio-kernel-$1.txt" ||
         { tail -20 "$OUT/fio-kernel-$1.txt"; xt_fail "the kernel's read of logs at $1 MiB"; }
 done
