@@ -425,13 +425,10 @@ impl Cache {
     pub fn discard(&self, off: u64, len: u64) -> Result<()> {
         self.inner.check_writable()?;
         self.inner.check_request(off, len)?;
-        // The backing discard goes first (its content is unspecified afterwards); the
-        // durable zero keys after it are then written back over it, in log order.
-        self.inner
-            .backing
-            .discard(off, len)
-            .map_err(EngineError::backing("discard", off, len))?;
-        self.inner.zero_range(off, len, true)
+        // The backing discard goes first (its content is unspecified afterwards); where
+        // the cache holds something, durable zero keys after it are then written back
+        // over it, in log order. The discard itself is durable after the next FLUSH.
+        self.inner.zero_backing(off, len, true)
     }
 
     /// Makes `[off, off + len)` read as zeros.
@@ -440,7 +437,7 @@ impl Cache {
     /// As [`Cache::write`].
     pub fn write_zeroes(&self, off: u64, len: u64) -> Result<()> {
         self.inner.check_writable()?;
-        self.inner.zero_range(off, len, false)
+        self.inner.zero_backing(off, len, false)
     }
 
     /// What `dmsetup status` shows for the kernel target, and the counters.

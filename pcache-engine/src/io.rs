@@ -405,6 +405,68 @@ impl Inner {
         r
     }
 
+    /// Discards (`discard`) or zeros `[off, off + len)` on the backing device, and writes
+    /// zero keys where the cache holds something (durable ones for a discard). A region
+    /// the index holds no extent of has no key in the log that writeback could still
+    /// write over it (every dirty key's bytes are an extent's until written back), so it
+    /// needs none: a discard of a whole device (mkfs) costs a backing discard, not a
+    /// cache's worth of zeros. Each region's piece goes to the backing device under the
+    /// region's write lock with its epoch moved on before and after, as a write-around
+    /// does, so no read-miss fill that read the older bytes is cached. Write zeroes are
+    /// durable after the next FLUSH; a discard is durable when it completes, as its zero
+    /// keys are (WT2).
+    pub(crate) fn zero_backing(&self, off: u64, len: u64, discard: bool) -> Result<()> {
+        self.check_request(off, len)?;
+        let end = off + len;
+        let mut at = off;
+        let mut sent = None;
+        while at < end {
+            let n = layout::bytes_to_subtree_end(at).min(end - at);
+            let (tree, rel) = self.index.subtree(at).ok_or_else(|| {
+                EngineError::Inconsistent(format!("{at:#x} outside the index"))
+            })?;
+            // Inside one region: fits.
+            #[allow(clippy::cast_possible_truncation)]
+            let rel_end = rel + n as u32;
+            let region = self.index.write_lock(at);
+            let cached = with_extents(|exts| {
+                let mut t = tree.write();
+                t.epoch += 1;
+                exts.clear();
+                t.overlapping(rel, rel_end, exts);
+                !exts.is_empty()
+            });
+            if discard || !cached {
+                let r = if discard {
+                    self.backing.discard(at, n)
+                } else {
+                    self.backing.write_zeroes(at, n)
+                };
+                // A fill that looked at the index while the backing device changed read
+                // older bytes: it is dropped.
+                tree.write().epoch += 1;
+                r.map_err(EngineError::backing(
+                    if discard { "discard" } else { "write_zeroes" },
+                    at,
+                    n,
+                ))?;
+                sent = Some(self.backing_wrote());
+            }
+            drop(region);
+            if cached {
+                self.zero_range(at, n, discard)?;
+            }
+            at += n;
+        }
+        if let (true, Some(written)) = (discard, sent) {
+            // WT2: the discard is durable on the backing device when it completes.
+            if !skip(Step::WT2) {
+                self.flush_backing(written)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether every byte of `[off, off + len)` is held by an extent of the index, so a
     /// read of it will not wait for the backing device (unless an extent turns out stale
     /// or its data CRC fails). A hint for a frontend choosing where to run a read.

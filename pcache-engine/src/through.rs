@@ -170,6 +170,13 @@ impl Inner {
         }
     }
 
+    /// Counts a write (a discard, write zeroes) that reached the backing device outside
+    /// [`Inner::write_through`]: the next FLUSH flushes the backing device (WT2), and a
+    /// fill flushes it first (WT1).
+    pub(crate) fn backing_wrote(&self) -> u64 {
+        self.backing_writes.wrote()
+    }
+
     /// Flushes the backing device, which makes the first `written` writes that reached it
     /// themselves durable (at least).
     pub(crate) fn flush_backing(&self, written: u64) -> Result<()> {
