@@ -88,6 +88,20 @@ pub enum EngineError {
         /// Dirty bytes in them.
         dirty_bytes: u64,
     },
+    /// No cache_info slot holds an initialised copy, but one lies at byte 8 216, where
+    /// kernels 6.18.0 to 6.18.3 wrote cache_info by mistake. Formatting (what the kernel
+    /// does) would discard everything that kernel cached; pcache refuses instead.
+    #[error(
+        "cache_info is only at byte {at} (seq {seq}), where kernels 6.18.0 to 6.18.3 wrote \
+         it by mistake and no kernel reads it; formatting would discard the cache: run \
+         pcache-fsck --repair to move it to its slot, or pcache-mkfs to start afresh"
+    )]
+    MisplacedCacheInfo {
+        /// Its offset (8 216).
+        at: u64,
+        /// Its seq.
+        seq: u8,
+    },
     /// The cache's state is inconsistent in a way no parser can name.
     #[error("corrupt cache: {0}")]
     Inconsistent(String),
@@ -180,6 +194,7 @@ impl EngineError {
             Self::Corrupt { .. }
             | Self::DamagedLog { .. }
             | Self::Inconsistent(_)
+            | Self::MisplacedCacheInfo { .. }
             | Self::NotFormatted => ErrorKind::Corrupt,
             Self::DataCrc { .. }
             | Self::Media { .. }

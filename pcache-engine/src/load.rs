@@ -10,8 +10,9 @@ use pcache_format::layout::{
     self, cache_info_off, data_area_off, dirty_tail_off, key_tail_off, seg_gen_off, seg_info_off,
     CachePos, SegmentChain, CACHE_CTRL_OFF, CACHE_DEV_SIZE_MIN, KSET_HEADER_SIZE, SB_OFF,
 };
+use pcache_format::raw::RawCacheInfo;
 use pcache_format::record::{
-    CacheInfo, Dual, MetaRecord, SegGen, SegInfo, TailPos, GC_PERCENT_DEFAULT,
+    decode_meta, CacheInfo, Dual, MetaRecord, SegGen, SegInfo, TailPos, GC_PERCENT_DEFAULT,
 };
 use pcache_format::{fresh, FormatError, Reason, Structure, Superblock};
 
@@ -88,8 +89,18 @@ pub(crate) fn load(media: &dyn CacheMedia, opts: LoadOptions) -> Result<Loaded> 
     let latest = dual.latest().map(|v| v.value);
     match latest {
         Some(info) if info.init_done => {
-            info.validate(sb.seg_num, cache_info_off(info_state_slot(&dual)))
+            let at = cache_info_off(info_state_slot(&dual));
+            info.validate(sb.seg_num, at)
                 .map_err(EngineError::corrupt("cache_info"))?;
+            // pcache's checks beyond the kernel's (which accepts both): a gc_percent over
+            // 90 is refused unless this open replaces it, undefined flags always.
+            let replaced = opts.gc_percent.filter(|_| !opts.read_only);
+            CacheInfo {
+                gc_percent: replaced.unwrap_or(info.gc_percent),
+                ..info
+            }
+            .validate_pcache(at)
+            .map_err(EngineError::corrupt("cache_info"))?;
             if info.data_crc != opts.data_crc {
                 return Err(EngineError::DataCrcMismatch {
                     on_media: info.data_crc,
@@ -98,8 +109,30 @@ pub(crate) fn load(media: &dyn CacheMedia, opts: LoadOptions) -> Result<Loaded> 
             }
             load_existing(media, sb, info, info_state)
         }
-        _ if opts.read_only => Err(EngineError::NotFormatted),
-        _ => format(media, sb, opts, info_state),
+        _ => {
+            misplaced_618(media, sb.seg_num)?;
+            if opts.read_only {
+                return Err(EngineError::NotFormatted);
+            }
+            format(media, sb, opts, info_state)
+        }
+    }
+}
+
+/// Before formatting over a superblock whose cache_info slots hold no initialised copy:
+/// refuses if a valid, initialised, in-range copy lies at 8 216, where kernels 6.18.0 to
+/// 6.18.3 wrote it by mistake (6.18.3 wrote every activation's copy there, so a cache it
+/// formatted has no other). That copy is never used here (no kernel reads it); only
+/// `pcache-fsck --repair` moves it to its slot. Where a slot holds a valid copy, the stray
+/// one is ignored, as every kernel does.
+fn misplaced_618(media: &dyn CacheMedia, seg_num: u32) -> Result<()> {
+    let at = layout::CACHE_INFO_OFF_618;
+    let bytes = read_vec(media, at, core::mem::size_of::<RawCacheInfo>())?;
+    match decode_meta::<CacheInfo>(&bytes, at) {
+        Ok(v) if v.value.init_done && v.value.validate(seg_num, at).is_ok() => {
+            Err(EngineError::MisplacedCacheInfo { at, seq: v.seq })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -147,9 +180,11 @@ fn load_existing(
                 Reason::NoValidCopy,
             )));
         };
+        let at = off(dual.latest_slot().unwrap_or(0));
         latest
             .value
-            .validate(info.n_segs, structure, off(dual.latest_slot().unwrap_or(0)))
+            .validate(info.n_segs, structure, at)
+            .and_then(|()| latest.value.validate_alignment(structure, at))
             .map_err(EngineError::corrupt("tails"))?;
         Ok((latest.value.0, DualState::from_dual(&dual)))
     };

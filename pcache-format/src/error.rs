@@ -103,6 +103,15 @@ pub enum Reason {
     },
     /// More LAST-kset hops than there are segments: the kset chain loops.
     KsetCycle,
+    /// A field is not a multiple of what every writer keeps it a multiple of.
+    Misaligned {
+        /// Field name.
+        field: &'static str,
+        /// The value found.
+        value: u64,
+        /// The alignment it must have.
+        align: u64,
+    },
     /// Something else, described.
     Invalid(&'static str),
 }
@@ -134,6 +143,11 @@ impl fmt::Display for Reason {
                 write!(f, "chain ends after {found} segments")
             }
             Self::KsetCycle => f.write_str("more LAST-kset hops than segments (cycle)"),
+            Self::Misaligned {
+                field,
+                value,
+                align,
+            } => write!(f, "{field} = {value} is not a multiple of {align}"),
             Self::Invalid(what) => f.write_str(what),
         }
     }

@@ -7,7 +7,8 @@
 use crate::crc::pcache_crc;
 use crate::error::{FormatError, Reason, Result, Structure};
 use crate::layout::{
-    self, CachePos, KEY_SIZE, KSET_HEADER_SIZE, KSET_KEYS_MAX, KSET_SIZE_MAX, SEG_DATA_SIZE,
+    self, CachePos, KEY_SIZE, KSET_HEADER_SIZE, KSET_KEYS_MAX, KSET_SIZE_MAX, SECTOR_SIZE,
+    SEG_DATA_SIZE,
 };
 use crate::raw::{RawKey, RawKsetHeader};
 use zerocopy::{FromBytes, IntoBytes};
@@ -271,13 +272,16 @@ impl Key {
     /// Validates a raw key: every check of the kernel's 7.x decode except the data CRC
     /// (which needs the data; see [`crate::crc::pcache_crc`]): `len ≠ 0`,
     /// `off + len ≤ backing size`, `cache_seg_id < n_segs`,
-    /// `cache_seg_off + len ≤ data size`. It also refuses a key that crosses a 4 MiB
-    /// logical boundary, which no kernel writes and which the index could not hold.
+    /// `cache_seg_off + len ≤ data size`. It also refuses what no kernel writes and pcache
+    /// could not serve: a key that crosses a 4 MiB logical boundary (the index could not
+    /// hold it), and one whose `off`, `len` or `cache_seg_off` is not a multiple of 512
+    /// (block I/O is in sectors: writeback could not write it back).
     ///
     /// # Errors
     /// [`Structure::Key`] with the failed bound.
     pub fn decode(raw: &RawKey, bounds: &KeyBounds, at: u64) -> Result<Self> {
         let key = Self::decode_kernel(raw, bounds, at)?;
+        key.check_alignment(at)?;
         if u64::from(key.len) > layout::bytes_to_subtree_end(key.off) {
             return Err(FormatError::range(
                 Structure::Key,
@@ -288,6 +292,33 @@ impl Key {
             ));
         }
         Ok(key)
+    }
+
+    /// pcache's sector check of a decoded key: `off`, `len` and `cache_seg_off` are
+    /// multiples of 512, as every key the kernel or pcache writes.
+    ///
+    /// # Errors
+    /// [`Reason::Misaligned`] naming the first field that is not.
+    pub fn check_alignment(&self, at: u64) -> Result<()> {
+        let sector = u64::from(SECTOR_SIZE);
+        for (field, value) in [
+            ("off", self.off),
+            ("len", u64::from(self.len)),
+            ("cache_seg_off", u64::from(self.pos.off)),
+        ] {
+            if !value.is_multiple_of(sector) {
+                return Err(FormatError::new(
+                    Structure::Key,
+                    at,
+                    Reason::Misaligned {
+                        field,
+                        value,
+                        align: sector,
+                    },
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Exactly the kernel's 7.x checks, no more: [`Key::decode`] without the 4 MiB rule.

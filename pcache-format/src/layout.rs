@@ -22,6 +22,10 @@ pub const SB_AREA: u64 = 4096;
 pub const CACHE_INFO_OFF: u64 = 8192;
 /// `PCACHE_CACHE_INFO_SIZE`: stride between the two cache_info slots.
 pub const CACHE_INFO_STRIDE: u64 = 4096;
+/// Where kernels 6.18.0 to 6.18.3 wrote a cache_info copy by mistake: 8 192 + 24, one
+/// *structure* after slot 0 instead of one 4 KiB slot (fixed in 6.18.4 and 6.19 by
+/// "dm pcache: fix cache info indexing"). No kernel reads there.
+pub const CACHE_INFO_OFF_618: u64 = CACHE_INFO_OFF + 24;
 /// `PCACHE_CACHE_CTRL_OFF`: the tail positions.
 pub const CACHE_CTRL_OFF: u64 = 16384;
 /// `PCACHE_CACHE_CTRL_SIZE`.
@@ -67,6 +71,9 @@ pub const KEY_SIZE: u32 = 40;
 pub const KSET_SIZE_MAX: u32 = KSET_HEADER_SIZE + KEY_SIZE * KSET_KEYS_MAX;
 /// Sector size: key lengths and offsets are multiples of it.
 pub const SECTOR_SIZE: u32 = 512;
+/// Every kset position is a multiple of this: ksets are `24 + 40 × n` bytes, packed from
+/// offset 0 of a data area, so tails and LAST targets are too.
+pub const KSET_ALIGN: u32 = 8;
 
 /// Absolute offset of physical segment `phys`.
 #[must_use]

@@ -8,7 +8,7 @@
 
 use crate::crc::pcache_crc;
 use crate::error::{FormatError, Reason, Result, Structure};
-use crate::layout::{self, CachePos, SB_OFF, SEG_DATA_SIZE};
+use crate::layout::{self, CachePos, KSET_ALIGN, SB_OFF, SEG_DATA_SIZE};
 use crate::raw::{RawCacheInfo, RawMetaHeader, RawPos, RawSegGen, RawSegInfo, RawSuperblock};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -412,19 +412,41 @@ impl CacheInfo {
         Ok(())
     }
 
-    /// Settings the kernel accepts but never writes: a gc_percent over 90, a cache mode other
-    /// than writeback, undefined flag bits, a non-zero reserved word.
+    /// pcache's own checks of the settings, beyond the kernel's: a gc_percent over 90 (no
+    /// writer stores one: the kernel's `gc_percent` message refuses it, and with it GC
+    /// would not start before the cache is full) and undefined flag bits 13..31 (a newer
+    /// or foreign writer, whose meaning pcache cannot know). The kernel accepts both.
+    ///
+    /// # Errors
+    /// [`Reason::OutOfRange`] for gc_percent, [`Reason::Invalid`] for the flags.
+    pub fn validate_pcache(&self, at: u64) -> Result<()> {
+        if self.gc_percent > GC_PERCENT_MAX {
+            return Err(FormatError::range(
+                Structure::CacheInfo,
+                at,
+                "gc_percent (maximum, inclusive)",
+                u64::from(self.gc_percent),
+                u64::from(GC_PERCENT_MAX),
+            ));
+        }
+        if self.unknown_flags != 0 {
+            return Err(FormatError::new(
+                Structure::CacheInfo,
+                at,
+                Reason::Invalid("undefined flag bits 13..31 are set"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Settings the kernel accepts but never writes and pcache accepts too: a cache mode
+    /// other than writeback's four or passthrough, a non-zero reserved word. (A gc_percent
+    /// over 90 and undefined flags are [`CacheInfo::validate_pcache`]'s.)
     #[must_use]
     pub fn lint(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        if self.gc_percent > GC_PERCENT_MAX {
-            out.push("gc_percent is over 90");
-        }
         if crate::CacheMode::from_value(self.cache_mode).is_none() {
             out.push("cache_mode is not one of the kernel's four or pcache's passthrough");
-        }
-        if self.unknown_flags != 0 {
-            out.push("undefined flag bits 13..31 are set");
         }
         if self.reserved != 0 {
             out.push("reserved word is not zero");
@@ -494,6 +516,27 @@ impl TailPos {
                 "seg_off",
                 u64::from(self.0.off),
                 u64::from(SEG_DATA_SIZE),
+            ));
+        }
+        Ok(())
+    }
+
+    /// pcache's check beyond the kernel's: `seg_off` is a kset boundary, so a multiple of 8
+    /// (every kset is `24 + 40 × n` bytes, packed from offset 0). The kernel would start
+    /// reading ksets in the middle of one, find no magic there, and present an empty log.
+    ///
+    /// # Errors
+    /// [`Reason::Misaligned`].
+    pub fn validate_alignment(&self, structure: Structure, at: u64) -> Result<()> {
+        if !self.0.off.is_multiple_of(KSET_ALIGN) {
+            return Err(FormatError::new(
+                structure,
+                at,
+                Reason::Misaligned {
+                    field: "seg_off",
+                    value: u64::from(self.0.off),
+                    align: u64::from(KSET_ALIGN),
+                },
             ));
         }
         Ok(())

@@ -352,6 +352,17 @@ impl<M: Image + ?Sized> Walker<'_, '_, M> {
                     keys,
                 } => {
                     self.view.ksets += 1;
+                    if keys.is_empty() {
+                        self.f.push(Finding::new(
+                            Severity::Error,
+                            "kset_empty",
+                            what.clone(),
+                            Some(at),
+                            "a valid kset with no keys: neither the kernel (which never closes \
+                             an empty kset) nor pcache writes one, so something else wrote \
+                             this log; the kernel and pcache step over its 24 bytes",
+                        ));
+                    }
                     let mut views = Vec::new();
                     for (i, raw) in (0u32..).zip(keys) {
                         let label = format!("key {}#{i}", Pos::from(pos));

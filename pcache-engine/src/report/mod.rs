@@ -22,7 +22,7 @@ use chain::ChainView;
 use log::LogView;
 use pcache_format::layout::{self, CachePos, SB_OFF};
 use pcache_format::raw::RawSuperblock;
-use pcache_format::record::{CacheInfo, Dual, TailPos, SB_F_BIGENDIAN};
+use pcache_format::record::{CacheInfo, Dual, TailPos, GC_PERCENT_MAX, SB_F_BIGENDIAN};
 use pcache_format::{Reason, Structure, Superblock};
 use serde::Serialize;
 use std::io;
@@ -34,6 +34,7 @@ mod dual;
 pub mod finding;
 pub mod image;
 pub mod log;
+mod stride_618;
 mod views;
 
 pub use crate::status::KernelStatus as Status;
@@ -159,7 +160,7 @@ fn scan_image<M: Image + ?Sized>(m: &M, opts: &ScanOptions) -> io::Result<Scan> 
         CacheInfoView::from,
     )?;
     check_copies(&ci_view, "cache_info", 24, f, |_| true);
-    note_stray_cache_info(m, f)?;
+    stride_618::check(m, &ci_dual, sb.seg_num, f)?;
     let tail_at = |off: fn(usize) -> u64| [off(0), off(1)];
     let (kt_dual, kt_view) =
         read_dual::<_, TailPos, _>(m, tail_at(layout::key_tail_off), Structure::KeyTail, |t| {
@@ -350,28 +351,6 @@ fn scan_superblock<M: Image + ?Sized>(
     Ok((view, Some(sb)))
 }
 
-/// Kernels 6.18.0 to about 6.18.3 wrote cache_info copy 1 at 8 192 + 24 instead of
-/// 12 288 (upstream-format.md G.6). No reader looks there; say so if one is found.
-fn note_stray_cache_info<M: Image + ?Sized>(m: &M, f: &mut Findings) -> io::Result<()> {
-    let at = layout::CACHE_INFO_OFF + 24;
-    if let Some(bytes) = read_opt(m, at, 24)? {
-        if let Ok(v) = pcache_format::record::decode_meta::<CacheInfo>(&bytes, at) {
-            f.push(Finding::new(
-                Severity::Info,
-                "stray_cache_info",
-                "cache_info",
-                Some(at),
-                format!(
-                    "a cache_info copy (seq {}) at byte {at}, where kernels 6.18.0 to 6.18.3 \
-                     wrote their second copy; no kernel reads it",
-                    v.seq
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Whether a tail is as a format leaves it: copy 0 at 0:0 with seq 1, copy 1 unwritten.
 fn is_fresh_tail(t: &DualView<Pos>) -> bool {
     matches!(
@@ -442,6 +421,36 @@ fn check_cache_info(
         ));
         return None;
     }
+    // pcache's checks beyond the kernel's: no writer stores these, and pcache refuses them.
+    if ci.gc_percent > GC_PERCENT_MAX {
+        f.push(Finding::new(
+            Severity::Error,
+            "cache_info_gc_percent",
+            "cache_info",
+            Some(at),
+            format!(
+                "gc_percent is {} (at most {GC_PERCENT_MAX}; the kernel's gc_percent message \
+                 refuses more): the kernel accepts it, but GC would not start before the \
+                 cache is full; pcache refuses the cache unless it is opened with a new \
+                 gc_percent",
+                ci.gc_percent
+            ),
+        ));
+    }
+    if ci.unknown_flags != 0 {
+        f.push(Finding::new(
+            Severity::Error,
+            "cache_info_flags",
+            "cache_info",
+            Some(at),
+            format!(
+                "undefined flag bits {:#x} are set (flags {:#x}): a newer or foreign writer; \
+                 the kernel ignores them, pcache refuses the cache",
+                ci.unknown_flags,
+                ci.flags()
+            ),
+        ));
+    }
     for lint in ci.lint() {
         f.push(Finding::new(
             Severity::Warning,
@@ -497,6 +506,21 @@ fn check_tail(dual: &Dual<TailPos>, what: &str, n_segs: u32, f: &mut Findings) -
             format!("{what}[{slot}]"),
             Some(at),
             e.reason.to_string(),
+        ));
+        return None;
+    }
+    if let Err(e) = tail.validate_alignment(structure, at) {
+        f.push(Finding::new(
+            Severity::Error,
+            "tail_misaligned",
+            format!("{what}[{slot}]"),
+            Some(at),
+            format!(
+                "{}: no kset starts there (ksets are 24 + 40 × n bytes, packed from 0); the \
+                 kernel would read the log from the middle of a kset and find it empty, \
+                 losing what it holds; pcache refuses the cache",
+                e.reason
+            ),
         ));
         return None;
     }

@@ -105,6 +105,9 @@ fn key_bounds() {
         key(0, 1024, 0, SEG_DATA_SIZE - 512), // overruns the data area
         key(u64::MAX - 100, 512, 0, 0),       // offset overflow
         key((1 << 40) - 512, 1024, 0, 0),     // beyond the backing device
+        key(100, 512, 0, 0),                  // offset not sector aligned
+        key(0, 100, 0, 0),                    // length not sector aligned
+        key(0, 512, 0, 100),                  // data position not sector aligned
     ];
     for k in bad {
         assert!(Key::decode(&k.to_raw(), &BOUNDS, 0).is_err(), "{k:?}");
@@ -128,6 +131,17 @@ fn decode_kernel_skips_only_the_4mib_rule() {
         Ok(crossing)
     );
     assert!(Key::decode(&crossing.to_raw(), &BOUNDS, 0).is_err());
+    // The kernel does not check sector alignment either; pcache does.
+    let odd = key(100, 512, 0, 0);
+    assert_eq!(Key::decode_kernel(&odd.to_raw(), &BOUNDS, 0), Ok(odd));
+    assert!(matches!(
+        Key::decode(&odd.to_raw(), &BOUNDS, 0).map_err(|e| e.reason),
+        Err(crate::Reason::Misaligned {
+            field: "off",
+            value: 100,
+            align: 512
+        })
+    ));
     for k in [key(0, 0, 0, 0), key(0, 512, 63, 0)] {
         assert!(
             Key::decode_kernel(&k.to_raw(), &BOUNDS, 0).is_err(),

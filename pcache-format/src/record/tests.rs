@@ -204,6 +204,7 @@ fn cache_info_checks() {
     assert!(CacheInfo { seg_id: 31, ..ci }.validate(31, 0).is_err());
     assert!(CacheInfo { n_segs: 0, ..ci }.validate(31, 0).is_err());
     assert!(ci.lint().is_empty());
+    assert!(ci.validate_pcache(0).is_ok());
     assert_eq!(
         CacheInfo {
             gc_percent: 127,
@@ -212,8 +213,21 @@ fn cache_info_checks() {
         }
         .lint()
         .len(),
-        2
+        1
     );
+    let e = CacheInfo {
+        gc_percent: 91,
+        ..ci
+    }
+    .validate_pcache(0)
+    .unwrap_err();
+    assert!(matches!(e.reason, Reason::OutOfRange { value: 91, .. }));
+    assert!(CacheInfo {
+        unknown_flags: 1 << 20,
+        ..ci
+    }
+    .validate_pcache(0)
+    .is_err());
     // Every mode pcache knows is fine; the kernel keeps the bits as they are.
     for m in crate::CacheMode::ALL {
         assert!(

@@ -205,7 +205,7 @@ fn says_what_else_the_device_holds() {
 }
 
 #[test]
-fn stray_cache_info_of_old_kernels_is_a_note() {
+fn stray_cache_info_of_old_kernels_is_a_warning() {
     let mut img = samples::fresh();
     let rec = pcache_format::record::encode_meta(
         &pcache_format::record::CacheInfo::fresh(31, false, 70),
@@ -213,7 +213,10 @@ fn stray_cache_info_of_old_kernels_is_a_note() {
     );
     crate::ImageMut::write_at(&mut img.media, 8216, zerocopy::IntoBytes::as_bytes(&rec)).unwrap();
     let r = check(&img.media, &FsckOptions::default()).unwrap();
-    let f = r.findings.find("stray_cache_info").unwrap();
-    assert_eq!(f.severity, crate::Severity::Info);
-    assert_eq!((r.verdict, r.exit_code), (Verdict::Clean, exit::CLEAN));
+    let f = r.findings.find("old_618_stride").unwrap();
+    assert_eq!(f.severity, crate::Severity::Warning);
+    assert_eq!(
+        (r.verdict, r.exit_code),
+        (Verdict::CleanWithWarnings, exit::CLEAN)
+    );
 }

@@ -7,7 +7,7 @@ use crate::report::image::Image;
 use crate::report::Pos;
 use crate::walk::{examine_key, key_offset, KeyContext, KeyOrder};
 use pcache_format::kset::{KEY_FLAG_CLEAN, KEY_FLAG_EMPTY};
-use pcache_format::layout::{self, SECTOR_SIZE};
+use pcache_format::layout;
 use pcache_format::raw::RawKey;
 use pcache_format::{Key, Reason};
 use std::io;
@@ -112,6 +112,20 @@ impl<M: Image + ?Sized> Walker<'_, '_, M> {
             return Ok(view);
         };
         self.lint_key(&key, raw, what, at);
+        if let Err(e) = key.check_alignment(at) {
+            self.f.push(Finding::new(
+                Severity::Error,
+                "key_misaligned",
+                what,
+                Some(at),
+                format!(
+                    "{}: the kernel accepts it, but no writer produces it and block I/O is in \
+                     512-byte sectors (writeback could not write it back); pcache refuses \
+                     the cache{dirty_note}",
+                    e.reason
+                ),
+            ));
+        }
         self.view.max_key_end = self.view.max_key_end.max(key.end());
         let seg = key.pos.seg as usize;
         let Some(facts) = facts else {
@@ -246,13 +260,6 @@ impl<M: Image + ?Sized> Walker<'_, '_, M> {
         }
         if key.flags & !(KEY_FLAG_EMPTY | KEY_FLAG_CLEAN) != 0 {
             odd.push(format!("undefined flags {:#x}", key.flags));
-        }
-        let sector = u64::from(SECTOR_SIZE);
-        if !key.off.is_multiple_of(sector)
-            || !key.len.is_multiple_of(SECTOR_SIZE)
-            || !key.pos.off.is_multiple_of(SECTOR_SIZE)
-        {
-            odd.push("it is not sector aligned".to_owned());
         }
         if raw.reserved.get() != 0 {
             odd.push("the reserved word is not zero".to_owned());
