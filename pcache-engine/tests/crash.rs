@@ -29,7 +29,10 @@
 //! The workloads cycle through the five cache modes (and every seventh runs with a small
 //! sequential cutoff, which sends streams around the cache); each runs on a device that
 //! held an earlier cache, and some start the log near the end of its segment or free and
-//! reuse a data segment (see [`workload`] and [`run`]).
+//! reuse a data segment (see [`workload`] and [`run`]). A scripted test,
+//! [`log_segment_taken_again`], takes a log segment a second time as a log segment and
+//! reuses a data segment in the activation that freed it, which the random workloads
+//! never reach (steps L1 and G2), and cuts after every event around the second taking.
 //!
 //! `PCACHE_CRASH_POINTS` sets how many crash points to cover (default 1 000; CI runs
 //! 10 000 in release mode, `cargo xtask crash --points N` more; `cargo xtask crash
