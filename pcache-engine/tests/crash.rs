@@ -29,7 +29,10 @@
 //! The workloads cycle through the five cache modes (and every seventh runs with a small
 //! sequential cutoff, which sends streams around the cache); each runs on a device that
 //! held an earlier cache, and some start the log near the end of its segment or free and
-//! reuse a data segment (see [`workload`] and [`run`]).
+//! reuse a data segment (see [`workload`] and [`run`]). A scripted test,
+//! [`log_segment_taken_again`], takes a log segment a second time as a log segment and
+//! reuses a data segment in the activation that freed it, which the random workloads
+//! never reach (steps L1 and G2), and cuts after every event around the second taking.
 //!
 //! `PCACHE_CRASH_POINTS` sets how many crash points to cover (default 1 000; CI runs
 //! 10 000 in release mode, `cargo xtask crash --points N` more; `cargo xtask crash
@@ -38,10 +41,11 @@
 use pcache_engine::backing::{Backing, MemBacking};
 use pcache_engine::format::fresh;
 use pcache_engine::format::layout::{self, CachePos};
-use pcache_engine::format::record::{encode_meta, TailPos};
+use pcache_engine::format::record::{encode_meta, Dual, TailPos};
 use pcache_engine::media::CacheMedia;
 use pcache_engine::testing::{
-    write_superblock, BackingImage, BackingReplayer, CrashMedia, SplitMix, Survivors, TestBacking,
+    write_superblock, BackingImage, BackingReplayer, CrashMedia, CrashReplayer, SplitMix,
+    Survivors, TestBacking,
 };
 use pcache_engine::{Cache, CacheConfig, CacheMode, SeqCutoff};
 use std::sync::{Arc, Mutex};
@@ -182,21 +186,53 @@ fn workload(seed: u64) -> Run {
     run(&media, seed, SECTORS as u64 + 1, true)
 }
 
-/// Moves both tails of a cache that was just formatted (and closed) to `NEAR_END` in the
-/// first log segment, over a terminator: the state of a cache whose log was written back
-/// and collected up to there.
-fn start_near_end(media: &CrashMedia) {
-    let at = layout::data_area_off(0) + u64::from(NEAR_END);
+/// Moves both tails of a closed cache whose log is clean (key_tail = dirty_tail =
+/// key_head, in log segment `seg`) to `NEAR_END` in `seg`, over a terminator: the state
+/// of a cache whose log was written back and collected up to there. The stores are the
+/// test's, not the engine's: one fence makes them durable, and no power cut falls
+/// between them.
+fn near_end(media: &CrashMedia, seg: u32) {
+    let at = layout::data_area_off(seg) + u64::from(NEAR_END);
     media.write(at, &[0; 24]).unwrap();
     media.flush(at, 24);
-    let pos = TailPos(CachePos::new(0, NEAR_END));
-    // Format left both tails in slot 0 with seq 1.
-    let raw = encode_meta(&pos, 2);
-    for off in [layout::key_tail_off(1), layout::dirty_tail_off(1)] {
-        media.write(off, raw.as_bytes()).unwrap();
-        media.flush(off, raw.as_bytes().len() as u64);
+    let pos = TailPos(CachePos::new(seg, NEAR_END));
+    for slot_off in [layout::key_tail_off, layout::dirty_tail_off] {
+        let mut copies = [[0u8; 16]; 2];
+        for (i, c) in copies.iter_mut().enumerate() {
+            media.read(slot_off(i), c).unwrap();
+        }
+        let dual = Dual::<TailPos>::decode([&copies[0], &copies[1]], [slot_off(0), slot_off(1)]);
+        let (slot, seq) = dual.next_write();
+        let raw = encode_meta(&pos, seq);
+        media.write(slot_off(slot), raw.as_bytes()).unwrap();
+        media.flush(slot_off(slot), raw.as_bytes().len() as u64);
     }
     media.fence();
+}
+
+/// The history of a backing device holding its initial content (op 0).
+fn initial_history() -> Arc<Mutex<History>> {
+    Arc::new(Mutex::new(
+        (0..SECTORS).map(|s| vec![(0, initial_tag(s))]).collect(),
+    ))
+}
+
+/// The backing device holding the initial content: recording its events on `media`'s
+/// timeline when `record`, and checking property 4 against `hist` at every flush.
+fn backing_device(
+    media: &Arc<CrashMedia>,
+    hist: &Arc<Mutex<History>>,
+    record: bool,
+) -> Arc<TestBacking> {
+    let hist = hist.clone();
+    let seen = Mutex::new(vec![0; SECTORS]);
+    let b = TestBacking::new(prefilled());
+    let b = if record {
+        b.recording(media.clone())
+    } else {
+        b
+    };
+    Arc::new(b.on_flush(move |live| check_flushed_state(live, &hist, &seen)))
 }
 
 /// A run of random operations on `media` from its first open (which formats it), with
@@ -211,20 +247,8 @@ fn run(media: &Arc<CrashMedia>, seed: u64, mut tag: u64, record: bool) -> Run {
     // The backing starts with data of its own (op 0, below), so that a read miss caches
     // data no cache write produced: a fill whose data was not durable would read back
     // wrong.
-    let hist = Arc::new(Mutex::new(
-        (0..SECTORS).map(|s| vec![(0, initial_tag(s))]).collect(),
-    ));
-    let backing = {
-        let hist = hist.clone();
-        let seen = Mutex::new(vec![0; SECTORS]);
-        let b = TestBacking::new(prefilled());
-        let b = if record {
-            b.recording(media.clone())
-        } else {
-            b
-        };
-        Arc::new(b.on_flush(move |live| check_flushed_state(live, &hist, &seen)))
-    };
+    let hist = initial_history();
+    let backing = backing_device(media, &hist, record);
     let cutoff = if seed.is_multiple_of(7) { 16 << 10 } else { 0 };
     let cfg = CacheConfig {
         queues: 2,
@@ -252,7 +276,7 @@ fn run(media: &Arc<CrashMedia>, seed: u64, mut tag: u64, record: bool) -> Run {
     if seed % 2 == 1 {
         cache.close().unwrap();
         drop(cache);
-        start_near_end(media);
+        near_end(media, 0);
         cache = open();
     }
     let big = seed % 3 == 2;
@@ -481,6 +505,45 @@ fn check_point(
     cache.crash();
 }
 
+/// Checks the images a power cut right after event `k` could leave (`cut` seeds the torn
+/// ones; `at` names the point in messages): nothing pending on the media and no volatile
+/// write kept on the backing device; a torn media image with a seeded choice of the
+/// volatile sectors; and, where few words are pending (a tail, a generation, a
+/// terminator), every subset of them that may have reached the media. Returns how many
+/// images it checked.
+#[allow(clippy::too_many_arguments)]
+fn check_cut(
+    replayer: &mut CrashReplayer,
+    backing: &mut BackingReplayer,
+    k: usize,
+    at: &str,
+    cut: u64,
+    ops: &[OpRec],
+    hist: &History,
+    mode: CacheMode,
+    formatting: bool,
+) -> usize {
+    let mut points = 0;
+    for (torn, survivors) in [(None, Survivors::None), (Some(cut), Survivors::Some(cut))] {
+        let what = format!("{at}, torn {}, backing {survivors:?}", torn.is_some());
+        let image: Arc<dyn CacheMedia> = Arc::new(replayer.image(k, torn));
+        let backing = Arc::new(backing.image(k, survivors));
+        check_point(image, &backing, ops, hist, k, &what, mode, formatting);
+        points += 1;
+    }
+    let n = replayer.pending_words(k);
+    if (1..=MAX_SUBSET_WORDS).contains(&n) {
+        for mask in 1..(1u64 << n) {
+            let what = format!("{at}, subset {mask:#b} of {n} words");
+            let image: Arc<dyn CacheMedia> = Arc::new(replayer.image_subset(k, mask));
+            let backing = Arc::new(backing.image(k, Survivors::None));
+            check_point(image, &backing, ops, hist, k, &what, mode, formatting);
+            points += 1;
+        }
+    }
+    points
+}
+
 #[test]
 fn power_cuts_never_lose_acknowledged_data() {
     let target: usize = std::env::var("PCACHE_CRASH_POINTS")
@@ -511,32 +574,17 @@ fn power_cuts_never_lose_acknowledged_data() {
         let mut k = format.0;
         while k <= events && points < target {
             let formatting = k < format.1;
-            // Nothing pending and no volatile write kept; a torn media image with a
-            // seeded choice of the volatile sectors on the backing device.
-            let cut = seed ^ (k as u64) << 8;
-            for (torn, survivors) in [(None, Survivors::None), (Some(cut), Survivors::Some(cut))] {
-                let what = format!(
-                    "seed {seed}, event {k}/{events}, torn {}, backing {survivors:?}",
-                    torn.is_some()
-                );
-                let image: Arc<dyn CacheMedia> = Arc::new(replayer.image(k, torn));
-                let backing = Arc::new(backing.image(k, survivors));
-                check_point(image, &backing, &ops, &hist, k, &what, mode, formatting);
-                points += 1;
-            }
-            // Few words pending (a tail, a generation, a terminator): every subset of
-            // them that may have reached the media.
-            let n = replayer.pending_words(k);
-            if (1..=MAX_SUBSET_WORDS).contains(&n) {
-                for mask in 1..(1u64 << n) {
-                    let what =
-                        format!("seed {seed}, event {k}/{events}, subset {mask:#b} of {n} words");
-                    let image: Arc<dyn CacheMedia> = Arc::new(replayer.image_subset(k, mask));
-                    let backing = Arc::new(backing.image(k, Survivors::None));
-                    check_point(image, &backing, &ops, &hist, k, &what, mode, formatting);
-                    points += 1;
-                }
-            }
+            points += check_cut(
+                &mut replayer,
+                &mut backing,
+                k,
+                &format!("seed {seed}, event {k}/{events}"),
+                seed ^ (k as u64) << 8,
+                &ops,
+                &hist,
+                mode,
+                formatting,
+            );
             k = if k + 1 < format.1 {
                 k + 1
             } else {
@@ -546,4 +594,265 @@ fn power_cuts_never_lose_acknowledged_data() {
         seed += 1;
     }
     eprintln!("checked {points} crash points over {} workloads", seed - 1);
+}
+
+/// A scripted workload on one cache (see [`log_segment_taken_again`]), each operation on
+/// a thread of its own as in [`run`], with the history the checks need.
+struct Script {
+    media: Arc<CrashMedia>,
+    backing: Arc<TestBacking>,
+    cfg: CacheConfig,
+    cache: Option<Cache>,
+    ops: Vec<OpRec>,
+    hist: Arc<Mutex<History>>,
+    tag: u64,
+    /// Crash points that would fall among the test's own stores (a move of the tails).
+    skip: Vec<usize>,
+    /// The ops every event of which is a crash point.
+    dense: Vec<usize>,
+}
+
+impl Script {
+    /// A fresh device (a superblock), formatted by the first open.
+    fn new(data_crc: bool) -> Self {
+        let media = Arc::new(CrashMedia::new(CACHE));
+        write_superblock(&*media);
+        media.flush(layout::SB_OFF, 24);
+        media.fence();
+        let hist = initial_history();
+        let backing = backing_device(&media, &hist, true);
+        let cfg = CacheConfig {
+            queues: 1,
+            background: false,
+            gc_percent: Some(0),
+            data_crc,
+            cache_mode: Some(CacheMode::Writeback),
+            ..CacheConfig::default()
+        };
+        let cache = Cache::open(media.clone(), backing.clone(), cfg).unwrap();
+        Self {
+            media,
+            backing,
+            cfg,
+            cache: Some(cache),
+            // Op 0: the backing's initial content.
+            ops: vec![OpRec {
+                kind: Kind::Write { fua: true },
+                start: 0,
+                end: 0,
+            }],
+            hist,
+            tag: SECTORS as u64 + 1,
+            skip: Vec::new(),
+            dense: Vec::new(),
+        }
+    }
+
+    fn cache(&self) -> &Cache {
+        self.cache.as_ref().unwrap()
+    }
+
+    /// Runs `f` on a thread of its own and records it as an op.
+    fn op(&mut self, f: impl FnOnce(&Cache) -> Kind + Send) {
+        let start = self.media.events();
+        let cache = self.cache();
+        let kind = std::thread::scope(|s| s.spawn(|| f(cache)).join().unwrap());
+        self.ops.push(OpRec {
+            kind,
+            start,
+            end: self.media.events(),
+        });
+    }
+
+    fn write(&mut self, sector: usize, len: usize, fua: bool) {
+        let i = self.ops.len();
+        let mut buf = vec![0u8; len * SECTOR];
+        let mut hist = self.hist.lock().unwrap();
+        for j in 0..len {
+            stamp(self.tag, sector + j, &mut buf[j * SECTOR..(j + 1) * SECTOR]);
+            hist[sector + j].push((i, self.tag));
+            self.tag += 1;
+        }
+        drop(hist);
+        self.op(|c| {
+            c.write(0, (sector * SECTOR) as u64, &buf, fua).unwrap();
+            Kind::Write { fua }
+        });
+    }
+
+    /// A read, checked against the history at once.
+    fn read(&mut self, sector: usize, len: usize) {
+        let hist = self.hist.clone();
+        self.op(|c| {
+            let mut buf = vec![0u8; len * SECTOR];
+            c.read(0, (sector * SECTOR) as u64, &mut buf).unwrap();
+            let hist = hist.lock().unwrap();
+            for j in 0..len {
+                let s = sector + j;
+                let want = hist[s].last().map_or(0, |&(_, t)| t);
+                let got = tag_of(s, &buf[j * SECTOR..(j + 1) * SECTOR]);
+                assert_eq!(got, Some(want), "live read of sector {s}");
+            }
+            Kind::Read
+        });
+    }
+
+    fn flush(&mut self) {
+        self.op(|c| {
+            c.flush().unwrap();
+            Kind::Flush
+        });
+    }
+
+    fn writeback_all(&mut self) {
+        self.op(|c| {
+            c.writeback_all().unwrap();
+            Kind::Flush
+        });
+    }
+
+    /// Closes the cache and opens it again. With `jump`, the tails of its clean log move
+    /// to `NEAR_END` of key_head's segment in between ([`near_end`]).
+    fn reopen(&mut self, jump: bool) {
+        let start = self.media.events();
+        let cache = self.cache.take().unwrap();
+        let k = cache.status().kernel;
+        std::thread::scope(|s| s.spawn(|| cache.close().unwrap()).join().unwrap());
+        drop(cache);
+        if jump {
+            assert!(
+                k.key_tail == k.dirty_tail && k.dirty_tail == k.key_head,
+                "the log is not clean: {k:?}"
+            );
+            self.skip.push(self.media.events());
+            near_end(&self.media, k.key_head.seg);
+        }
+        let (media, backing, cfg) = (self.media.clone(), self.backing.clone(), self.cfg);
+        let cache = std::thread::scope(|s| {
+            s.spawn(move || Cache::open(media, backing, cfg).unwrap())
+                .join()
+                .unwrap()
+        });
+        self.cache = Some(cache);
+        self.ops.push(OpRec {
+            kind: Kind::Reopen,
+            start,
+            end: self.media.events(),
+        });
+    }
+
+    /// The log segment key_head is in.
+    fn head_seg(&self) -> u32 {
+        self.cache().status().kernel.key_head.seg
+    }
+
+    /// One lap of the log from `NEAR_END`: writes to spread sectors whose keys make one
+    /// kset (2 424 bytes) larger than the 2 KiB left there, then the FLUSH that closes it
+    /// and so chains the next log segment, which the kset then starts. The data goes
+    /// first, so it takes the lowest free segment; the log the next free one after it.
+    /// With `dense`, every event of the FLUSH is a crash point. Returns the segment the
+    /// log went on in.
+    fn lap(&mut self, dense: bool) -> u32 {
+        for i in 0..LAP_KEYS {
+            self.write(LAP_SECTOR + 2 * i, 1, false);
+        }
+        if dense {
+            self.dense.push(self.ops.len());
+        }
+        self.flush();
+        self.head_seg()
+    }
+}
+
+/// Keys of a lap's kset ([`Script::lap`]): more than fit in the 2 KiB at `NEAR_END`.
+const LAP_KEYS: usize = 60;
+/// Where a lap writes (region 0).
+const LAP_SECTOR: usize = 1024;
+
+/// The power-cut proof for what the random workloads do not reach (docs/design.md,
+/// "Mutants"): a data segment freed by GC and reused in one activation while the index
+/// still maps extents into it (G2), and a log segment taken a second time as a log
+/// segment (L1), which takes 16 MiB of log per lap on its own; here the tails move to
+/// near the end of the log segment between activations instead ([`near_end`]).
+///
+/// 1. X is written into data segment 1 (the log is in 0), the cache reopened (the index
+///    maps X from the replay, and no data head holds segment 1), everything written
+///    back: GC passes X's kset and frees segment 1 (bumping its generation, G2). Y is
+///    written: the allocator starts again from the first segment and reuses segment 1
+///    from its start. Reading X must find its extent stale and read the backing device;
+///    without G2 the extent still looks current and the read returns Y's bytes.
+/// 2. Three laps of the log, each from `NEAR_END` of a clean log: 0 → 2 (a kset of
+///    keys into segment 1 starts segment 2), 2 → 1, 1 → 2 again. Segment 2 is taken
+///    once more, while its first bytes still hold the first lap's kset, whose keys
+///    point into segment 1 under its current generation (freed at an open, never
+///    invalidated). L1 zeroes them before the LAST kset links the segment; every event
+///    of that FLUSH is a crash point, and a cut right after the link would otherwise
+///    replay the old kset: its keys read bytes of the log now in segment 1, or older
+///    data than the FLUSH made durable.
+#[test]
+fn log_segment_taken_again() {
+    let target: usize = std::env::var("PCACHE_CRASH_POINTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let mut points = 0;
+    for data_crc in [false, true] {
+        let mut s = Script::new(data_crc);
+        // 1. G2.
+        s.write(0, 8, true);
+        s.reopen(false);
+        s.writeback_all();
+        s.write(64, 8, true);
+        s.read(0, 8);
+        // 2. L1.
+        s.writeback_all();
+        s.reopen(true);
+        assert_eq!(s.lap(false), 2, "the first lap takes segment 2");
+        s.writeback_all();
+        s.reopen(true);
+        assert_eq!(s.lap(false), 1, "the second lap takes segment 1");
+        s.writeback_all();
+        s.reopen(true);
+        assert_eq!(s.lap(true), 2, "the third lap takes segment 2 again");
+        s.write(LAP_SECTOR, 4, true);
+        s.read(LAP_SECTOR, 2 * LAP_KEYS);
+        let Script {
+            media,
+            backing: rec,
+            cache,
+            ops,
+            hist,
+            skip,
+            dense,
+            ..
+        } = s;
+        cache.unwrap().crash();
+        let hist = hist.lock().unwrap().clone();
+        let events = media.events();
+        let first = ops[1].start;
+        // Every event of the dense ops; the others sampled evenly.
+        let budget = (target / 20).max(1);
+        let step = ((events - first) / budget).max(1);
+        let mut cuts: std::collections::BTreeSet<usize> = (first..=events).step_by(step).collect();
+        for &i in &dense {
+            cuts.extend(ops[i].start..=ops[i].end);
+        }
+        let mut replayer = media.replayer();
+        let mut backing =
+            BackingReplayer::new(prefilled().to_vec(0, DEV as usize), rec.take_recorded());
+        for k in cuts.into_iter().filter(|k| !skip.contains(k)) {
+            points += check_cut(
+                &mut replayer,
+                &mut backing,
+                k,
+                &format!("laps (data_crc {data_crc}), event {k}/{events}"),
+                (k as u64) << 8 | u64::from(data_crc),
+                &ops,
+                &hist,
+                CacheMode::Writeback,
+                false,
+            );
+        }
+    }
+    eprintln!("checked {points} crash points of the scripted laps");
 }
