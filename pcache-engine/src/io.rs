@@ -422,9 +422,10 @@ impl Inner {
         let mut sent = None;
         while at < end {
             let n = layout::bytes_to_subtree_end(at).min(end - at);
-            let (tree, rel) = self.index.subtree(at).ok_or_else(|| {
-                EngineError::Inconsistent(format!("{at:#x} outside the index"))
-            })?;
+            let (tree, rel) = self
+                .index
+                .subtree(at)
+                .ok_or_else(|| EngineError::Inconsistent(format!("{at:#x} outside the index")))?;
             // Inside one region: fits.
             #[allow(clippy::cast_possible_truncation)]
             let rel_end = rel + n as u32;

@@ -239,7 +239,10 @@ fn a_whole_device_discard_writes_zero_keys_only_where_cached() {
     cache.read(0, 1 << 30, &mut buf).unwrap();
     assert!(buf.iter().all(|&b| b == 0), "the cached range reads zeros");
     cache.read(0, 100 << 20, &mut buf[..8192]).unwrap();
-    assert!(buf[..8192].iter().all(|&b| b == 0), "the uncached range reads zeros");
+    assert!(
+        buf[..8192].iter().all(|&b| b == 0),
+        "the uncached range reads zeros"
+    );
     // Written back, the backing device holds zeros over both.
     cache.writeback_all().unwrap();
     backing.read_at(1 << 30, &mut buf).unwrap();
