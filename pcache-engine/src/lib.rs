@@ -42,6 +42,7 @@ mod through;
 pub mod walk;
 mod workers;
 mod writeback;
+mod zero;
 
 pub use cache::{Cache, CacheConfig};
 pub use error::{EngineError, ErrorKind, Result};
