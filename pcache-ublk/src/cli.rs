@@ -53,7 +53,8 @@ pub enum Command {
     /// Show the engine's status and counters of a running device.
     Status(StatusArgs),
     /// Change a tunable of a running device: `gc_percent` and `cache_mode` are persisted
-    /// in the cache, `seq_cutoff_read` and `seq_cutoff_write` last while it runs.
+    /// in the cache, `seq_cutoff_read` and `seq_cutoff_write` last while the device exists
+    /// (`recover` after a daemon crash sets them again).
     Set(SetArgs),
     /// Write back everything that is dirty now, while I/O goes on (with --wait: show the
     /// progress and return when it is done).

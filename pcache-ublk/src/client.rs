@@ -331,6 +331,19 @@ pub fn set(id: u32, key: &str, value: &str) -> Result<(), Error> {
             value: value.to_owned(),
         },
     )?;
+    // The cutoffs live in the daemon only: the run record keeps them for `recover`
+    // (the mode and gc_percent are in the cache itself).
+    if let ("seq_cutoff_read" | "seq_cutoff_write", Ok(bytes)) =
+        (key, crate::cli::parse_size(value))
+    {
+        let mut rec = rec;
+        if key == "seq_cutoff_read" {
+            rec.target.seq_cutoff_read = bytes;
+        } else {
+            rec.target.seq_cutoff_write = bytes;
+        }
+        state::write_record(&state::run_dir(), &rec)?;
+    }
     Ok(())
 }
 

@@ -530,7 +530,8 @@ fn serve_inner(plan: &mut Plan, life: &Arc<Lifecycle>) -> Result<(), Error> {
             let old = inspect_for_recovery(id)?;
             // The dead daemon's claims go with its last file descriptors; let it finish
             // exiting before claiming the devices.
-            if let Some(rec) = state::read_record(&state::run_dir(), id).ok().flatten() {
+            let record = state::read_record(&state::run_dir(), id).ok().flatten();
+            if let Some(rec) = &record {
                 if !crate::client::wait_for_exit(rec.pid, QUIESCE_WAIT) {
                     return Err(Error::NotOurs {
                         id,
@@ -541,8 +542,9 @@ fn serve_inner(plan: &mut Plan, life: &Arc<Lifecycle>) -> Result<(), Error> {
             check_same_devices(old.served.as_ref(), &plan.backend)?;
             plan.queues = old.queues;
             plan.depth = old.depth;
-            // The cutoffs `add` set (the mode is in the cache).
-            if let Some(t) = &old.served {
+            // The cutoffs in effect when the daemon died: `set` keeps them in the run
+            // record, `add` in both records (the mode is in the cache).
+            if let Some(t) = record.as_ref().map(|r| &r.target).or(old.served.as_ref()) {
                 plan.tuning.seq_cutoff = pcache_engine::SeqCutoff {
                     read: t.seq_cutoff_read,
                     write: t.seq_cutoff_write,

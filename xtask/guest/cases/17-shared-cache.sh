@@ -1,5 +1,5 @@
 # xtask: quick timeout=2400 pmem_mb=1700 backing_mb=1536
-# xtask: needs=pcache-shared needs=pcache-fsck needs=pcache-ublk:add,del,recover,list
+# xtask: needs=pcache-shared needs=pcache-fsck needs=pcache-ublk:add,del,recover,list,set,status
 # One cache device for three backing devices (issue 15). The backing disk is cut into
 # three dm-linear volumes with uuids (their stable identity); /dev/pmem0 becomes a
 # shared cache device with caches db, logs (data_crc) and web (writethrough), each
@@ -13,7 +13,7 @@
 # dm-pcache opens cache logs through the dm-linear table that `pcache-shared dm-table`
 # prints and reads every byte back.
 xt_need pcache-shared pcache-fsck
-xt_need_sub pcache-ublk add del recover list
+xt_need_sub pcache-ublk add del recover list set status
 
 S=$((BACKING_SECTORS / 3))
 for i in 1 2 3; do
@@ -106,11 +106,16 @@ fio /tmp/c1.fio --output="$OUT/fio-c1.txt" &
 h1=$!
 fio /tmp/c2.fio --output="$OUT/fio-c2.txt" &
 h2=$!
+# A cutoff set online lasts across the recovery (the run record keeps it).
+pcache-ublk set -n "$D3" seq_cutoff_read 8M || xt_fail "set seq_cutoff_read"
 kill -9 "$pid3"
 xt_wait_dead "$pid3"
 sleep 1
 pcache-ublk recover -n "$D3" --cache "$PMEM" --name web --backing /dev/mapper/b3 ||
     xt_fail "pcache-ublk recover of web"
+xt_ublk_status "$D3"
+tr -d ' \n' </tmp/xt-status.json | grep -q '"seq_cutoff":{"read":8388608' ||
+    { cat /tmp/xt-status.json; xt_fail "the cutoff set online did not survive the recovery"; }
 xt_fio_job /tmp/v3.fio "/dev/ublkb$D3" 0 48 103
 fio /tmp/v3.fio --verify_only=1 --output="$OUT/fio-web-recovered.txt" ||
     xt_fail "cache web after kill -9 and recover"
