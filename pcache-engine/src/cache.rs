@@ -59,6 +59,20 @@ pub struct CacheConfig {
     pub cache_mode: Option<CacheMode>,
     /// Sequential cutoffs (not persisted; 0 = off).
     pub seq_cutoff: SeqCutoff,
+    /// Threads that check data CRCs during replay at open (data_crc caches): 0 (the
+    /// default) uses up to 4, as many as there are CPUs.
+    pub replay_threads: usize,
+}
+
+impl CacheConfig {
+    /// The replay threads in effect (see [`CacheConfig::replay_threads`]).
+    #[must_use]
+    pub fn replay_threads(&self) -> usize {
+        match self.replay_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            n => n,
+        }
+    }
 }
 
 impl Default for CacheConfig {
@@ -72,6 +86,7 @@ impl Default for CacheConfig {
             salvage: false,
             cache_mode: None,
             seq_cutoff: SeqCutoff::default(),
+            replay_threads: 0,
         }
     }
 }
@@ -217,6 +232,7 @@ impl Cache {
             },
             index: &index,
             salvage: cfg.salvage,
+            threads: cfg.replay_threads(),
         }
         .run(loaded.key_tail.0, loaded.dirty_tail.0)?;
         let head = replayed.head;

@@ -65,7 +65,13 @@ pub(crate) struct Replay<'a> {
     pub index: &'a Index,
     /// Salvage mode: go on past what a strict replay refuses, and report it.
     pub salvage: bool,
+    /// Threads that check a kset's data CRCs together (1: the replaying thread alone).
+    pub threads: usize,
 }
+
+/// A kset carrying less data than this has its data CRCs checked by the replaying thread
+/// alone: a helper thread costs more than it saves.
+const PARALLEL_BYTES: u64 = 256 << 10;
 
 impl Replay<'_> {
     /// Replays the log from `key_tail`; dirty keys are those from `dirty_tail` on. In
@@ -154,11 +160,15 @@ impl Replay<'_> {
         stats: &mut ReplayStats,
         report: &mut SalvageReport,
     ) -> Result<()> {
-        for (i, raw) in keys.iter().enumerate() {
+        // Each key's verdict depends only on the key, its data and the segments'
+        // generations (which replay does not change), so they can be reached on several
+        // threads and then applied in log order: the result is the same.
+        let verdicts = self.verdicts(at, keys);
+        for ((i, raw), verdict) in keys.iter().enumerate().zip(verdicts) {
             stats.keys += 1;
             // A key whose segment moved on is dropped before anything else (before the
             // data CRC, which reused space would fail).
-            match self.log.judge(raw, at, i, true) {
+            match verdict {
                 Ok(None) => stats.stale_keys += 1,
                 Ok(Some(key)) => {
                     report.covered(key.off, key.end());
@@ -183,6 +193,57 @@ impl Replay<'_> {
             stats.dirty_ksets += 1;
         }
         Ok(())
+    }
+
+    /// The verdicts on a kset's keys ([`LogReader::judge`], data CRCs checked), in order.
+    /// With data CRCs and enough data, the keys are split among [`Replay::threads`]
+    /// threads by their data bytes.
+    fn verdicts(&self, at: u64, keys: &[RawKey]) -> Vec<Result<Option<Key>>> {
+        let judge = |i: usize, raw: &RawKey| self.log.judge(raw, at, i, true);
+        let bytes: u64 = keys.iter().map(|k| u64::from(k.len.get())).sum();
+        let threads = self.threads.clamp(1, keys.len().max(1));
+        if !self.log.data_crc || threads == 1 || bytes < PARALLEL_BYTES {
+            return keys.iter().enumerate().map(|(i, r)| judge(i, r)).collect();
+        }
+        // Cut the keys into `threads` runs of about equal data.
+        let share = bytes.div_ceil(threads as u64);
+        let mut cuts = vec![0];
+        let mut acc = 0u64;
+        for (i, k) in keys.iter().enumerate() {
+            acc += u64::from(k.len.get());
+            if acc >= share * cuts.len() as u64 && i + 1 < keys.len() && cuts.len() < threads {
+                cuts.push(i + 1);
+            }
+        }
+        cuts.push(keys.len());
+        std::thread::scope(|s| {
+            let runs: Vec<_> = cuts
+                .windows(2)
+                .skip(1)
+                .map(|w| {
+                    let (a, b) = (w[0], w[1]);
+                    s.spawn(move || {
+                        keys[a..b]
+                            .iter()
+                            .enumerate()
+                            .map(|(i, r)| judge(a + i, r))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut out: Vec<_> = keys[..cuts[1]]
+                .iter()
+                .enumerate()
+                .map(|(i, r)| judge(i, r))
+                .collect();
+            for h in runs {
+                match h.join() {
+                    Ok(v) => out.extend(v),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            out
+        })
     }
 
     /// Salvage at an end of the log at `pos`: a kset damaged by one flipped bit is

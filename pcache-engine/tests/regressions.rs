@@ -249,3 +249,96 @@ fn a_whole_device_discard_writes_zero_keys_only_where_cached() {
     assert!(buf.iter().all(|&b| b == 0));
     cache.close().unwrap();
 }
+
+/// Replay checks a data_crc cache's keys on several threads (`replay_threads`) and
+/// applies their verdicts in log order: the same index, the same stats, and on damaged
+/// data the same refusal (the first bad key in log order) and the same salvage.
+#[test]
+fn replay_on_several_threads_is_the_same_replay() {
+    let media = Arc::new(formatted());
+    let backing = Arc::new(MemBacking::new(256 << 20));
+    let cfg = |threads: usize, read_only: bool, salvage: bool| CacheConfig {
+        data_crc: true,
+        background: false,
+        replay_threads: threads,
+        read_only,
+        salvage,
+        ..CacheConfig::default()
+    };
+    let cache = Cache::open(media.clone(), backing.clone(), cfg(1, false, false)).unwrap();
+    let mut rng = testing::SplitMix(3);
+    for i in 0..3000u64 {
+        // 4..64 KiB, overlapping: later keys win over earlier ones.
+        let len = (1 + rng.below(16)) * 4096;
+        let off = rng.below((256 << 20) / 4096 - 16) * 4096;
+        // Each 4 KiB page unique: the key's number and the page's, then a fill.
+        let mut data = vec![(i % 251) as u8; len as usize];
+        for (p, page) in data.chunks_mut(4096).enumerate() {
+            page[..8].copy_from_slice(&i.to_le_bytes());
+            page[8..16].copy_from_slice(&(p as u64).to_le_bytes());
+        }
+        cache.write(0, off, &data, false).unwrap();
+    }
+    cache.close().unwrap();
+    let replay = |threads: usize| {
+        let c = Cache::open(media.clone(), backing.clone(), cfg(threads, true, false)).unwrap();
+        let r = (c.dirty_extents(), c.status().replay);
+        c.close().unwrap();
+        r
+    };
+    let one = replay(1);
+    assert!(one.1.keys >= 3000 && one.1.ksets > 10, "{:?}", one.1);
+    for threads in [2, 3, 8] {
+        assert_eq!(replay(threads), one, "{threads} threads");
+    }
+    // Damage the data of two keys: the same first refusal, the same salvage.
+    let extents = one.0.clone();
+    let (a, b) = (
+        extents[extents.len() / 3].0,
+        extents[2 * extents.len() / 3].0,
+    );
+    // Where their cached bytes are: read them (hits), then find those pages in the media.
+    let c = Cache::open(media.clone(), backing.clone(), cfg(1, true, false)).unwrap();
+    let want: Vec<Vec<u8>> = [a, b]
+        .iter()
+        .map(|&off| {
+            let mut page = vec![0; 4096];
+            c.read(0, off, &mut page).unwrap();
+            page
+        })
+        .collect();
+    c.close().unwrap();
+    let mut page = vec![0; 4096];
+    let mut found = Vec::new();
+    let mut at = layout::SEGMENTS_OFF;
+    while at + 4096 <= media.len() && found.len() < 2 {
+        media.read(at, &mut page).unwrap();
+        if want.contains(&page) {
+            found.push((at, page[100]));
+        }
+        at += 512;
+    }
+    assert_eq!(found.len(), 2, "the two cached pages");
+    for (at, byte) in found {
+        media.write(at + 100, &[!byte]).unwrap();
+    }
+    let refusal = |threads: usize| {
+        Cache::open(media.clone(), backing.clone(), cfg(threads, true, false))
+            .unwrap_err()
+            .to_string()
+    };
+    let first = refusal(1);
+    assert!(first.contains("data"), "{first}");
+    let salvage = |threads: usize| {
+        let c = Cache::open(media.clone(), backing.clone(), cfg(threads, true, true)).unwrap();
+        let r = (c.salvage_report().skipped_keys.len(), c.dirty_extents());
+        c.close().unwrap();
+        r
+    };
+    let s1 = salvage(1);
+    assert!(s1.0 >= 1, "nothing skipped");
+    for threads in [2, 4] {
+        assert_eq!(refusal(threads), first, "{threads} threads");
+        assert_eq!(salvage(threads), s1, "{threads} threads");
+    }
+}
