@@ -5,6 +5,7 @@
 use crate::error::{EngineError, Result};
 use crate::media::CacheMedia;
 use crate::meta::DualState;
+use crate::segments::MIN_WRITABLE_SEGS;
 use pcache_format::layout::{
     self, cache_info_off, data_area_off, dirty_tail_off, key_tail_off, seg_gen_off, seg_info_off,
     CachePos, SegmentChain, CACHE_CTRL_OFF, CACHE_DEV_SIZE_MIN, KSET_HEADER_SIZE, SB_OFF,
@@ -89,6 +90,7 @@ pub(crate) fn load(media: &dyn CacheMedia, opts: LoadOptions) -> Result<Loaded> 
         Some(info) if info.init_done => {
             info.validate(sb.seg_num, cache_info_off(info_state_slot(&dual)))
                 .map_err(EngineError::corrupt("cache_info"))?;
+            writable_size(info.n_segs, opts.read_only)?;
             if info.data_crc != opts.data_crc {
                 return Err(EngineError::DataCrcMismatch {
                     on_media: info.data_crc,
@@ -98,8 +100,23 @@ pub(crate) fn load(media: &dyn CacheMedia, opts: LoadOptions) -> Result<Loaded> 
             load_existing(media, sb, info, info_state)
         }
         _ if opts.read_only => Err(EngineError::NotFormatted),
-        _ => format(media, sb, opts, info_state),
+        _ => {
+            writable_size(sb.seg_num, false)?;
+            format(media, sb, opts, info_state)
+        }
     }
+}
+
+/// Refuses to open a cache of fewer than [`MIN_WRITABLE_SEGS`] segments for writing
+/// (before anything is written): its writes could wait for space forever.
+fn writable_size(n_segs: u32, read_only: bool) -> Result<()> {
+    if read_only || n_segs >= MIN_WRITABLE_SEGS {
+        return Ok(());
+    }
+    Err(EngineError::TooFewSegments {
+        n_segs,
+        min: MIN_WRITABLE_SEGS,
+    })
 }
 
 fn info_state_slot(dual: &Dual<CacheInfo>) -> usize {
