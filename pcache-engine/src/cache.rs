@@ -179,7 +179,8 @@ impl Cache {
     ///
     /// # Errors
     /// [`EngineError::NotFormatted`] (no superblock: run `pcache-mkfs`),
-    /// [`EngineError::TooSmall`], [`EngineError::DataCrcMismatch`],
+    /// [`EngineError::TooSmall`], [`EngineError::TooFewSegments`] (read-write only),
+    /// [`EngineError::DataCrcMismatch`],
     /// [`EngineError::Corrupt`] and friends for damaged metadata, media errors.
     pub fn open(
         media: Arc<dyn CacheMedia>,

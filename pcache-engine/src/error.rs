@@ -13,7 +13,8 @@ pub enum ErrorKind {
     Io,
     /// The cache's metadata is damaged or inconsistent.
     Corrupt,
-    /// Not enough space (a cache device under 512 MiB).
+    /// Not enough space (a cache device under 512 MiB, or a cache of too few segments
+    /// to write to).
     NoSpace,
     /// A request or option is not valid.
     Invalid,
@@ -59,6 +60,18 @@ pub enum EngineError {
         size: u64,
         /// The minimum.
         min: u64,
+    },
+    /// The cache has too few segments for writes to make progress: it can be opened
+    /// read-only only.
+    #[error(
+        "the cache has {n_segs} segments, too few to cache writes (at least {min}: the log, \
+         its reserve and two data segments); open it read-only, or format a larger one"
+    )]
+    TooFewSegments {
+        /// Its cache segments.
+        n_segs: u32,
+        /// The minimum.
+        min: u32,
     },
     /// On-media metadata failed validation.
     #[error("corrupt cache metadata ({context})")]
@@ -189,7 +202,7 @@ impl EngineError {
             Self::BadRequest { .. } | Self::InvalidArgument(_) | Self::DataCrcMismatch { .. } => {
                 ErrorKind::Invalid
             }
-            Self::TooSmall { .. } => ErrorKind::NoSpace,
+            Self::TooSmall { .. } | Self::TooFewSegments { .. } => ErrorKind::NoSpace,
             Self::Full => ErrorKind::Busy,
             Self::Corrupt { .. }
             | Self::DamagedLog { .. }

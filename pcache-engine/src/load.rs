@@ -6,6 +6,7 @@ use crate::error::{EngineError, Result};
 use crate::media::CacheMedia;
 use crate::meta::DualState;
 use crate::mutants::{skip, Step};
+use crate::segments::MIN_WRITABLE_SEGS;
 use pcache_format::layout::{
     self, cache_info_off, data_area_off, dirty_tail_off, key_tail_off, seg_gen_off, seg_info_off,
     CachePos, SegmentChain, CACHE_CTRL_OFF, CACHE_DEV_SIZE_MIN, KSET_HEADER_SIZE, SB_OFF,
@@ -101,6 +102,7 @@ pub(crate) fn load(media: &dyn CacheMedia, opts: LoadOptions) -> Result<Loaded> 
             }
             .validate_pcache(at)
             .map_err(EngineError::corrupt("cache_info"))?;
+            writable_size(info.n_segs, opts.read_only)?;
             if info.data_crc != opts.data_crc {
                 return Err(EngineError::DataCrcMismatch {
                     on_media: info.data_crc,
@@ -114,6 +116,7 @@ pub(crate) fn load(media: &dyn CacheMedia, opts: LoadOptions) -> Result<Loaded> 
             if opts.read_only {
                 return Err(EngineError::NotFormatted);
             }
+            writable_size(sb.seg_num, false)?;
             format(media, sb, opts, info_state)
         }
     }
@@ -134,6 +137,18 @@ fn misplaced_618(media: &dyn CacheMedia, seg_num: u32) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Refuses to open a cache of fewer than [`MIN_WRITABLE_SEGS`] segments for writing
+/// (before anything is written): its writes could wait for space forever.
+fn writable_size(n_segs: u32, read_only: bool) -> Result<()> {
+    if read_only || n_segs >= MIN_WRITABLE_SEGS {
+        return Ok(());
+    }
+    Err(EngineError::TooFewSegments {
+        n_segs,
+        min: MIN_WRITABLE_SEGS,
+    })
 }
 
 fn info_state_slot(dual: &Dual<CacheInfo>) -> usize {

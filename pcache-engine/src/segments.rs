@@ -26,6 +26,12 @@ use std::time::Duration;
 /// keys sit in that very kset.
 pub(crate) const LOG_RESERVE: u32 = 1;
 
+/// The fewest segments a cache needs for writes to always make progress: the log
+/// segment, the log's reserve, and two data segments (the data head holds a reference on
+/// the one it fills, so GC can only free the other). A cache with fewer would wait for
+/// space forever on its first full data segment; it is opened read-only only.
+pub(crate) const MIN_WRITABLE_SEGS: u32 = LOG_RESERVE + 3;
+
 /// One cache segment's in-memory state.
 #[derive(Debug)]
 pub(crate) struct Segment {

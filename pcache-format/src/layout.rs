@@ -238,7 +238,9 @@ impl SegmentChain {
 
     /// Walks the chain from physical segment `first` for `n_segs` segments.
     /// `next(phys)` returns the next physical id (`Ok(None)` when the segment has no
-    /// `HAS_NEXT`), or an error for an unreadable segment.
+    /// `HAS_NEXT`), or an error for an unreadable segment. It is called for every segment
+    /// of the chain, the last one included (whose link is not followed), so a loader
+    /// checks each segment's seg_info as the kernel does.
     ///
     /// # Errors
     /// An out-of-range physical id (≥ `seg_num`), a physical id met twice, or a chain
@@ -280,10 +282,11 @@ impl SegmentChain {
             }
             *slot = true;
             phys.push(cur);
+            let link = next(cur)?;
             if i + 1 == n_segs {
                 break;
             }
-            match next(cur)? {
+            match link {
                 Some(n) => cur = n,
                 None => {
                     return Err(FormatError::new(
@@ -403,5 +406,13 @@ mod tests {
         assert!(matches!(e.reason, Reason::OutOfRange { value: 9, .. }));
         // n_segs larger than seg_num.
         assert!(SegmentChain::walk(0, 3, 2, |p| Ok(Some(p + 1))).is_err());
+        // The last segment is read too: an unreadable one fails the walk (its link, valid
+        // or not, is not followed).
+        let unreadable = FormatError::new(Structure::SegmentInfo, 0, Reason::NoValidCopy);
+        let e = SegmentChain::walk(3, 3, 4, |p| if p == 2 { Err(unreadable) } else { next(p) })
+            .unwrap_err();
+        assert_eq!(e.reason, Reason::NoValidCopy);
+        let c = SegmentChain::walk(3, 2, 4, |p| Ok(Some(p ^ 3))).unwrap();
+        assert_eq!(c.as_slice(), &[3, 0]);
     }
 }

@@ -11,6 +11,9 @@
 //!   parse alongside the required part.
 //! - `cargo xtask TASK`: the task must be in `xtask/src/main.rs`'s `TASKS` table, and each
 //!   flag must be a match arm of the file that defines the task's entry point.
+//! - `cargo fuzz SUB [TARGET] [INPUT]` and `cargo run --manifest-path fuzz/Cargo.toml
+//!   --example NAME`: the target must be a `[[bin]]` of `fuzz/Cargo.toml`, the example a
+//!   file of `fuzz/examples/` (see [`check_fuzz`]).
 //! - `./script`, `.ci/run`: the file must exist and be executable.
 //! - anything else must be in [`EXTERNAL`], which says why it is not checked.
 //!
@@ -60,7 +63,8 @@ const NOT_RUN: &[(&str, &str)] = &[
     ),
     (
         "cargo",
-        "xtask tasks build release binaries, install, package or boot VMs",
+        "xtask tasks build release binaries, install, package, fuzz or boot VMs; cargo fuzz \
+         and the fuzz crate's examples run fuzz targets",
     ),
 ];
 
@@ -445,6 +449,9 @@ fn check_markdown(file: &str, md: &str, tasks: &[XTask]) -> (Vec<CmdLine>, Tally
         } else if program == "cargo" && c.words.get(1).is_some_and(|w| w == "xtask") {
             t.xtask_lines += 1;
             check_xtask(tasks, &c.words)
+        } else if program == "cargo" && is_fuzz_line(&c.words) {
+            t.xtask_lines += 1;
+            check_fuzz(&c.words)
         } else if program == "cargo" {
             Err("a cargo command other than `cargo xtask`: not checked; add it here".into())
         } else if program.contains('/') && !program.starts_with('/') {
@@ -464,6 +471,56 @@ fn check_markdown(file: &str, md: &str, tasks: &[XTask]) -> (Vec<CmdLine>, Tally
         }
     }
     (cmds, t)
+}
+
+/// A cargo line about the fuzz crate: `cargo fuzz ...`, or a cargo command on
+/// `fuzz/Cargo.toml`.
+fn is_fuzz_line(words: &[String]) -> bool {
+    words.get(1).is_some_and(|w| w == "fuzz")
+        || words
+            .windows(2)
+            .any(|w| w[0] == "--manifest-path" && w[1] == "fuzz/Cargo.toml")
+}
+
+/// `cargo fuzz SUB [TARGET] [INPUT]`: SUB is one of cargo-fuzz's, TARGET a `[[bin]]` of
+/// `fuzz/Cargo.toml`; `cargo run --manifest-path fuzz/Cargo.toml --example NAME`: NAME is
+/// a file of `fuzz/examples/`. Placeholders (`TARGET`, `<file>`) stand for any.
+fn check_fuzz(words: &[String]) -> Result<(), String> {
+    let manifest = std::fs::read_to_string(repo().join("fuzz/Cargo.toml"))
+        .map_err(|e| format!("fuzz/Cargo.toml: {e}"))?;
+    let targets: Vec<&str> = manifest
+        .split("[[bin]]")
+        .skip(1)
+        .filter_map(|b| b.split("name = \"").nth(1)?.split('"').next())
+        .collect();
+    if words.get(1).is_some_and(|w| w == "fuzz") {
+        const SUBS: &[&str] = &["build", "run", "list", "cmin", "tmin", "coverage", "fmt"];
+        let sub = words.get(2).map_or("", String::as_str);
+        if !SUBS.contains(&sub) {
+            return Err(format!("`cargo fuzz {sub}`: not a cargo-fuzz subcommand"));
+        }
+        let target = words[3..].iter().find(|w| !w.starts_with('-'));
+        return match target {
+            Some(t) if !is_placeholder(t) && !targets.contains(&t.as_str()) => Err(format!(
+                "no fuzz target `{t}` in fuzz/Cargo.toml (targets: {})",
+                targets.join(", ")
+            )),
+            _ => Ok(()),
+        };
+    }
+    let example = words
+        .windows(2)
+        .find(|w| w[0] == "--example")
+        .map(|w| w[1].as_str());
+    match (words.get(1).map(String::as_str), example) {
+        (Some("run" | "build"), Some(e))
+            if repo().join(format!("fuzz/examples/{e}.rs")).is_file() =>
+        {
+            Ok(())
+        }
+        (Some("run" | "build"), Some(e)) => Err(format!("no example fuzz/examples/{e}.rs")),
+        _ => Err("a cargo command on fuzz/Cargo.toml other than running an example".into()),
+    }
 }
 
 fn check_script(path: &str) -> Result<(), String> {

@@ -4,6 +4,7 @@
 //! module (`qemu/` for `qemu-test`). To add a task, add a module and a row to [`TASKS`].
 
 mod crash;
+mod fuzz;
 mod install;
 mod qemu;
 
@@ -32,6 +33,11 @@ const TASKS: &[Task] = &[
         name: "crash",
         help: "`crash [--points N] [--mutants]`: the simulated power-cut proof over N crash points (release); --mutants: once per dropped persistence step, each must be caught",
         run: crash::main,
+    },
+    Task {
+        name: "fuzz",
+        help: "`fuzz [--secs N] [TARGET]`: coverage-guided fuzzing (cargo-fuzz) of the targets in fuzz/",
+        run: fuzz::main,
     },
     Task {
         name: "install",
