@@ -59,8 +59,10 @@ pub struct CacheConfig {
     pub cache_mode: Option<CacheMode>,
     /// Sequential cutoffs (not persisted; 0 = off).
     pub seq_cutoff: SeqCutoff,
-    /// Threads that check data CRCs during replay at open (data_crc caches): 0 (the
-    /// default) uses up to 4, as many as there are CPUs.
+    /// Threads that check a kset's data CRCs together during replay at open (data_crc
+    /// caches); 0 (the default) is 1. A helper thread per kset measured slower than one
+    /// thread (`cargo bench -p pcache-engine --bench replay`, docs/performance.md), so
+    /// more than one is for experiments until replay has a lasting pool.
     pub replay_threads: usize,
 }
 
@@ -69,7 +71,7 @@ impl CacheConfig {
     #[must_use]
     pub fn replay_threads(&self) -> usize {
         match self.replay_threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            0 => 1,
             n => n,
         }
     }
