@@ -78,9 +78,15 @@ pub fn presented(c: &Cache, what: &str) -> Presented {
         ((size / 2) & !511, 4096),
         (size.saturating_sub(4096), 4096),
     ];
+    // Keys need not be sector-aligned (the kernel accepts them, fsck warns); requests
+    // must be: the sectors around each extent.
     let ranges = extents
         .iter()
-        .map(|&(off, len)| (off, u64::from(len)))
+        .map(|&(off, len)| {
+            let start = off & !511;
+            let end = (off + u64::from(len)).next_multiple_of(512).min(size);
+            (start, end.saturating_sub(start))
+        })
         .chain(fixed.into_iter().filter(|&(o, l)| o + l <= size));
     for (off, len) in ranges {
         if len > budget {

@@ -25,6 +25,10 @@ use std::sync::Arc;
 pub const DEV: u64 = 8 << 20;
 const SECTOR: u64 = 512;
 const SECTORS: u64 = DEV / SECTOR;
+/// Operations run per script, at most.
+const MAX_OPS: usize = 128;
+/// Reopens per script, at most (later ones are flushes).
+const MAX_REOPENS: u32 = 4;
 
 /// A run: the cache's settings and the operations.
 #[derive(Debug, Arbitrary)]
@@ -37,7 +41,7 @@ pub struct Script {
     pub gc_percent: u8,
     /// Cache segments: 4 + this % 8.
     pub segs: u8,
-    /// The operations.
+    /// The operations (the first 128).
     pub ops: Vec<Op>,
 }
 
@@ -91,9 +95,9 @@ pub enum Op {
     Mode(u8),
     /// A sequential cutoff change, in sectors (0 = off).
     Cutoff(u8),
-    /// Close and open again.
+    /// Close and open again (4 reopens per script at most; later ones flush).
     Reopen,
-    /// Close, open read-only and read, then read-write again.
+    /// Close, open read-only and read, then read-write again (as `Reopen`).
     ReopenReadOnly,
 }
 
@@ -251,9 +255,16 @@ impl Harness {
     }
 
     fn reopen(&mut self, read_only: bool) {
-        // A full check of the device costs a read of all of it: only a few per run.
+        // An open replays (and, with data CRCs, verifies) the whole log, and a full check
+        // of the device reads all of it: a few per run, the rest are flushes.
         self.reopens += 1;
-        let full = self.reopens <= 3;
+        if self.reopens > MAX_REOPENS {
+            if let Err(e) = self.cache().flush() {
+                panic!("flush: {}", chain(&e));
+            }
+            return;
+        }
+        let full = self.reopens <= 2;
         let c = self.cache.take().expect("open");
         if let Err(e) = c.close() {
             panic!("close: {}", chain(&e));
@@ -313,7 +324,7 @@ pub fn run(script: &Script) {
         reopens: 0,
     };
     h.open(cfg);
-    for &op in script.ops.iter().take(256) {
+    for &op in script.ops.iter().take(MAX_OPS) {
         h.apply(op);
     }
     // The image a clean close leaves: fsck calls it clean, dump renders it, and a

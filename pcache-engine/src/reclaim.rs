@@ -1,5 +1,5 @@
 //! Reclaim from the write path: the one way a writer that finds no space reaches
-//! writeback and GC. With the background workers it asks them for space
+//! writeback and GC (and makes idle data heads give their segments up). With the background workers it asks them for space
 //! ([`Control::want_space`](crate::workers::Control::want_space)) and waits for a segment
 //! to be freed; without them it runs writeback and GC rounds in the writing thread. The
 //! log and the I/O paths call only this; they never call writeback or GC themselves.
@@ -20,6 +20,7 @@ impl Inner {
         }
         self.health.check()?;
         self.health.counters.space_wait();
+        self.retire_idle_heads()?;
         if self.background {
             // A waiting writer gets GC regardless of gc_percent.
             self.ctl.want_space(close_ksets);
@@ -41,5 +42,26 @@ impl Inner {
         } else {
             Err(EngineError::Full)
         }
+    }
+
+    /// Makes every data head not in use let go of its segment. A head keeps a reference
+    /// on the segment it fills, so a queue that stopped writing pins a partly filled
+    /// segment: with as many such queues as free segments, nothing could ever be freed
+    /// and a writer on another queue would wait forever. A retired head's segment is
+    /// freed by GC once its keys are gone (at once if it has none); the queue takes a new
+    /// segment on its next write. Heads are only tried (never waited for): a head in use
+    /// belongs to a writer that is making progress, and the caller may hold a kset lock.
+    fn retire_idle_heads(&self) -> Result<()> {
+        for h in &self.log.heads {
+            let Some(mut head) = h.try_lock() else {
+                continue;
+            };
+            if let Some(d) = head.take() {
+                if self.segs.put(d.seg) {
+                    self.segs.invalidate(&*self.media, d.seg)?;
+                }
+            }
+        }
+        Ok(())
     }
 }

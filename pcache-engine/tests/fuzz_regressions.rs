@@ -133,3 +133,47 @@ fn with_timeout<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'st
     });
     rx.recv_timeout(std::time::Duration::from_secs(secs)).ok()
 }
+
+/// engine_ops: each queue's data head keeps a reference on the segment it fills, so a
+/// partly filled segment stays in use while its queue is idle. With as many busy queues
+/// as free segments (3 queues on a 4-segment cache; 30 on the kernel's smallest cache of
+/// 31 segments, which pcache-ublk's default of one queue per CPU reaches), a write on
+/// the next queue found no segment and nothing to reclaim: it failed with `Full` without
+/// the background workers, and waited forever with them. A writer that finds no space
+/// now makes the idle heads let go of their segments, so GC can free them.
+#[test]
+fn idle_data_heads_do_not_starve_a_full_cache() {
+    for (segs, queues) in [(4u32, 3u32), (31, 40)] {
+        for background in [false, true] {
+            let media = Arc::new(MemMedia::new(CACHE));
+            media
+                .write(layout::SB_OFF, &fresh::superblock(segs))
+                .unwrap();
+            let cfg = CacheConfig {
+                background,
+                queues,
+                gc_percent: Some(70),
+                ..CacheConfig::default()
+            };
+            let c = Arc::new(Cache::open(media, Arc::new(MemBacking::new(64 << 20)), cfg).unwrap());
+            let w = c.clone();
+            let done = with_timeout(60, move || {
+                for round in 0..3u64 {
+                    for q in 0..queues {
+                        let off = (u64::from(q) * 64 + round * 8) << 10;
+                        w.write(q, off, &[q as u8 + 1; 4096], round == 2)?;
+                    }
+                }
+                Ok::<_, EngineError>(())
+            });
+            assert!(
+                matches!(done, Some(Ok(()))),
+                "{segs} segments, {queues} queues, background {background}: {done:?}"
+            );
+            let mut b = [0u8; 4096];
+            c.read(0, (u64::from(queues - 1) * 64 + 16) << 10, &mut b)
+                .unwrap();
+            assert_eq!(b, [queues as u8; 4096]);
+        }
+    }
+}
