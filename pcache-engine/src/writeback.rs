@@ -141,33 +141,69 @@ impl Inner {
         Ok(true)
     }
 
-    /// Writes the jobs to the backing device: each job's data is read from the media into
-    /// its own buffer, then the whole kset (up to [`BATCH_BYTES`] at a time) goes to the
-    /// backing in one [`Backing::write_many`](crate::backing::Backing::write_many), which
-    /// may keep its writes in flight together (`UringBacking`) or write a large batch from
-    /// several threads (`FileBacking`).
+    /// Writes the jobs to the backing device, up to [`BATCH_BYTES`] at a time, each batch
+    /// in one [`Backing::write_many`](crate::backing::Backing::write_many), which may keep
+    /// its writes in flight together (`UringBacking`) or write a large batch from several
+    /// threads (`FileBacking` on a device that blocks on direct writes).
     fn write_jobs(&self, jobs: &[Job]) -> Result<()> {
-        ARENA.with_borrow_mut(|arena| {
-            let mut rest = jobs;
-            while !rest.is_empty() {
-                // At least one job per batch (a job is at most 4 MiB, see `merge`).
-                let mut n = 0;
-                let mut bytes = 0u64;
-                while n < rest.len() && (n == 0 || bytes + padded(rest[n].2) <= BATCH_BYTES) {
-                    bytes += padded(rest[n].2);
-                    n += 1;
-                }
-                let (batch, later) = rest.split_at(n);
-                self.write_batch(batch, bytes, arena)?;
-                rest = later;
+        let mut rest = jobs;
+        while !rest.is_empty() {
+            // At least one job per batch (a job is at most 4 MiB, see `merge`).
+            let mut n = 0;
+            let mut bytes = 0u64;
+            while n < rest.len() && (n == 0 || bytes + padded(rest[n].2) <= BATCH_BYTES) {
+                bytes += padded(rest[n].2);
+                n += 1;
             }
-            Ok(())
-        })
+            let (batch, later) = rest.split_at(n);
+            self.write_batch(batch, bytes)?;
+            rest = later;
+        }
+        Ok(())
     }
 
-    /// Reads `jobs` (`bytes` of buffer, each job padded to [`ALIGN`]) into `arena` and
-    /// writes them with one batch.
-    fn write_batch(&self, jobs: &[Job], bytes: u64, arena: &mut Vec<u8>) -> Result<()> {
+    /// Writes one batch straight from the media ([`CacheMedia::view_many`]: a mapped
+    /// media's own bytes, with no copy of ours; the kernel's copy or DMA is the only one).
+    /// A poisoned line in them fails the backing write with `EFAULT` (the kernel's copy
+    /// from user memory survives the machine check; design.md, "Media errors on read"):
+    /// the batch is then written again through checked copies ([`Self::write_copied`]),
+    /// which names the media error, or succeeds if the line reads back after all.
+    ///
+    /// [`CacheMedia::view_many`]: crate::media::CacheMedia::view_many
+    fn write_batch(&self, jobs: &[Job], bytes: u64) -> Result<()> {
+        let mut ranges = Vec::with_capacity(jobs.len());
+        for &(_, pos, len) in jobs {
+            ranges.push((self.reader().abs(pos)?, len as usize));
+        }
+        let mut failed = None;
+        let viewed = self.media.view_many(&ranges, &mut |views| {
+            let writes: Vec<(u64, &[u8])> =
+                jobs.iter().zip(views).map(|(j, v)| (j.0, *v)).collect();
+            self.backing.write_many(&writes).map_err(|e| {
+                let io = std::io::Error::new(e.source.kind(), "backing write");
+                failed = Some(e);
+                io
+            })
+        });
+        match (viewed, failed) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), Some(e)) if e.source.raw_os_error() == Some(libc::EFAULT) => {
+                ARENA.with_borrow_mut(|arena| self.write_copied(jobs, bytes, arena))
+            }
+            (Err(_), Some(e)) => Err(EngineError::Backing {
+                op: "write",
+                off: e.off,
+                len: e.len,
+                source: e.source,
+            }),
+            (Err(e), None) => Err(EngineError::media("read data for writeback")(e)),
+        }
+    }
+
+    /// Reads `jobs` (`bytes` of buffer, each job padded to [`ALIGN`]) into `arena` with
+    /// checked copies ([`CacheMedia::read`](crate::media::CacheMedia::read)) and writes
+    /// them with one batch.
+    fn write_copied(&self, jobs: &[Job], bytes: u64, arena: &mut Vec<u8>) -> Result<()> {
         // At most BATCH_BYTES (a batch of one job: at most 4 MiB).
         #[allow(clippy::cast_possible_truncation)]
         let need = bytes as usize + ALIGN;
@@ -213,7 +249,7 @@ fn padded(len: u32) -> u64 {
 }
 
 thread_local! {
-    /// The writeback buffers of this thread, reused from kset to kset: at most
+    /// The writeback buffers of this thread for [`Inner::write_copied`], reused: at most
     /// [`BATCH_BYTES`] + [`ALIGN`] bytes.
     static ARENA: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }

@@ -238,3 +238,60 @@ fn a_sink_that_cannot_read_clean_bytes_gets_them_from_the_backing() {
     assert_eq!(e.errno(), -libc::EIO, "dirty: {e}");
     c.close().unwrap();
 }
+
+/// Writeback hands the backing device the cache's mapped bytes without a copy of its own:
+/// dirty data in a segment that became unreadable fails the backing write with EFAULT
+/// (the kernel's copy, or a checked copy in a backing of memory), and writeback names the
+/// media error (EIO), not the backing device. The readable dirty data of the same round
+/// was written back; the process goes on.
+#[test]
+fn writeback_of_unreadable_dirty_data_is_a_media_error() {
+    for file_backing in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.img");
+        let media = cache_file(&path);
+        let backing: Arc<dyn pcache_engine::backing::Backing> = if file_backing {
+            let bpath = dir.path().join("backing.img");
+            std::fs::File::create(&bpath)
+                .unwrap()
+                .set_len(64 << 20)
+                .unwrap();
+            Arc::new(pcache_engine::backing::FileBacking::open(&bpath, false).unwrap())
+        } else {
+            Arc::new(MemBacking::new(64 << 20))
+        };
+        let cfg = CacheConfig {
+            queues: 2,
+            background: false,
+            ..CacheConfig::default()
+        };
+        let c = Cache::open(media.clone(), backing.clone(), cfg).unwrap();
+        let (a, b) = (pattern(6, LEN), pattern(7, LEN));
+        c.write(0, 0, &a, true).unwrap();
+        c.write(1, 8 << 20, &b, true).unwrap();
+        let (seg_a, seg_b) = (segment_holding(&media, &a), segment_holding(&media, &b));
+        assert!(seg_a < seg_b, "segments {seg_a} {seg_b}");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(layout::segment_base(seg_b))
+            .unwrap();
+        let e = c.writeback_all().unwrap_err();
+        assert_eq!(e.errno(), -libc::EIO, "file backing {file_backing}: {e}");
+        assert!(
+            matches!(
+                e,
+                EngineError::Media {
+                    source: MediaError::Poisoned { .. },
+                    ..
+                }
+            ),
+            "file backing {file_backing}: {e:?}"
+        );
+        let mut got = vec![0; LEN];
+        backing.read_at(0, &mut got).unwrap();
+        assert_eq!(got, a, "the readable dirty data was written back");
+        drop(c);
+    }
+}

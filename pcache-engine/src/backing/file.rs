@@ -41,6 +41,8 @@ pub struct FileBacking {
     size: u64,
     is_block: bool,
     path: PathBuf,
+    /// Whether a large batch is written by several threads: [`FileBacking::writes_async`].
+    parallel: bool,
 }
 
 impl FileBacking {
@@ -81,14 +83,17 @@ impl FileBacking {
                 }
             }
         }
-        Ok(Self {
+        let mut backing = Self {
             buffered,
             direct,
             align,
             size,
             is_block,
             path: path.to_path_buf(),
-        })
+            parallel: false,
+        };
+        backing.parallel = backing.writes_async();
+        Ok(backing)
     }
 
     /// Whether aligned transfers use `O_DIRECT`.
@@ -200,11 +205,14 @@ impl Backing for FileBacking {
             .write_all_at(data, off)
     }
 
-    /// A large batch is written by several threads at once, a small one in the calling
-    /// thread.
+    /// A large batch of direct writes to a device that blocks on them
+    /// ([`FileBacking::writes_async`]) is written by several threads at once; anything
+    /// else in the calling thread. Buffered writes are copies into the page cache under
+    /// the file's inode lock: threads would only contend for it (measured on tmpfs:
+    /// lock spinning and thread start-up cost more than the copies).
     fn write_many(&self, writes: &[(u64, &[u8])]) -> Result<(), BatchError> {
         let bytes: u64 = writes.iter().map(|w| w.1.len() as u64).sum();
-        if writes.len() <= 2 || bytes < PARALLEL_BYTES {
+        if writes.len() <= 2 || bytes < PARALLEL_BYTES || !self.parallel {
             for (i, &(off, data)) in writes.iter().enumerate() {
                 self.write_at(off, data)
                     .map_err(|e| BatchError::new(i, writes, e))?;

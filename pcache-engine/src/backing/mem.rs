@@ -66,7 +66,10 @@ impl Backing for MemBacking {
 
     fn write_at(&self, off: u64, data: &[u8]) -> io::Result<()> {
         let r = self.range(off, data.len() as u64)?;
-        self.data.write()[r].copy_from_slice(data);
+        // Checked: `data` may be the cache media's own mapped bytes (see
+        // `Backing::write_many`).
+        crate::media::copy_checked(&mut self.data.write()[r], data)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EFAULT))?;
         self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -88,6 +88,13 @@ pub trait Backing: Send + Sync + 'static {
     /// The provided method calls [`Backing::write_at`] for each in turn and stops at the
     /// first failure.
     ///
+    /// Writeback hands this the cache media's own mapped bytes
+    /// ([`CacheMedia::view_many`](crate::media::CacheMedia::view_many)), in which a line
+    /// may be poisoned: the kernel's copy of them fails the write with `EFAULT`; a
+    /// backing that copies them in user space must do so with
+    /// [`copy_checked`](crate::media::copy_checked) and fail the same way (the engine
+    /// then writes the batch again through checked reads, which name the media error).
+    ///
     /// # Errors
     /// The first write (lowest index) that failed, with its offset; the other writes of
     /// the batch may or may not have been made, as with a failed [`Backing::write_at`].

@@ -187,6 +187,23 @@ impl Mapping {
         f(src).map_err(MediaError::Source)
     }
 
+    /// Hands `f` the mapped bytes of every range ([`super::CacheMedia::view_many`]).
+    pub(crate) fn view_many(
+        &self,
+        ranges: &[(u64, usize)],
+        f: &mut dyn FnMut(&[&[u8]]) -> io::Result<()>,
+    ) -> Result<(), MediaError> {
+        let mut views = Vec::with_capacity(ranges.len());
+        for &(off, len) in ranges {
+            let start = check_range(off, len, self.len())?;
+            // SAFETY: as in `view`: the range is inside the mapping (checked above), its
+            // bytes stay mapped while `self` is borrowed, nobody writes them while `f`
+            // runs, and the slices do not outlive this call.
+            views.push(unsafe { std::slice::from_raw_parts(self.at(start).cast_const(), len) });
+        }
+        f(&views).map_err(MediaError::Source)
+    }
+
     pub(crate) fn zero(&self, off: u64, len: u64) -> Result<(), MediaError> {
         if !self.writable {
             return Err(MediaError::ReadOnly);

@@ -19,7 +19,7 @@
 
 /// The data-path methods of a [`CacheMedia`] whose bytes live in its field `$f` (a
 /// mapping, or another media it wraps): `len`, `read`, `write`, `view`, `fill` and `zero`,
-/// passed straight through.
+/// `view_many`, passed straight through.
 macro_rules! forward_data_path {
     ($f:ident) => {
         fn len(&self) -> u64 {
@@ -41,6 +41,14 @@ macro_rules! forward_data_path {
             f: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
         ) -> Result<(), $crate::media::MediaError> {
             self.$f.view(off, len, f)
+        }
+
+        fn view_many(
+            &self,
+            ranges: &[(u64, usize)],
+            f: &mut dyn FnMut(&[&[u8]]) -> std::io::Result<()>,
+        ) -> Result<(), $crate::media::MediaError> {
+            self.$f.view_many(ranges, f)
         }
 
         fn fill(
@@ -211,6 +219,32 @@ pub trait CacheMedia: Send + Sync + 'static {
         let mut buf = vec![0; len];
         self.read(off, &mut buf)?;
         f(&buf).map_err(MediaError::Source)
+    }
+
+    /// Hands `f` the bytes of every range of `ranges` (offset, length) at once, in order,
+    /// for it to pass on without a copy of its own: [`CacheMedia::view`] for several
+    /// ranges (e.g. one batch of backing writes, `docs/design.md`, "Writeback").
+    ///
+    /// The provided method [`CacheMedia::read`]s them into temporary buffers; the mapped
+    /// media override it to hand `f` the mapped bytes themselves, with the same rules as
+    /// [`CacheMedia::view`].
+    ///
+    /// # Errors
+    /// As [`CacheMedia::view`], for the first range that fails.
+    fn view_many(
+        &self,
+        ranges: &[(u64, usize)],
+        f: &mut dyn FnMut(&[&[u8]]) -> io::Result<()>,
+    ) -> Result<(), MediaError> {
+        let mut bufs = Vec::with_capacity(ranges.len());
+        for &(off, len) in ranges {
+            check_range(off, len, self.len())?;
+            let mut buf = vec![0; len];
+            self.read(off, &mut buf)?;
+            bufs.push(buf);
+        }
+        let views: Vec<&[u8]> = bufs.iter().map(Vec::as_slice).collect();
+        f(&views).map_err(MediaError::Source)
     }
 
     /// Starts making the stores to `[off, off + len)` durable (CLWB; `msync` for a file).

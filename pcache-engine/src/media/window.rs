@@ -95,6 +95,18 @@ impl CacheMedia for Window {
         self.inner.view(at, len, f).map_err(|e| self.relative(e))
     }
 
+    fn view_many(
+        &self,
+        ranges: &[(u64, usize)],
+        f: &mut dyn FnMut(&[&[u8]]) -> io::Result<()>,
+    ) -> Result<(), MediaError> {
+        let mut at = Vec::with_capacity(ranges.len());
+        for &(off, len) in ranges {
+            at.push((self.at(off, len)?, len));
+        }
+        self.inner.view_many(&at, f).map_err(|e| self.relative(e))
+    }
+
     fn zero(&self, off: u64, len: u64) -> Result<(), MediaError> {
         let n = usize::try_from(len).map_err(|_| MediaError::OutOfRange {
             off,
