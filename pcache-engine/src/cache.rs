@@ -59,19 +59,26 @@ pub struct CacheConfig {
     pub cache_mode: Option<CacheMode>,
     /// Sequential cutoffs (not persisted; 0 = off).
     pub seq_cutoff: SeqCutoff,
-    /// Threads that check a kset's data CRCs together during replay at open (data_crc
-    /// caches); 0 (the default) is 1. A helper thread per kset measured slower than one
-    /// thread (`cargo bench -p pcache-engine --bench replay`, docs/performance.md), so
-    /// more than one is for experiments until replay has a lasting pool.
+    /// Threads that replay a data_crc cache at open: the replaying thread plus helpers
+    /// that check the data CRCs of the ksets ahead of it. 0 (the default): one per CPU,
+    /// at most [`REPLAY_THREADS_MAX`]. 1 thread took 0.79–0.88 s to open a full 16 GiB
+    /// cache, 2 took 0.55 s (`cargo bench -p pcache-engine --bench replay -- --data-crc`,
+    /// docs/performance.md). Without data CRCs replay is one thread.
     pub replay_threads: usize,
 }
+
+/// The most replay threads [`CacheConfig::replay_threads`] picks by itself: past a few,
+/// the replaying thread (which applies every key in log order) is the bottleneck.
+pub const REPLAY_THREADS_MAX: usize = 4;
 
 impl CacheConfig {
     /// The replay threads in effect (see [`CacheConfig::replay_threads`]).
     #[must_use]
     pub fn replay_threads(&self) -> usize {
         match self.replay_threads {
-            0 => 1,
+            0 => std::thread::available_parallelism()
+                .map_or(1, std::num::NonZero::get)
+                .min(REPLAY_THREADS_MAX),
             n => n,
         }
     }

@@ -44,7 +44,7 @@ mod workers;
 mod writeback;
 mod zero;
 
-pub use cache::{Cache, CacheConfig};
+pub use cache::{Cache, CacheConfig, REPLAY_THREADS_MAX};
 pub use error::{EngineError, ErrorKind, Result};
 pub use pcache_format::CacheMode;
 pub use policy::SeqCutoff;

@@ -12,6 +12,8 @@ use pcache_format::layout::CachePos;
 use pcache_format::layout::SEG_DATA_SIZE;
 use pcache_format::raw::RawKey;
 use pcache_format::Key;
+use std::collections::VecDeque;
+use std::sync::{mpsc, Arc};
 
 /// What a replay found, for `pcache-replay` and the status counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -70,14 +72,88 @@ pub(crate) struct Replay<'a> {
 }
 
 /// A kset carrying less data than this has its data CRCs checked by the replaying thread
-/// alone: a helper thread costs more than it saves.
-const PARALLEL_BYTES: u64 = 256 << 10;
+/// when it applies the kset: handing it to a helper costs more than the CRCs.
+const PARALLEL_BYTES: u64 = 64 << 10;
+
+/// The most ksets whose verdicts are on their way from the helpers at once: enough that
+/// the helpers never wait for the walk, few enough to bound the keys held (each kset
+/// at most [`SEG_DATA_SIZE`] of keys).
+const AHEAD: usize = 32;
+
+/// The verdicts on one kset's keys, in order ([`LogReader::judge`], data CRCs checked).
+type Verdicts = Vec<Result<Option<Key>>>;
+
+/// A kset handed to a helper: its keys, where it is, and where its verdicts go.
+struct Job {
+    keys: Arc<[RawKey]>,
+    at: u64,
+    reply: mpsc::Sender<Verdicts>,
+}
+
+/// A kset walked and not yet applied.
+struct Pending {
+    pos: CachePos,
+    at: u64,
+    keys: Arc<[RawKey]>,
+    dirty: bool,
+    /// Where a helper sends its verdicts; `None`: the replaying thread judges it.
+    verdicts: Option<mpsc::Receiver<Verdicts>>,
+}
 
 impl Replay<'_> {
     /// Replays the log from `key_tail`; dirty keys are those from `dirty_tail` on. In
     /// salvage mode it goes on past what a strict replay refuses, and records it
     /// ([`SalvageReport`]).
+    ///
+    /// With data CRCs and [`Replay::threads`] above 1, helper threads (one pool for the
+    /// whole replay) check the CRCs of the ksets ahead of the one being applied; each
+    /// key's verdict depends only on the key, its data and the segments' generations
+    /// (which replay does not change), and the verdicts are applied in log order, so the
+    /// result is the same as on one thread.
     pub(crate) fn run(&self, key_tail: CachePos, dirty_tail: CachePos) -> Result<Replayed> {
+        let helpers = if self.log.data_crc {
+            self.threads.saturating_sub(1)
+        } else {
+            0
+        };
+        if helpers == 0 {
+            return self.walk(key_tail, dirty_tail, None);
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = parking_lot::Mutex::new(rx);
+        let rx = &rx;
+        std::thread::scope(|s| {
+            for _ in 0..helpers {
+                s.spawn(move || loop {
+                    // The lock is held only to take a job; it ends with the walk.
+                    let Ok(job) = rx.lock().recv() else {
+                        return;
+                    };
+                    let verdicts = job
+                        .keys
+                        .iter()
+                        .enumerate()
+                        .map(|(i, raw)| self.log.judge(raw, job.at, i, true))
+                        .collect();
+                    // The walk may have stopped (an error): nobody waits then.
+                    let _ = job.reply.send(verdicts);
+                });
+            }
+            let replayed = self.walk(key_tail, dirty_tail, Some(&tx));
+            // The helpers end once the sender is gone (on every way out of the walk).
+            drop(tx);
+            replayed
+        })
+    }
+
+    /// The walk of [`Replay::run`]; `pool`: where ksets go to the helpers.
+    fn walk(
+        &self,
+        key_tail: CachePos,
+        dirty_tail: CachePos,
+        pool: Option<&mpsc::Sender<Job>>,
+    ) -> Result<Replayed> {
+        let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut stats = ReplayStats::default();
         let mut report = SalvageReport::default();
         let mut dirty = key_tail == dirty_tail;
@@ -99,6 +175,11 @@ impl Replay<'_> {
                     }),
                     Err(e) => return Err(e.into()),
                 };
+                if !matches!(item, Some(WalkItem::Kset { .. })) {
+                    // Whatever comes next (an end, a salvage, a LAST) follows every kset
+                    // before it.
+                    self.apply_all(&mut pending, &mut stats, &mut report)?;
+                }
                 match item {
                     None => break 'log walk.pos(),
                     Some(WalkItem::End { pos, .. }) => {
@@ -126,7 +207,33 @@ impl Replay<'_> {
                         self.log.segs.mark_used(next);
                     }
                     Some(WalkItem::Kset { pos, at, keys, .. }) => {
-                        self.replay_keys(pos, at, keys, dirty, &mut stats, &mut report)?;
+                        let keys: Arc<[RawKey]> = keys.into();
+                        let bytes: u64 = keys.iter().map(|k| u64::from(k.len.get())).sum();
+                        let verdicts = match pool {
+                            Some(tx) if bytes >= PARALLEL_BYTES => {
+                                let (reply, verdicts) = mpsc::channel();
+                                let job = Job {
+                                    keys: keys.clone(),
+                                    at,
+                                    reply,
+                                };
+                                // The helpers outlive the walk: the send cannot fail.
+                                tx.send(job).ok().map(|()| verdicts)
+                            }
+                            _ => None,
+                        };
+                        pending.push_back(Pending {
+                            pos,
+                            at,
+                            keys,
+                            dirty,
+                            verdicts,
+                        });
+                        if pool.is_none() || pending.len() > AHEAD {
+                            if let Some(p) = pending.pop_front() {
+                                self.replay_keys(p, &mut stats, &mut report)?;
+                            }
+                        }
                     }
                 }
                 if walk.pos() == dirty_tail {
@@ -150,20 +257,40 @@ impl Replay<'_> {
         })
     }
 
-    /// Replays the keys of a kset at `pos` (absolute offset `at`).
-    fn replay_keys(
+    /// Applies every kset walked and not yet applied, in order.
+    fn apply_all(
         &self,
-        pos: CachePos,
-        at: u64,
-        keys: &[RawKey],
-        dirty: bool,
+        pending: &mut VecDeque<Pending>,
         stats: &mut ReplayStats,
         report: &mut SalvageReport,
     ) -> Result<()> {
-        // Each key's verdict depends only on the key, its data and the segments'
-        // generations (which replay does not change), so they can be reached on several
-        // threads and then applied in log order: the result is the same.
-        let verdicts = self.verdicts(at, keys);
+        while let Some(p) = pending.pop_front() {
+            self.replay_keys(p, stats, report)?;
+        }
+        Ok(())
+    }
+
+    /// Replays the keys of a kset, with the verdicts on them (a helper's, or judged here).
+    fn replay_keys(
+        &self,
+        kset: Pending,
+        stats: &mut ReplayStats,
+        report: &mut SalvageReport,
+    ) -> Result<()> {
+        let Pending {
+            pos,
+            at,
+            keys,
+            dirty,
+            verdicts,
+        } = kset;
+        // A helper that is gone (it panicked) leaves the kset to this thread.
+        let verdicts = verdicts.and_then(|rx| rx.recv().ok()).unwrap_or_else(|| {
+            keys.iter()
+                .enumerate()
+                .map(|(i, raw)| self.log.judge(raw, at, i, true))
+                .collect()
+        });
         for ((i, raw), verdict) in keys.iter().enumerate().zip(verdicts) {
             stats.keys += 1;
             // A key whose segment moved on is dropped before anything else (before the
@@ -193,57 +320,6 @@ impl Replay<'_> {
             stats.dirty_ksets += 1;
         }
         Ok(())
-    }
-
-    /// The verdicts on a kset's keys ([`LogReader::judge`], data CRCs checked), in order.
-    /// With data CRCs and enough data, the keys are split among [`Replay::threads`]
-    /// threads by their data bytes.
-    fn verdicts(&self, at: u64, keys: &[RawKey]) -> Vec<Result<Option<Key>>> {
-        let judge = |i: usize, raw: &RawKey| self.log.judge(raw, at, i, true);
-        let bytes: u64 = keys.iter().map(|k| u64::from(k.len.get())).sum();
-        let threads = self.threads.clamp(1, keys.len().max(1));
-        if !self.log.data_crc || threads == 1 || bytes < PARALLEL_BYTES {
-            return keys.iter().enumerate().map(|(i, r)| judge(i, r)).collect();
-        }
-        // Cut the keys into `threads` runs of about equal data.
-        let share = bytes.div_ceil(threads as u64);
-        let mut cuts = vec![0];
-        let mut acc = 0u64;
-        for (i, k) in keys.iter().enumerate() {
-            acc += u64::from(k.len.get());
-            if acc >= share * cuts.len() as u64 && i + 1 < keys.len() && cuts.len() < threads {
-                cuts.push(i + 1);
-            }
-        }
-        cuts.push(keys.len());
-        std::thread::scope(|s| {
-            let runs: Vec<_> = cuts
-                .windows(2)
-                .skip(1)
-                .map(|w| {
-                    let (a, b) = (w[0], w[1]);
-                    s.spawn(move || {
-                        keys[a..b]
-                            .iter()
-                            .enumerate()
-                            .map(|(i, r)| judge(a + i, r))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            let mut out: Vec<_> = keys[..cuts[1]]
-                .iter()
-                .enumerate()
-                .map(|(i, r)| judge(i, r))
-                .collect();
-            for h in runs {
-                match h.join() {
-                    Ok(v) => out.extend(v),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-            out
-        })
     }
 
     /// Salvage at an end of the log at `pos`: a kset damaged by one flipped bit is
@@ -281,7 +357,14 @@ impl Replay<'_> {
                 });
                 match read_kset(&bytes, room, self.log.segs.count(), at) {
                     Ok(KsetRead::Keys { keys, .. }) => {
-                        self.replay_keys(pos, at, keys, dirty, stats, report)?;
+                        let kset = Pending {
+                            pos,
+                            at,
+                            keys: keys.into(),
+                            dirty,
+                            verdicts: None,
+                        };
+                        self.replay_keys(kset, stats, report)?;
                     }
                     Ok(KsetRead::Last { next }) => {
                         stats.last_ksets += 1;
