@@ -1,8 +1,11 @@
 //! Cache media on persistent memory: a device-DAX character device (`/dev/daxN.M`),
 //! mapped directly and persisted with cache-line flushes and a store fence; or a pmem
-//! block device (`/dev/pmemN`), whose mapping goes through the page cache and is
-//! persisted with `msync` (a block device cannot be mapped with DAX).
+//! block device (`/dev/pmemN`), which cannot be mapped with DAX: it is read and written
+//! with `O_DIRECT` and persisted by `fdatasync` ([`BlockMedia`]), or, where `O_DIRECT`
+//! is refused (or `PCACHE_BLOCK_MEDIA=mmap` asks for it), mapped through the page cache
+//! and persisted with `msync`.
 
+use super::block::BlockMedia;
 use super::file::{FileMedia, Persist};
 use super::map::{MapKind, Mapping};
 use super::{CacheMedia, FlushInstr, MediaError};
@@ -10,10 +13,26 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-/// Persistent memory mapped for the cache.
-#[derive(Debug)]
+/// Persistent memory for the cache.
 pub struct DaxMedia {
-    inner: FileMedia,
+    inner: Box<dyn CacheMedia>,
+    /// The flush instruction, where stores are persisted by cache-line flushes.
+    instr: Option<FlushInstr>,
+}
+
+impl std::fmt::Debug for DaxMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaxMedia")
+            .field("media", &self.inner.describe())
+            .finish()
+    }
+}
+
+/// How a pmem block device is accessed: `O_DIRECT` ([`BlockMedia`]) unless the
+/// environment's `PCACHE_BLOCK_MEDIA` is `mmap` (the page cache and `msync`, as before
+/// [`BlockMedia`]: for comparisons), or the device refuses `O_DIRECT`.
+fn block_media_direct() -> bool {
+    std::env::var("PCACHE_BLOCK_MEDIA").map_or(true, |v| v != "mmap")
 }
 
 fn devdax_size(rdev: u64) -> Result<u64, MediaError> {
@@ -34,11 +53,25 @@ impl DaxMedia {
     pub fn open(path: impl AsRef<Path>, read_only: bool) -> Result<Self, MediaError> {
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(MediaError::io("stat"))?;
+        if meta.file_type().is_block_device() && block_media_direct() {
+            if let Ok(m) = BlockMedia::open(path, read_only) {
+                return Ok(Self {
+                    inner: Box::new(m),
+                    instr: None,
+                });
+            }
+        }
         if !meta.file_type().is_char_device() {
-            // A block device or a file: page cache and msync (MAP_SYNC is tried for a
-            // file on a DAX file system).
+            // A file (or a block device without O_DIRECT): page cache and msync (MAP_SYNC
+            // is tried for a file on a DAX file system).
+            let m = FileMedia::open(path, read_only)?;
+            let instr = match m.persist {
+                Persist::Cpu(i) => Some(i),
+                Persist::Msync => None,
+            };
             return Ok(Self {
-                inner: FileMedia::open(path, read_only)?,
+                inner: Box::new(m),
+                instr,
             });
         }
         let instr = FlushInstr::detect().ok_or_else(|| {
@@ -56,17 +89,15 @@ impl DaxMedia {
         let (map, _kind): (Mapping, MapKind) =
             Mapping::file(&file, len, !read_only, true).map_err(MediaError::io("mmap"))?;
         Ok(Self {
-            inner: FileMedia::from_parts(map, Persist::Cpu(instr), path, file),
+            inner: Box::new(FileMedia::from_parts(map, Persist::Cpu(instr), path, file)),
+            instr: Some(instr),
         })
     }
 
     /// The flush instruction in use, if stores are persisted by cache-line flushes.
     #[must_use]
     pub fn flush_instr(&self) -> Option<FlushInstr> {
-        match self.inner.persist {
-            Persist::Cpu(i) => Some(i),
-            Persist::Msync => None,
-        }
+        self.instr
     }
 }
 

@@ -11,8 +11,10 @@
 //! - [`MemMedia`]: anonymous memory, for tests and benchmarks; nothing is durable.
 //! - [`FileMedia`]: a mapped regular file or block device, persisted by `msync`.
 //! - [`DaxMedia`]: a device-DAX character device (`/dev/daxN.M`), persisted by cache-line
-//!   flushes and a store fence; or a pmem block device (`/dev/pmemN`), which is mapped
-//!   through the page cache and therefore persisted by `msync`.
+//!   flushes and a store fence; or a pmem block device (`/dev/pmemN`), as a
+//!   [`BlockMedia`].
+//! - [`BlockMedia`]: a block device read and written with `O_DIRECT`, persisted by
+//!   `fdatasync` (the block layer's flush), without the page cache.
 //!
 //! The test doubles (a crash-recording media, a media with injected failures) are in
 //! `pcache_engine::testing`, behind the `test-utils` feature.
@@ -66,6 +68,7 @@ macro_rules! forward_data_path {
     };
 }
 
+mod block;
 mod dax;
 pub(crate) mod file;
 pub(crate) mod flush;
@@ -74,6 +77,7 @@ mod mcsafe;
 mod mem;
 mod window;
 
+pub use block::BlockMedia;
 pub use dax::DaxMedia;
 pub use file::FileMedia;
 pub use flush::FlushInstr;
