@@ -1,6 +1,7 @@
 # xtask: timeout=1800
 # `cargo xtask bench --vm`: the same fio jobs on raw pmem, raw backing,
-# pcache-ublk (on /dev/pmem0 and on device DAX), the daemon's RAM target (the
+# pcache-ublk (on /dev/pmem0 with O_DIRECT and through the page cache, and on
+# device DAX), the daemon's RAM target (the
 # ublk floor), the kernel's dm-pcache and dm-writecache, over the same pmem
 # and backing, in one VM run. Each device's results go to
 # $OUT/<device>.<job>.json (fio JSON); the host builds the table.
@@ -38,8 +39,17 @@ if xt_have pcache-ublk && xt_have pcache-mkfs; then
     xt_ublk_add --cache "$PMEM" --backing "$BACKING"
     bench pcache-ublk "$UBLK_DEV"
     xt_ublk_del
+    # The same through the page cache and msync (the media before BlockMedia).
+    wipe_pmem
+    pcache-mkfs --force "$PMEM" >/dev/null || xt_fail "pcache-mkfs"
+    export PCACHE_BLOCK_MEDIA=mmap
+    xt_ublk_add --cache "$PMEM" --backing "$BACKING"
+    unset PCACHE_BLOCK_MEDIA
+    bench pcache-ublk-mmap "$UBLK_DEV"
+    xt_ublk_del
 else
     echo "pcache-ublk: $(xt_why_not pcache-ublk)" >"$OUT/pcache-ublk.skipped"
+    echo "pcache-ublk-mmap: $(xt_why_not pcache-ublk)" >"$OUT/pcache-ublk-mmap.skipped"
 fi
 
 # The floor: the same daemon serving a RAM disk (ublk round trips, no cache).

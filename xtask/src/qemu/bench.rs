@@ -38,7 +38,8 @@ options:
 const DEVICES: &[(&str, &str)] = &[
     ("pmem", "raw /dev/pmem0"),
     ("backing", "raw /dev/vda"),
-    ("pcache-ublk", "pcache-ublk"),
+    ("pcache-ublk", "pcache-ublk, /dev/pmem0 (O_DIRECT)"),
+    ("pcache-ublk-mmap", "pcache-ublk, /dev/pmem0 (page cache, msync)"),
     ("pcache-ublk-devdax", "pcache-ublk, device DAX"),
     ("ublk-ram", "ublk RAM target (floor)"),
     ("dm-pcache", "kernel dm-pcache"),
