@@ -41,6 +41,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `_IO(0x12, 104)`: logical block size of a block device.
 const BLKSSZGET: libc::c_ulong = 0x1268;
@@ -61,6 +62,13 @@ pub struct BlockMedia {
     stripes: Vec<Mutex<()>>,
     /// The first failed fence, reported by [`CacheMedia::check`].
     error: Mutex<Option<io::Error>>,
+    /// Writes completed so far.
+    written: AtomicU64,
+    /// `written` as it was when the last successful `fdatasync` started: every write
+    /// counted in it is durable.
+    synced: AtomicU64,
+    /// `fdatasync` calls made.
+    syncs: AtomicU64,
 }
 
 thread_local! {
@@ -141,7 +149,17 @@ impl BlockMedia {
             path: path.to_path_buf(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             error: Mutex::new(None),
+            written: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
         })
+    }
+
+    /// The `fdatasync` calls made so far (a fence with nothing written since the last
+    /// one makes none).
+    #[must_use]
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// The logical block size: the alignment of every transfer.
@@ -194,7 +212,9 @@ impl BlockMedia {
     fn pwrite(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
         self.file
             .write_all_at(data, off)
-            .map_err(MediaError::io("pwrite"))
+            .map_err(MediaError::io("pwrite"))?;
+        self.written.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 
     /// The locks of the edge blocks of an unaligned write to `[lo, hi)`, in stripe order.
@@ -340,9 +360,22 @@ impl CacheMedia for BlockMedia {
         if !self.writable {
             return;
         }
+        // A write this thread completed is counted in `w`. If an fdatasync that started
+        // after `written` reached `w` has completed, that write is durable already (a
+        // fence with nothing written since, or one that another thread's fence covered).
+        let w = self.written.load(Ordering::Acquire);
+        if self.synced.load(Ordering::Acquire) >= w {
+            return;
+        }
         // REQ_PREFLUSH → nvdimm_flush: every write completed before is durable.
-        if let Err(e) = self.file.sync_data() {
-            self.error.lock().get_or_insert(e);
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.synced.fetch_max(w, Ordering::AcqRel);
+            }
+            Err(e) => {
+                self.error.lock().get_or_insert(e);
+            }
         }
     }
 

@@ -143,3 +143,23 @@ fn bounds_and_read_only() {
     assert_eq!(&buf[..7], b"durable");
     assert!(ro.describe().contains("durable by fdatasync"));
 }
+
+/// A fence syncs only when a write completed since the last sync began.
+#[test]
+fn a_fence_with_nothing_written_since_makes_no_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _) = media(&dir, true);
+    m.fence();
+    assert_eq!(m.syncs(), 0, "nothing written");
+    m.write(0, &[1; 4096]).unwrap();
+    m.fence();
+    assert_eq!(m.syncs(), 1);
+    m.fence();
+    m.flush(0, 4096);
+    m.fence();
+    assert_eq!(m.syncs(), 1, "nothing written since");
+    m.write(4097, b"x").unwrap();
+    m.fence();
+    assert_eq!(m.syncs(), 2, "an unaligned write");
+    m.check().unwrap();
+}
