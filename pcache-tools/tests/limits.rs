@@ -24,16 +24,20 @@
 //!   per kset, without background workers, until only the log's reserve segment is free
 //!   (`pcache_engine::testing::fill_one_key_ksets`): 118 697 ksets. With 512-byte writes
 //!   (851 344 ksets over 4 log segments, the most ksets a 512 MiB cache can hold) the
-//!   same test is `#[ignore]`d for its run time in a debug build.
+//!   same test is `#[ignore]`d for its run time in a debug build (about 10 s).
 //!
-//! Memory: the library calls are counted by the allocator (`stats_alloc`; the tests run
-//! one at a time, [`serial`], the counts being process-wide); the binaries' peak resident
-//! size comes from `wait4`, and includes the pages of the mapped cache they touched.
+//! Memory: the peak of the library calls' allocations is counted by the test's allocator
+//! (`support::Peak`; the tests run one at a time, `support::serial`, the count being
+//! process-wide); the binaries run under a limit on their heap (`RLIMIT_DATA`: private
+//! writable memory, which leaves out the shared mapping of the cache), so one that needs
+//! more fails its allocation and the test. (`wait4`'s peak resident size would not do: a
+//! child started by `fork` or `vfork` inherits the peak of the test process, which holds
+//! the images.)
 
 use pcache_engine::backing::MemBacking;
 use pcache_engine::media::{CacheMedia, FileMedia};
 use pcache_engine::testing::{
-    fill_backing_size, fill_data, fill_offset, fill_one_key_ksets, formatted, FreshMedia,
+    fill_data, fill_offset, fill_one_key_ksets, formatted, FreshMedia, FILL_BACKING,
 };
 use pcache_engine::{Cache, CacheConfig};
 use pcache_format::kset::{encode_last_kset, KsetBuf};
@@ -42,21 +46,16 @@ use pcache_format::Key;
 use pcache_tools::dump::{self, DumpOptions};
 use pcache_tools::fsck::{self, exit, FsckOptions, Verdict};
 use pcache_tools::mkfs::{self, MkfsOptions};
-use pcache_tools::testimg::{ImageBuilder, SparseImage};
+use pcache_tools::testimg::SparseImage;
 use pcache_tools::Image;
 use serde_json::Value;
-use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
-use std::alloc::System;
-use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
+use support::{digest, measured, run, serial, sparse};
 
-#[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+#[path = "limits/support.rs"]
+mod support;
 
 /// The smallest device of the maximum segment count (16 TiB + 20 KiB).
 const MAX_DEVICE: u64 = layout::segment_base(CACHE_SEGS_MAX);
@@ -69,138 +68,31 @@ const HIGH_KEYS: u32 = 100;
 /// The backing device behind [`high_log`]'s keys.
 const HIGH_BACKING: u64 = 64 << 20;
 
-/// Memory `fsck::check` may keep per segment of the cache (measured: 56 bytes).
-const CHECK_PER_SEGMENT: u64 = 96;
-/// Memory an open cache may keep per segment (measured: 61 bytes).
-const OPEN_PER_SEGMENT: u64 = 80;
-/// Memory per logged key, of a check or an open: the index's budget
-/// (docs/performance.md), 48 bytes per extent.
+/// The peak memory of a scan (`fsck::check`, `pcache-dump`'s with few segments listed)
+/// per segment of the cache (measured: 49 bytes).
+const CHECK_PER_SEGMENT: u64 = 64;
+/// The peak memory of pcache's strict open per segment (measured: 92 bytes; 61 kept).
+const OPEN_PER_SEGMENT: u64 = 128;
+/// The peak memory per logged key, of a check or an open: the index's budget
+/// (docs/performance.md), 48 bytes per extent (a check measured 35 to 39).
 const PER_KEY: u64 = 48;
-/// What a binary's peak resident size may hold besides what it maps: its code, libraries
-/// and buffers.
+/// The peak memory of `pcache-dump`'s scan per kset it lists (measured: 97 to 108
+/// bytes for one-key ksets).
+const SCAN_PER_KSET: u64 = 160;
+/// The heap a binary may use besides what the cache's size calls for: its libraries'
+/// data, thread stacks, the allocator's arenas and I/O buffers.
 const BINARY_BASE: u64 = 64 << 20;
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// `f`'s result and the bytes it allocated and did not free.
-fn measured<T>(f: impl FnOnce() -> T) -> (T, u64) {
-    let region = Region::new(GLOBAL);
-    let out = f();
-    let c = region.change();
-    // Far below i64::MAX in these tests.
-    #[allow(clippy::cast_possible_wrap)]
-    let net = c.bytes_allocated as i64 - c.bytes_deallocated as i64 + c.bytes_reallocated as i64;
-    (out, u64::try_from(net).unwrap_or(0))
-}
-
-/// What a binary did: exit code, output, peak resident size in bytes.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    max_rss: u64,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}\n{}", self.stdout, self.stderr))
-    }
-}
-
-/// Runs `pcache-<tool>` with `args`, measuring its peak resident size with `wait4`.
-fn run(tool: &str, args: &[&str]) -> Run {
-    let exe = match tool {
-        "mkfs" => env!("CARGO_BIN_EXE_pcache-mkfs"),
-        "dump" => env!("CARGO_BIN_EXE_pcache-dump"),
-        "replay" => env!("CARGO_BIN_EXE_pcache-replay"),
-        _ => env!("CARGO_BIN_EXE_pcache-fsck"),
-    };
-    let t = Instant::now();
-    let mut child = Command::new(exe)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            r.read_to_string(&mut s).unwrap();
-            s
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let pid = i32::try_from(child.id()).unwrap();
-    let mut status = 0;
-    // SAFETY: all-zero bytes are a valid `rusage`.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child; both pointers are to live locals. The `Child` is
-    // not waited for again (dropping it does not wait).
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(rc, pid, "{}", std::io::Error::last_os_error());
-    let r = Run {
-        code: if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            -1
-        },
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-        max_rss: u64::try_from(usage.ru_maxrss).unwrap() * 1024,
-    };
-    println!(
-        "pcache-{tool} {}: exit {}, {:?}, peak {} MiB, {} bytes out",
-        args.join(" "),
-        r.code,
-        t.elapsed(),
-        r.max_rss >> 20,
-        r.stdout.len()
-    );
-    r
-}
-
-/// A digest of a (sparse) file: its size and every data extent's offset and bytes, found
-/// with `SEEK_DATA`/`SEEK_HOLE`, so a 256 GiB file with 256 MiB of data is read in
-/// well under a second.
-fn digest(path: &Path) -> (u64, u64) {
-    use std::hash::Hasher;
-    let f = std::fs::File::open(path).unwrap();
-    let len = f.metadata().unwrap().len();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
-    let seek = |off: u64, whence| {
-        // SAFETY: lseek on a descriptor we own.
-        let r = unsafe { libc::lseek(f.as_raw_fd(), i64::try_from(off).unwrap(), whence) };
-        u64::try_from(r).ok()
-    };
-    while pos < len {
-        let Some(data) = seek(pos, libc::SEEK_DATA) else {
-            break;
-        };
-        let hole = seek(data, libc::SEEK_HOLE).unwrap_or(len);
-        h.write_u64(data);
-        let mut at = data;
-        while at < hole {
-            let n = usize::try_from((hole - at).min(buf.len() as u64)).unwrap();
-            f.read_exact_at(&mut buf[..n], at).unwrap();
-            h.write(&buf[..n]);
-            at += n as u64;
-        }
-        pos = hole;
-    }
-    (len, h.finish())
-}
-
-fn sparse(path: &Path, len: u64) {
-    std::fs::File::create(path).unwrap().set_len(len).unwrap();
-}
+/// A binary's heap per segment: the scan's model of it and pcache's open (about 120
+/// bytes; fsck runs both).
+const BINARY_PER_SEGMENT: u64 = 256;
+/// A binary's heap per segment when `pcache-dump` lists it: its model (about 650 bytes)
+/// and its JSON (about 1.2 KiB, in a string that grows by doubling).
+const DUMP_PER_SEGMENT: u64 = 4 << 10;
+/// A binary's heap per key (the index: 48 bytes; fsck's overlap check).
+const BINARY_PER_KEY: u64 = 128;
+/// `pcache-dump`'s heap per listed kset of one key (its model and about 250 bytes of
+/// JSON).
+const DUMP_PER_KSET: u64 = 1 << 10;
 
 /// The data of key `i` of [`high_log`].
 fn high_data(i: u32, len: u32) -> Vec<u8> {
@@ -381,7 +273,7 @@ fn fsck_dump_and_open_at_the_maximum_segment_count() {
     let t = Instant::now();
     let (r, bytes) = measured(|| fsck::check(m, &opts).unwrap());
     println!(
-        "fsck::check of {n} segments: {:?}, {bytes} bytes kept",
+        "fsck::check of {n} segments: {:?}, {bytes} bytes at the peak",
         t.elapsed()
     );
     assert_eq!(r.exit_code, exit::CLEAN, "{}", fsck::text(&r, "max"));
@@ -403,7 +295,7 @@ fn fsck_dump_and_open_at_the_maximum_segment_count() {
     let (scan, bytes) = measured(|| pcache_tools::scan(m, &dopts.scan_options()).unwrap());
     let json = dump::json(&scan, "max");
     println!(
-        "dump of {n} segments: {:?}, {bytes} bytes kept",
+        "dump of {n} segments: {:?}, {bytes} bytes at the peak",
         t.elapsed()
     );
     assert!(bytes <= CHECK_PER_SEGMENT * u64::from(n), "{bytes} bytes");
@@ -420,7 +312,7 @@ fn fsck_dump_and_open_at_the_maximum_segment_count() {
     let t = Instant::now();
     let (cache, bytes) = measured(|| Cache::open(fresh.clone(), backing, cfg).unwrap());
     println!(
-        "open of {n} segments: {:?}, {bytes} bytes kept",
+        "open of {n} segments: {:?}, {bytes} bytes at the peak",
         t.elapsed()
     );
     let st = cache.status();
@@ -464,22 +356,22 @@ fn tools_on_a_cache_file(len: u64) {
     );
     let n = layout::seg_num_for_device(len).unwrap();
     let nu = u64::from(n);
-    // A binary maps the cache and touches up to four pages at the start of each segment;
-    // `pcache-fsck` maps it twice (its scan, then pcache's strict open).
-    let mapped = 16 << 10;
     sparse(&cache, len);
 
-    let r = run("mkfs", &[c]);
+    let r = run("mkfs", BINARY_BASE, &[c]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
         r.stdout.contains(&format!(" {n} segments ")),
         "{}",
         r.stdout
     );
-    assert!(r.max_rss <= BINARY_BASE + mapped * nu, "{r:?}");
     let fresh = digest(&cache);
 
-    let r = run("fsck", &["--json", c]);
+    let r = run(
+        "fsck",
+        BINARY_BASE + BINARY_PER_SEGMENT * nu,
+        &["--json", c],
+    );
     assert_eq!(r.code, 0, "{}", r.stdout);
     let v = r.json();
     assert_eq!(
@@ -487,10 +379,9 @@ fn tools_on_a_cache_file(len: u64) {
         (Some("clean"), Some(0))
     );
     assert_eq!(v["status_line"], format!("0 {n} {n} 1 70 1182 0:0 0:0 0:0"));
-    assert!(r.max_rss <= BINARY_BASE + 2 * mapped * nu, "{r:?}");
     assert_eq!(digest(&cache), fresh, "pcache-fsck changed the cache");
 
-    let r = run("dump", &["--json", c]);
+    let r = run("dump", BINARY_BASE + DUMP_PER_SEGMENT * nu, &["--json", c]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v = r.json();
     let segs = v["chain"]["segments"].as_array().unwrap();
@@ -502,11 +393,6 @@ fn tools_on_a_cache_file(len: u64) {
     assert_eq!(segs[0]["role"], "log");
     assert!(segs[1..].iter().all(|s| s["role"] == "free"));
     assert_eq!(v["log"]["ksets"], 0);
-    // The JSON of a segment is about 1.2 KiB; the scan's model of it about 650 bytes.
-    assert!(
-        r.max_rss <= BINARY_BASE + (mapped + (8 << 10)) * nu,
-        "{r:?}"
-    );
     drop(v);
     assert_eq!(digest(&cache), fresh, "pcache-dump changed the cache");
 
@@ -526,26 +412,26 @@ fn tools_on_a_cache_file(len: u64) {
         assert_eq!(digest(&backing), back, "{tool} changed the backing device");
     };
 
-    let r = run("fsck", &["--json", "--backing", b, c]);
+    let heap = BINARY_BASE + BINARY_PER_SEGMENT * nu + BINARY_PER_KEY * 2 * u64::from(HIGH_KEYS);
+    let r = run("fsck", heap, &["--json", "--backing", b, c]);
     assert_eq!(r.code, 0, "{}", r.stdout);
     let v = r.json();
     assert_eq!(v["verdict"], "clean");
     assert_eq!(v["status"]["segs_used"], 3);
     assert_eq!(v["status"]["key_head"], high_head(n));
-    assert!(r.max_rss <= BINARY_BASE + 2 * mapped * nu, "{r:?}");
     unchanged("pcache-fsck");
 
     let from = format!("{}..", n - 4);
     let r = run(
         "dump",
+        heap,
         &["--json", "--keys", "--segments", &from, "--backing", b, c],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     check_high_dump(&r.json(), n);
-    assert!(r.max_rss <= BINARY_BASE + mapped * nu, "{r:?}");
     unchanged("pcache-dump");
 
-    let r = run("replay", &["--json", "--cache", c, "--backing", b]);
+    let r = run("replay", heap, &["--json", "--cache", c, "--backing", b]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v = r.json();
     let keys = u64::from(2 * HIGH_KEYS);
@@ -565,10 +451,13 @@ fn tools_on_a_cache_file(len: u64) {
     }
     assert_eq!(v["n_segs"], n);
     assert_eq!(v["key_head"], high_head(n));
-    assert!(r.max_rss <= BINARY_BASE + mapped * nu, "{r:?}");
     unchanged("pcache-replay");
 
-    let r = run("replay", &["--cache", c, "--backing", b, "--export", e]);
+    let r = run(
+        "replay",
+        heap,
+        &["--cache", c, "--backing", b, "--export", e],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     unchanged("pcache-replay --export");
     let out = std::fs::read(&export).unwrap();
@@ -596,4 +485,208 @@ fn tools_on_the_largest_practical_cache_file() {
 #[ignore = "writes 16 GiB and needs about 8 GiB of page tables; minutes"]
 fn tools_on_the_largest_cache_file_ext4_holds() {
     tools_on_a_cache_file(EXT4_MAX_FILE);
+}
+
+/// One-key ksets a log segment holds: 64 bytes each, with room for a LAST kset after.
+const ONE_KEY_KSETS_PER_SEG: u64 = (SEG_DATA_SIZE as u64 - 24) / 64;
+
+/// The binaries on a 512 MiB cache whose log of one-key ksets fills it (writes of `len`
+/// bytes), against the known answer: `n` writes are `n` ksets of one key over
+/// `⌈n / 261 951⌉` log segments chained by LAST ksets, the data segments full, one
+/// segment (the log's reserve) free.
+fn tools_on_a_cache_filled_with_one_key_ksets(len: u32) {
+    let _serial = serial();
+    const CACHE: u64 = 512 << 20;
+    let media = Arc::new(formatted(CACHE));
+    let cfg = CacheConfig {
+        background: false,
+        ..CacheConfig::default()
+    };
+    let dev = FILL_BACKING;
+    let cache = Cache::open(media.clone(), Arc::new(MemBacking::new(dev)), cfg).unwrap();
+    let t = Instant::now();
+    let n = fill_one_key_ksets(&cache, len, u64::MAX).unwrap();
+    let written = cache.status();
+    println!(
+        "{n} one-key ksets of {len}-byte writes in {:?}",
+        t.elapsed()
+    );
+    cache.close().unwrap();
+    drop(cache);
+    let log_segs = n.div_ceil(ONE_KEY_KSETS_PER_SEG);
+    let lasts = log_segs - 1;
+    assert_eq!(
+        n,
+        (30 - log_segs) * u64::from(SEG_DATA_SIZE / len),
+        "the data segments are full"
+    );
+    assert_eq!(written.space_waits, 0, "nothing was reclaimed");
+    let k = written.kernel;
+    assert_eq!(
+        (k.segs_used, k.key_tail, k.dirty_tail),
+        (30, CachePos::new(0, 0), CachePos::new(0, 0))
+    );
+    assert_eq!(
+        u64::from(k.key_head.off),
+        64 * (n - lasts * ONE_KEY_KSETS_PER_SEG)
+    );
+    let head = k.key_head.to_string();
+
+    // The library, counted: a check keeps nothing per kset; the strict open the index.
+    let m: &dyn CacheMedia = &*media;
+    let opts = FsckOptions {
+        backing_size: Some(dev),
+        ..FsckOptions::default()
+    };
+    let (r, bytes) = measured(|| fsck::check(m, &opts).unwrap());
+    println!("fsck::check: {bytes} bytes at the peak");
+    assert_eq!((r.exit_code, r.errors, r.warnings), (exit::CLEAN, 0, 0));
+    assert!(
+        bytes <= CHECK_PER_SEGMENT * 31 + PER_KEY * n,
+        "{bytes} bytes"
+    );
+    let (scan, bytes) =
+        measured(|| pcache_tools::scan(m, &DumpOptions::default().scan_options()).unwrap());
+    println!(
+        "dump's scan, every kset listed: {bytes} bytes at the peak ({} per kset)",
+        bytes / n
+    );
+    assert_eq!(
+        scan.log.as_ref().map(|l| l.listed.len() as u64),
+        Some(n + lasts)
+    );
+    let bound = CHECK_PER_SEGMENT * 31 + SCAN_PER_KSET * (n + lasts);
+    assert!(bytes <= bound, "{bytes} bytes");
+    drop(scan);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, backing, export) = (
+        dir.path().join("cache.img"),
+        dir.path().join("backing.img"),
+        dir.path().join("export.img"),
+    );
+    let (c, b, e) = (
+        cache.to_str().unwrap(),
+        backing.to_str().unwrap(),
+        export.to_str().unwrap(),
+    );
+    {
+        let f = std::fs::File::create(&cache).unwrap();
+        f.set_len(CACHE).unwrap();
+        let mut buf = vec![0; 1 << 20];
+        for off in (0..CACHE).step_by(buf.len()) {
+            media.read(off, &mut buf).unwrap();
+            if buf.iter().any(|&x| x != 0) {
+                f.write_all_at(&buf, off).unwrap();
+            }
+        }
+    }
+    drop(media);
+    sparse(&backing, dev);
+    let (before, back) = (digest(&cache), digest(&backing));
+    let unchanged = |tool: &str| {
+        assert_eq!(digest(&cache), before, "{tool} changed the cache");
+        assert_eq!(digest(&backing), back, "{tool} changed the backing device");
+    };
+
+    let heap = BINARY_BASE + BINARY_PER_SEGMENT * 31 + BINARY_PER_KEY * n;
+    let r = run("fsck", heap, &["--json", "--backing", b, c]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let v = r.json();
+    assert_eq!(
+        (v["verdict"].as_str(), v["errors"].as_u64()),
+        (Some("clean"), Some(0))
+    );
+    assert_eq!(
+        v["status_line"],
+        format!("0 31 31 30 70 1182 {head} 0:0 0:0")
+    );
+    unchanged("pcache-fsck");
+
+    let dump_heap = BINARY_BASE + DUMP_PER_SEGMENT * 31 + DUMP_PER_KSET * (n + lasts);
+    let r = run("dump", dump_heap, &["--json", "--backing", b, c]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let log = &v["log"];
+    for (k, want) in [
+        ("ksets", n + lasts),
+        ("last_hops", lasts),
+        ("keys", n),
+        ("live_keys", n),
+        ("dirty_keys", n),
+        ("stale_keys", 0),
+        ("invalid_keys", 0),
+        ("segs_used", 30),
+    ] {
+        assert_eq!(log[k].as_u64(), Some(want), "{k}");
+    }
+    let listed = log["listed"].as_array().unwrap();
+    assert_eq!(listed.len() as u64, n + lasts);
+    let one_key = listed.iter().filter(|k| k["key_num"] == 1).count() as u64;
+    assert_eq!(one_key, n, "every normal kset holds one key");
+    let roles = |r: &str| {
+        v["chain"]["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["role"] == r)
+            .count() as u64
+    };
+    assert_eq!(
+        (roles("log"), roles("data"), roles("free")),
+        (log_segs, 30 - log_segs, 1)
+    );
+    drop(v);
+    unchanged("pcache-dump");
+
+    let r = run("replay", heap, &["--json", "--cache", c, "--backing", b]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    let bytes = n * u64::from(len);
+    for (k, want) in [
+        ("ksets", n),
+        ("last_ksets", lasts),
+        ("keys", n),
+        ("stale_keys", 0),
+        ("live_extents", n),
+        ("cached_bytes", bytes),
+        ("dirty_bytes", bytes),
+        ("segs_used", 30),
+    ] {
+        assert_eq!(v[k].as_u64(), Some(want), "{k}");
+    }
+    assert_eq!(v["key_head"], head);
+    unchanged("pcache-replay");
+
+    let r = run(
+        "replay",
+        heap,
+        &["--cache", c, "--backing", b, "--export", e],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    unchanged("pcache-replay --export");
+    let out = std::fs::File::open(&export).unwrap();
+    assert_eq!(out.metadata().unwrap().len(), dev);
+    let mut got = vec![0; 2 * len as usize];
+    for i in (0..n).step_by(211).chain([n - 1]) {
+        // The write, and the gap after it (never written).
+        out.read_exact_at(&mut got, fill_offset(i, len)).unwrap();
+        assert!(got[..len as usize] == fill_data(i, len), "write {i}");
+        assert!(
+            got[len as usize..].iter().all(|&x| x == 0),
+            "after write {i}"
+        );
+    }
+}
+
+#[test]
+fn tools_on_a_cache_filled_with_one_key_ksets_of_4k() {
+    tools_on_a_cache_filled_with_one_key_ksets(4096);
+}
+
+/// The most ksets a 512 MiB cache holds: 851 344, over four log segments.
+#[test]
+#[ignore = "about 10 s in a debug build: 851 344 ksets, a 138 MB dump"]
+fn tools_on_a_cache_filled_with_one_key_ksets_of_512_bytes() {
+    tools_on_a_cache_filled_with_one_key_ksets(512);
 }
