@@ -85,7 +85,7 @@ const BINARY_BASE: u64 = 64 << 20;
 /// A binary's heap per segment: the scan's model of it and pcache's open (about 120
 /// bytes; fsck runs both).
 const BINARY_PER_SEGMENT: u64 = 256;
-/// A binary's heap per segment when `pcache-dump` lists it: its model (about 650 bytes)
+/// A binary's heap per segment when `pcache-dump` lists it: its model (about 350 bytes)
 /// and its JSON (about 1.2 KiB, in a string that grows by doubling).
 const DUMP_PER_SEGMENT: u64 = 4 << 10;
 /// A binary's heap per key (the index: 48 bytes; fsck's overlap check).
@@ -335,6 +335,32 @@ fn fsck_dump_and_open_at_the_maximum_segment_count() {
     }
     drop(cache);
     assert_eq!(fresh.pages_written(), pages, "nothing was written");
+}
+
+/// `pcache-dump --json` of every segment at the maximum: what it costs.
+#[test]
+#[ignore = "1.3 GB of JSON and 3 GB of memory, about 10 s"]
+fn the_whole_dump_at_the_maximum_segment_count() {
+    let _serial = serial();
+    let fresh = FreshMedia::new(MAX_DEVICE, false);
+    let m: &dyn CacheMedia = &fresh;
+    let t = Instant::now();
+    let (scan, model) =
+        measured(|| pcache_tools::scan(m, &DumpOptions::default().scan_options()).unwrap());
+    let segs = scan.chain.as_ref().map_or(0, |c| c.segments.len());
+    assert_eq!(segs, CACHE_SEGS_MAX as usize);
+    let (json, peak) = measured(|| dump::json(&scan, "max"));
+    let n = u64::from(CACHE_SEGS_MAX);
+    println!(
+        "dump of every segment: {:?}; the model {} bytes per segment at the peak, the JSON \
+         {} bytes per segment, {} at the peak",
+        t.elapsed(),
+        model / n,
+        json.len() as u64 / n,
+        peak / n
+    );
+    assert!(model <= 1024 * n && json.len() as u64 <= 1536 * n && peak <= 4096 * n);
+    assert_eq!(json.matches("\"cache_id\"").count(), segs);
 }
 
 /// The binaries on a sparse cache file of `len` bytes: `pcache-mkfs` formats it, then
