@@ -75,12 +75,14 @@ fn open(media: &Arc<dyn CacheMedia>, backing: &Arc<MemBacking>, read_only: bool)
     let cache = cache.unwrap();
     let s = cache.status();
     println!(
-        "open ({}) of {} segments, {} keys: {:?}, {bytes} bytes kept ({:.1} per segment)",
+        "open ({}) of {} segments, {} keys: {:?}, {bytes} bytes kept ({:.1} per segment, \
+         {:.1} per key)",
         if read_only { "read-only" } else { "read-write" },
         s.kernel.n_segs,
         s.replay.keys,
         t.elapsed(),
         bytes as f64 / f64::from(s.kernel.n_segs),
+        bytes as f64 / s.replay.keys.max(1) as f64,
     );
     (cache, bytes)
 }
