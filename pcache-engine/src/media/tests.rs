@@ -162,3 +162,31 @@ proptest! {
         }
     }
 }
+
+/// A page fault on a file's mapping reads the page faulted and none around it
+/// (`MADV_RANDOM`). Without the advice the kernel reads the device's `read_ahead_kb`
+/// around each fault (8 MiB on the test machine's disk): a scan of a cache's metadata, a
+/// few records every 16 MiB, read half of a sparse 1 TiB cache file into the page cache
+/// and took minutes (`pcache-tools/tests/limits.rs`).
+#[test]
+fn file_mapping_faults_read_no_pages_around() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sparse.img");
+    let len: usize = 64 << 20;
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(len as u64)
+        .unwrap();
+    let m = FileMedia::open(&path, true).unwrap();
+    let mut rec = [0u8; 16];
+    m.read(32 << 20, &mut rec).unwrap();
+    let page = usize::try_from(super::map::page_size()).unwrap();
+    let mut resident = vec![0u8; len / page];
+    // SAFETY: the range is the whole mapping, which `m` keeps mapped; `resident` has one
+    // byte per page of it.
+    let rc = unsafe { libc::mincore(m.map.at(0).cast(), len, resident.as_mut_ptr()) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    let read = resident.iter().filter(|&&v| v & 1 == 1).count();
+    // The page itself (fault-around maps only pages already cached: none here).
+    assert!(read <= 16, "{read} pages read for one record");
+}

@@ -12,6 +12,10 @@
 //!   of its write and flush completions on a [`CrashMedia`]'s timeline and a check at
 //!   every flush; [`BackingReplayer`] builds the backing device a power cut at any event
 //!   could leave (a disk with a volatile write cache: [`BackingImage`]);
+//! - [`FreshMedia`]: a freshly formatted cache of any size up to the format's maximum,
+//!   computed rather than stored (only pages written later cost memory);
+//! - [`fill_one_key_ksets`]: a cache filled, up to its last free segment, by a log of
+//!   ksets of one key each (FUA writes at scattered offsets);
 //! - [`formatted`] and [`write_superblock`]: a cache holding only a superblock, which the
 //!   engine's first open formats as the kernel's first activation does;
 //! - [`new_cache`]: what creates a cache of a shared device, for a 64 MiB backing device
@@ -22,11 +26,15 @@
 mod backing;
 mod backing_crash;
 mod crash;
+mod fill;
+mod fresh_media;
 mod media;
 
 pub use backing::TestBacking;
 pub use backing_crash::{BackingEvent, BackingImage, BackingReplayer, Survivors, BACKING_SECTOR};
 pub use crash::{CrashImage, CrashMedia, CrashReplayer, SplitMix};
+pub use fill::{fill_data, fill_offset, fill_one_key_ksets, fill_slots, FILL_BACKING};
+pub use fresh_media::FreshMedia;
 pub use media::TestMedia;
 
 use crate::media::{CacheMedia, MemMedia};
