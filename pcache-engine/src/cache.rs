@@ -76,9 +76,14 @@ impl CacheConfig {
     #[must_use]
     pub fn replay_threads(&self) -> usize {
         match self.replay_threads {
-            0 => std::thread::available_parallelism()
-                .map_or(1, std::num::NonZero::get)
-                .min(REPLAY_THREADS_MAX),
+            0 => {
+                // Asked once: on Linux it reads the cgroup's CPU quota from files.
+                static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+                let cpus = *CPUS.get_or_init(|| {
+                    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+                });
+                cpus.min(REPLAY_THREADS_MAX)
+            }
             n => n,
         }
     }
