@@ -35,8 +35,9 @@
 //! never reach (steps L1 and G2), and cuts after every event around the second taking.
 //!
 //! `PCACHE_CRASH_POINTS` sets how many crash points to cover (default 1 000; CI runs
-//! 10 000 in release mode, `cargo xtask crash --points N` more; `cargo xtask crash
-//! --mutants` runs it once per dropped persistence step).
+//! 10 000 in release mode, `cargo xtask crash --points N` more, split among processes
+//! with `PCACHE_CRASH_SHARD=i/n`; `cargo xtask crash --mutants` runs it once per dropped
+//! persistence step).
 
 use pcache_engine::backing::{Backing, MemBacking};
 use pcache_engine::format::fresh;
@@ -550,8 +551,20 @@ fn power_cuts_never_lose_acknowledged_data() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
+    // `PCACHE_CRASH_SHARD=i/n`: this process takes the workloads of seeds i+1, i+1+n, …
+    // and its share of the points (`cargo xtask crash --jobs n` runs n of them at once).
+    let (shard, shards) = std::env::var("PCACHE_CRASH_SHARD")
+        .ok()
+        .and_then(|v| {
+            let (i, n) = v.split_once('/')?;
+            let (i, n): (u64, u64) = (i.parse().ok()?, n.parse().ok()?);
+            (i < n).then_some((i, n))
+        })
+        .unwrap_or((0, 1));
+    let target = (target + (shards - 1 - shard) as usize) / shards as usize;
     let mut points = 0usize;
-    let mut seed = 1u64;
+    let mut seed = 1 + shard;
+    let mut workloads = 0u64;
     while points < target {
         let Run {
             media,
@@ -591,9 +604,10 @@ fn power_cuts_never_lose_acknowledged_data() {
                 (k + step).max(first)
             };
         }
-        seed += 1;
+        seed += shards;
+        workloads += 1;
     }
-    eprintln!("checked {points} crash points over {} workloads", seed - 1);
+    eprintln!("checked {points} crash points over {workloads} workloads (shard {shard}/{shards})");
 }
 
 /// A scripted workload on one cache (see [`log_segment_taken_again`]), each operation on

@@ -8,7 +8,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 const HELP: &str = "\
-usage: cargo xtask crash [--points N] [--mutants [--only STEP,...]]
+usage: cargo xtask crash [--points N] [--jobs J] [--mutants [--only STEP,...]]
 
 Runs the engine's simulated power-cut test (pcache-engine/tests/crash.rs) in release
 mode over N crash points (default 100000; 10000 with --mutants; CI runs 10000): random
@@ -17,6 +17,8 @@ flush of the backing device (a disk with a volatile write cache: what was not fl
 may vanish, sector by sector), reopened and checked against a model of what must have
 survived.
 
+--jobs     split the points of the random workloads among J processes at once (each
+           takes every J-th workload: PCACHE_CRASH_SHARD=i/J); default: one per CPU.
 --mutants  builds the engine with its `mutants` feature and runs the proof once per
            persistence step of docs/design.md with that step dropped (PCACHE_MUTANT=STEP;
            W2 is moved, see design.md \"Mutants\"): every mutant must be caught (the
@@ -53,6 +55,7 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
     let mut points: Option<u64> = None;
     let mut mutants = false;
     let mut only: Option<Vec<String>> = None;
+    let mut jobs: Option<u64> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -65,6 +68,14 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
                 );
             }
             "--mutants" => mutants = true,
+            "--jobs" => {
+                jobs = Some(
+                    it.next()
+                        .context("--jobs needs a number")?
+                        .parse()
+                        .context("--jobs: expected a number")?,
+                );
+            }
             "--only" => {
                 let list = it.next().context("--only needs a list of steps")?;
                 let mut steps = Vec::new();
@@ -94,8 +105,20 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
         .parent()
         .context("xtask lives in the repository")?;
     if !mutants {
-        let ok = proof(repo, points, None, false, ("crash", None))?.0
+        let jobs = jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+        });
+        if jobs == 0 {
+            bail!("--jobs must be at least 1");
+        }
+        let start = Instant::now();
+        let ok = sharded(repo, points, jobs)?
             && proof(repo, points, None, false, ("shared_crash", None))?.0;
+        println!(
+            "crash: {points} points on {jobs} process(es) and the shared-device proof: {} in {:.0} s",
+            if ok { "passed" } else { "FAILED" },
+            start.elapsed().as_secs_f64()
+        );
         return Ok(if ok {
             ExitCode::SUCCESS
         } else {
@@ -103,6 +126,38 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
         });
     }
     run_mutants(repo, points, only.as_deref())
+}
+
+/// The random-workload proof (`tests/crash.rs`) split among `jobs` processes at once,
+/// each with its share of the points (`PCACHE_CRASH_SHARD`); the first also runs the
+/// scripted laps. True if every process passed.
+fn sharded(repo: &Path, points: u64, jobs: u64) -> Result<bool> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(repo)
+        .args(["test", "--release", "-p", "pcache-engine", "--test", "crash", "--no-run"])
+        .status()
+        .context("building the proof")?;
+    if !status.success() {
+        bail!("the proof does not build");
+    }
+    let mut children = Vec::new();
+    for i in 0..jobs {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(repo)
+            .env("PCACHE_CRASH_POINTS", points.to_string())
+            .env("PCACHE_CRASH_SHARD", format!("{i}/{jobs}"))
+            .env_remove("PCACHE_MUTANT")
+            .args(["test", "-q", "--release", "-p", "pcache-engine", "--test", "crash", "--", "--nocapture"]);
+        if i > 0 {
+            cmd.args(["power_cuts_never_lose_acknowledged_data", "--exact"]);
+        }
+        children.push(cmd.spawn().context("running cargo test")?);
+    }
+    let mut ok = true;
+    for mut c in children {
+        ok &= c.wait().context("waiting for cargo test")?.success();
+    }
+    Ok(ok)
 }
 
 /// `cargo test` of the proof (`test`: the target, and the one test to run): (passed,
