@@ -43,10 +43,10 @@ use pcache_engine::backing::{Backing, MemBacking};
 use pcache_engine::format::fresh;
 use pcache_engine::format::layout::{self, CachePos};
 use pcache_engine::format::record::{encode_meta, Dual, TailPos};
-use pcache_engine::media::CacheMedia;
+use pcache_engine::media::{BlockMedia, CacheMedia};
 use pcache_engine::testing::{
-    write_superblock, BackingImage, BackingReplayer, CrashMedia, CrashReplayer, SplitMix,
-    Survivors, TestBacking,
+    write_superblock, BackingImage, BackingReplayer, CrashBlockDevice, CrashMedia, CrashReplayer,
+    SplitMix, Survivors, TestBacking,
 };
 use pcache_engine::{Cache, CacheConfig, CacheMode, SeqCutoff};
 use std::sync::{Arc, Mutex};
@@ -270,7 +270,23 @@ fn run(media: &Arc<CrashMedia>, seed: u64, mut tag: u64, record: bool) -> Run {
         start: 0,
         end: 0,
     }];
-    let open = || Cache::open(media.clone(), backing.clone(), cfg).unwrap();
+    // Seeds 3 mod 4 run the cache on a pmem block device's media (`BlockMedia`: every
+    // write durable on completion, unaligned ones read-modify-write their edge blocks).
+    let cache_media = || -> Arc<dyn CacheMedia> {
+        if seed % 4 == 3 {
+            let dev = CrashBlockDevice(media.clone());
+            Arc::new(BlockMedia::on_device(
+                dev,
+                CACHE,
+                512,
+                false,
+                "crash".into(),
+            ))
+        } else {
+            media.clone()
+        }
+    };
+    let open = || Cache::open(cache_media(), backing.clone(), cfg).unwrap();
     let format_start = media.events();
     let mut cache = open();
     let format = (format_start, media.events());

@@ -43,7 +43,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// `_IO(0x12, 104)`: logical block size of a block device.
@@ -52,16 +52,90 @@ const BLKSSZGET: libc::c_ulong = 0x1268;
 /// Locks on the edge blocks of unaligned writes (a block's lock is `block % STRIPES`).
 const STRIPES: usize = 64;
 
+/// What a [`BlockMedia`] reads and writes: a device of whole blocks (transfers at
+/// block-aligned offsets, of whole blocks, from and to block-aligned buffers).
+pub trait BlockDevice: Send + Sync + std::fmt::Debug + 'static {
+    /// Reads `buf.len()` bytes at `off`.
+    ///
+    /// # Errors
+    /// The device's; `EIO` for a poisoned block.
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()>;
+
+    /// Writes `data` at `off`; with `durable`, the write is durable when it returns
+    /// (`RWF_DSYNC`), else once a [`BlockDevice::sync`] that starts after it returns.
+    ///
+    /// # Errors
+    /// The device's; `EOPNOTSUPP` if it cannot make a single write durable.
+    fn write_at(&self, off: u64, data: &[u8], durable: bool) -> io::Result<()>;
+
+    /// Makes every write completed before it durable (`fdatasync`).
+    ///
+    /// # Errors
+    /// The device's.
+    fn sync(&self) -> io::Result<()>;
+}
+
+/// A block device (or file) by its descriptor.
+#[derive(Debug)]
+struct FileDevice(File);
+
+impl BlockDevice for FileDevice {
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.0.read_exact_at(buf, off)
+    }
+
+    fn write_at(&self, off: u64, data: &[u8], durable: bool) -> io::Result<()> {
+        if durable {
+            pwrite_dsync(&self.0, off, data)
+        } else {
+            self.0.write_all_at(data, off)
+        }
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+/// Writes all of `data` at `off` with `RWF_DSYNC`: durable when it returns.
+fn pwrite_dsync(file: &File, mut off: u64, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let iov = libc::iovec {
+            iov_base: data.as_ptr().cast_mut().cast(),
+            iov_len: data.len(),
+        };
+        let at =
+            libc::off_t::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: one iovec over `data`, which lives across the call and is only read by
+        // the kernel; the descriptor is our own.
+        let n = unsafe { libc::pwritev2(file.as_raw_fd(), &raw const iov, 1, at, libc::RWF_DSYNC) };
+        match usize::try_from(n) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => {
+                data = &data[n..];
+                off += n as u64;
+            }
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A pmem block device (or, for tests, a file) read and written with `O_DIRECT`.
 #[derive(Debug)]
 pub struct BlockMedia {
-    file: File,
+    dev: Box<dyn BlockDevice>,
     size: u64,
     /// Logical block size: the alignment of every transfer.
     block: u64,
     writable: bool,
-    direct: bool,
-    path: PathBuf,
+    /// What the device is, for [`CacheMedia::describe`].
+    name: String,
     stripes: Vec<Mutex<()>>,
     /// The first failed fence, reported by [`CacheMedia::check`].
     error: Mutex<Option<io::Error>>,
@@ -145,20 +219,50 @@ impl BlockMedia {
                 }
             }
         }
-        Ok(Self {
-            file,
+        let name = format!(
+            "block device {}{}",
+            path.display(),
+            if direct { " (O_DIRECT)" } else { "" }
+        );
+        Ok(Self::on_device(
+            FileDevice(file),
+            size,
+            block,
+            read_only,
+            name,
+        ))
+    }
+
+    /// A media of `size` bytes on `dev`, whose blocks are `block` bytes (a power of two,
+    /// at most 4096).
+    ///
+    /// # Panics
+    /// If `block` is not a power of two of at most 4096.
+    #[must_use]
+    pub fn on_device(
+        dev: impl BlockDevice,
+        size: u64,
+        block: u64,
+        read_only: bool,
+        name: String,
+    ) -> Self {
+        assert!(
+            block.is_power_of_two() && block <= 4096,
+            "block size {block}"
+        );
+        Self {
+            dev: Box::new(dev),
             size,
             block,
             writable: !read_only,
-            direct,
-            path: path.to_path_buf(),
+            name,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             error: Mutex::new(None),
             dsync: AtomicBool::new(true),
             written: AtomicU64::new(0),
             synced: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
-        })
+        }
     }
 
     /// The `fdatasync` calls made so far (a fence with no write since the last one that
@@ -197,7 +301,7 @@ impl BlockMedia {
 
     /// Reads `buf.len()` bytes at block-aligned `off` into block-aligned `buf`.
     fn pread(&self, off: u64, buf: &mut [u8]) -> Result<(), MediaError> {
-        self.file.read_exact_at(buf, off).map_err(|e| {
+        self.dev.read_at(off, buf).map_err(|e| {
             if e.raw_os_error() == Some(libc::EIO) {
                 // The driver's machine-check-safe copy met a poisoned line (or a known
                 // bad block).
@@ -225,7 +329,7 @@ impl BlockMedia {
 
     fn pwrite(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
         if self.dsync.load(Ordering::Relaxed) {
-            match self.pwrite_dsync(off, data) {
+            match self.dev.write_at(off, data, true) {
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
@@ -238,47 +342,10 @@ impl BlockMedia {
                 r => return r.map_err(MediaError::io("pwritev2 RWF_DSYNC")),
             }
         }
-        self.file
-            .write_all_at(data, off)
+        self.dev
+            .write_at(off, data, false)
             .map_err(MediaError::io("pwrite"))?;
         self.written.fetch_add(1, Ordering::AcqRel);
-        Ok(())
-    }
-
-    /// Writes all of `data` at `off` with `RWF_DSYNC`: durable when it returns.
-    fn pwrite_dsync(&self, mut off: u64, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            let iov = libc::iovec {
-                iov_base: data.as_ptr().cast_mut().cast(),
-                iov_len: data.len(),
-            };
-            let at = libc::off_t::try_from(off)
-                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-            // SAFETY: one iovec over `data`, which lives across the call and is only read
-            // by the kernel; the descriptor is our own.
-            let n = unsafe {
-                libc::pwritev2(
-                    self.file.as_raw_fd(),
-                    &raw const iov,
-                    1,
-                    at,
-                    libc::RWF_DSYNC,
-                )
-            };
-            match usize::try_from(n) {
-                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-                Ok(n) => {
-                    data = &data[n..];
-                    off += n as u64;
-                }
-                Err(_) => {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                }
-            }
-        }
         Ok(())
     }
 
@@ -434,7 +501,7 @@ impl CacheMedia for BlockMedia {
         }
         // REQ_PREFLUSH → nvdimm_flush: every write completed before is durable.
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        match self.file.sync_data() {
+        match self.dev.sync() {
             Ok(()) => {
                 self.synced.fetch_max(w, Ordering::AcqRel);
             }
@@ -460,11 +527,15 @@ impl CacheMedia for BlockMedia {
 
     fn describe(&self) -> String {
         format!(
-            "block device {} ({} bytes, {}{}-byte blocks, durable by fdatasync)",
-            self.path.display(),
+            "{} ({} bytes, {}-byte blocks, {})",
+            self.name,
             self.size,
-            if self.direct { "O_DIRECT, " } else { "" },
-            self.block
+            self.block,
+            if self.dsync.load(Ordering::Relaxed) {
+                "durable by RWF_DSYNC"
+            } else {
+                "durable by fdatasync"
+            }
         )
     }
 }

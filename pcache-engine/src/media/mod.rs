@@ -77,7 +77,7 @@ mod mcsafe;
 mod mem;
 mod window;
 
-pub use block::BlockMedia;
+pub use block::{BlockDevice, BlockMedia};
 pub use dax::DaxMedia;
 pub use file::FileMedia;
 pub use flush::FlushInstr;

@@ -426,3 +426,31 @@ impl SplitMix {
         self.next_u64() % n
     }
 }
+
+/// A [`CrashMedia`] seen as a block device, for a
+/// [`BlockMedia`](crate::media::BlockMedia) under the power-cut proof: a durable write
+/// (`RWF_DSYNC`) is stores, a flush of its range and a fence (a cut point after it); a
+/// plain write only stores; a sync flushes everything and fences.
+#[derive(Debug)]
+pub struct CrashBlockDevice(pub Arc<CrashMedia>);
+
+impl crate::media::BlockDevice for CrashBlockDevice {
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.0.read(off, buf).map_err(std::io::Error::other)
+    }
+
+    fn write_at(&self, off: u64, data: &[u8], durable: bool) -> std::io::Result<()> {
+        self.0.write(off, data).map_err(std::io::Error::other)?;
+        if durable {
+            self.0.flush(off, data.len() as u64);
+            self.0.fence();
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        self.0.flush(0, self.0.len());
+        self.0.fence();
+        Ok(())
+    }
+}

@@ -32,7 +32,7 @@ mod media;
 
 pub use backing::TestBacking;
 pub use backing_crash::{BackingEvent, BackingImage, BackingReplayer, Survivors, BACKING_SECTOR};
-pub use crash::{CrashImage, CrashMedia, CrashReplayer, SplitMix};
+pub use crash::{CrashBlockDevice, CrashImage, CrashMedia, CrashReplayer, SplitMix};
 pub use fill::{fill_data, fill_offset, fill_one_key_ksets, fill_slots, FILL_BACKING};
 pub use fresh_media::FreshMedia;
 pub use media::TestMedia;

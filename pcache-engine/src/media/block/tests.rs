@@ -1,5 +1,6 @@
 use super::*;
 use crate::testing::SplitMix;
+use std::path::PathBuf;
 
 const SIZE: u64 = 4 << 20;
 
@@ -141,7 +142,11 @@ fn bounds_and_read_only() {
     assert!(matches!(ro.write(0, b"x"), Err(MediaError::ReadOnly)));
     ro.read(100, &mut buf[..7]).unwrap();
     assert_eq!(&buf[..7], b"durable");
-    assert!(ro.describe().contains("durable by fdatasync"));
+    assert!(
+        ro.describe().contains("durable by RWF_DSYNC"),
+        "{}",
+        ro.describe()
+    );
 }
 
 /// Writes go out with RWF_DSYNC, durable on completion: no fence syncs. Without it, a
