@@ -485,6 +485,12 @@ fn tools_on_a_cache_file(len: u64) {
         &["--cache", c, "--backing", b, "--export", e],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
+    // The text counts the LAST ksets among the ksets, as pcache-dump does.
+    assert!(
+        r.stdout.contains("replayed 3 ksets (1 LAST)"),
+        "{}",
+        r.stdout
+    );
     unchanged("pcache-replay --export");
     let out = std::fs::read(&export).unwrap();
     assert_eq!(out.len() as u64, HIGH_BACKING);

@@ -192,11 +192,12 @@ fn report(st: &Status, json: bool) -> String {
         format!("{v:#}\n")
     } else {
         format!(
+            // As pcache-dump counts: the LAST ksets among the ksets.
             "replayed {} ksets ({} LAST), {} keys ({} stale)\n\
              index: {} live extents, {} bytes cached, {} bytes dirty\n\
              key_tail {}  dirty_tail {}  key_head {}  ({} of {} segments used{})\n\
              status: {}\n",
-            r.ksets,
+            r.ksets + r.last_ksets,
             r.last_ksets,
             r.keys,
             r.stale_keys,
