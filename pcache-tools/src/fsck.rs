@@ -117,6 +117,34 @@ pub struct Report {
     /// The same line, as text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_line: Option<String>,
+    /// What the log holds, when it could be walked (the summary e2fsck gives of inodes
+    /// and blocks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogCounts>,
+}
+
+/// What the log holds, from key_tail to key_head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LogCounts {
+    /// Ksets, LAST ones included.
+    pub ksets: u64,
+    /// Keys in them.
+    pub keys: u64,
+    /// Keys replay would insert (the others are stale or invalid).
+    pub live_keys: u64,
+    /// Live keys not yet written back.
+    pub dirty_keys: u64,
+}
+
+impl LogCounts {
+    fn of(log: Option<&crate::log::LogView>) -> Option<Self> {
+        log.map(|l| Self {
+            ksets: l.ksets,
+            keys: l.keys,
+            live_keys: l.live_keys,
+            dirty_keys: l.dirty_keys,
+        })
+    }
 }
 
 /// Why a repair was not made. The device may have been changed only by repairs listed
@@ -159,12 +187,10 @@ fn verdict(f: &Findings, repaired: bool) -> (Verdict, i32) {
     }
 }
 
-fn report(
-    findings: Findings,
-    status: Option<Status>,
-    repaired: Vec<RepairDone>,
-    max_key_end: u64,
-) -> Report {
+fn report(scan: crate::Scan, repaired: Vec<RepairDone>) -> Report {
+    let max_key_end = scan.log.as_ref().map_or(0, |l| l.max_key_end);
+    let log = LogCounts::of(scan.log.as_ref());
+    let (findings, status) = (scan.findings, scan.status);
     let (verdict, exit_code) = verdict(&findings, !repaired.is_empty());
     Report {
         verdict,
@@ -179,6 +205,7 @@ fn report(
         findings,
         status_line: status.map(|s| s.to_string()),
         status,
+        log,
     }
 }
 
@@ -187,9 +214,7 @@ fn report(
 /// # Errors
 /// A read failed.
 pub fn check<M: Image + ?Sized>(m: &M, opts: &FsckOptions) -> io::Result<Report> {
-    let s = scan(m, &opts.scan_options())?;
-    let end = s.log.as_ref().map_or(0, |l| l.max_key_end);
-    Ok(report(s.findings, s.status, Vec::new(), end))
+    Ok(report(scan(m, &opts.scan_options())?, Vec::new()))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -214,8 +239,7 @@ pub fn check_and_repair<M: ImageMut + ?Sized>(
     let io = |what: String| move |source| FsckError::Io { what, source };
     let first = scan(&*m, &opts.scan_options()).map_err(io("reading the device".into()))?;
     if !opts.repair || first.findings.repairs().is_empty() {
-        let end = first.log.as_ref().map_or(0, |l| l.max_key_end);
-        return Ok(report(first.findings, first.status, Vec::new(), end));
+        return Ok(report(first, Vec::new()));
     }
     let mut done = Vec::new();
     for &r in first.findings.repairs() {
@@ -252,8 +276,7 @@ pub fn check_and_repair<M: ImageMut + ?Sized>(
     }
     m.sync().map_err(io("flushing the repairs".into()))?;
     let second = scan(&*m, &opts.scan_options()).map_err(io("reading the device".into()))?;
-    let end = second.log.as_ref().map_or(0, |l| l.max_key_end);
-    Ok(report(second.findings, second.status, done, end))
+    Ok(report(second, done))
 }
 
 /// The report for people: findings, repairs, and a verdict line naming the device.
@@ -309,13 +332,25 @@ pub fn text(r: &Report, device: &str) -> String {
         },
         None => String::new(),
     };
+    // As e2fsck's "11/65536 files, 12955/262144 blocks": what the log holds.
+    let contents = match &r.log {
+        // After a verdict of several clauses, a clause of its own.
+        Some(l) => format!(
+            "{} {}, {}, {} dirty",
+            if verdict.contains(';') { ";" } else { "," },
+            count(l.ksets, "kset"),
+            count(l.keys, "key"),
+            l.dirty_keys
+        ),
+        None => String::new(),
+    };
     let worst_info = f.worst() == Some(Severity::Info);
     let notes = if worst_info && r.verdict == Verdict::Clean {
         format!(", {}", count(f.list.len() as u64, "note"))
     } else {
         String::new()
     };
-    let _ = writeln!(out, "{device}: {verdict}{notes}{status}");
+    let _ = writeln!(out, "{device}: {verdict}{notes}{contents}{status}");
     match (&r.pcache_refuses, r.pcache_checked && r.kernel_refuses) {
         (Some(why), _) => {
             let _ = writeln!(out, "{device}: pcache would refuse this cache: {why}");

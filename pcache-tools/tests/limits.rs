@@ -445,6 +445,17 @@ fn tools_on_a_cache_file(len: u64) {
     assert_eq!(v["verdict"], "clean");
     assert_eq!(v["status"]["segs_used"], 3);
     assert_eq!(v["status"]["key_head"], high_head(n));
+    // The summary: two normal ksets and the LAST one between them, every key live.
+    let keys = 2 * HIGH_KEYS;
+    assert_eq!(
+        (
+            &v["log"]["ksets"],
+            &v["log"]["keys"],
+            &v["log"]["live_keys"]
+        ),
+        (&3.into(), &keys.into(), &keys.into()),
+        "{v:#}"
+    );
     unchanged("pcache-fsck");
 
     let from = format!("{}..", n - 4);
@@ -574,6 +585,12 @@ fn tools_on_a_cache_filled_with_one_key_ksets(len: u32) {
     let (r, bytes) = measured(|| fsck::check(m, &opts).unwrap());
     println!("fsck::check: {bytes} bytes at the peak");
     assert_eq!((r.exit_code, r.errors, r.warnings), (exit::CLEAN, 0, 0));
+    // Its summary: every kset (the LAST ones too), one key in each normal one, all dirty.
+    let log = r.log.unwrap();
+    assert_eq!(
+        (log.ksets, log.keys, log.live_keys, log.dirty_keys),
+        (n + lasts, n, n, n)
+    );
     assert!(
         bytes <= CHECK_PER_SEGMENT * 31 + PER_KEY * n,
         "{bytes} bytes"

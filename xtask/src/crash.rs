@@ -105,9 +105,8 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
         .parent()
         .context("xtask lives in the repository")?;
     if !mutants {
-        let jobs = jobs.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
-        });
+        let jobs = jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64));
         if jobs == 0 {
             bail!("--jobs must be at least 1");
         }
@@ -134,7 +133,15 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
 fn sharded(repo: &Path, points: u64, jobs: u64) -> Result<bool> {
     let status = Command::new(env!("CARGO"))
         .current_dir(repo)
-        .args(["test", "--release", "-p", "pcache-engine", "--test", "crash", "--no-run"])
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "pcache-engine",
+            "--test",
+            "crash",
+            "--no-run",
+        ])
         .status()
         .context("building the proof")?;
     if !status.success() {
@@ -147,7 +154,17 @@ fn sharded(repo: &Path, points: u64, jobs: u64) -> Result<bool> {
             .env("PCACHE_CRASH_POINTS", points.to_string())
             .env("PCACHE_CRASH_SHARD", format!("{i}/{jobs}"))
             .env_remove("PCACHE_MUTANT")
-            .args(["test", "-q", "--release", "-p", "pcache-engine", "--test", "crash", "--", "--nocapture"]);
+            .args([
+                "test",
+                "-q",
+                "--release",
+                "-p",
+                "pcache-engine",
+                "--test",
+                "crash",
+                "--",
+                "--nocapture",
+            ]);
         if i > 0 {
             cmd.args(["power_cuts_never_lose_acknowledged_data", "--exact"]);
         }

@@ -17,7 +17,7 @@ use std::time::Instant;
 use crate::qemu::{fmt_dur, output, run, target_dir};
 
 const HELP: &str = "\
-usage: cargo xtask fuzz [--secs N] [TARGET]
+usage: cargo xtask fuzz [--secs N] [--jobs J] [TARGET]
 
 Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of the targets in fuzz/: installs
 cargo-fuzz if missing, builds the targets, writes the seed corpora into
@@ -26,6 +26,7 @@ Fails if a target crashes, breaks a property (panics), times out on one input, o
 exceeds the memory limits; the input is saved in fuzz/artifacts/<target>/.
 
   --secs N    seconds per target (default 60)
+  --jobs J    run J targets at once, one process each (default 1)
 
 Targets: records, open_raw, open_patch, fsck_raw, fsck_patch, engine_ops
 (`cargo fuzz list`); docs/tools.md, \"Fuzzing\", says what each checks.";
@@ -39,12 +40,14 @@ const LIMITS: [&str; 3] = ["-malloc_limit_mb=128", "-rss_limit_mb=2048", "-timeo
 #[derive(Debug, PartialEq)]
 struct Opts {
     secs: u64,
+    jobs: usize,
     target: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Option<Opts>> {
     let mut o = Opts {
         secs: 60,
+        jobs: 1,
         target: None,
     };
     let mut it = args.iter();
@@ -57,6 +60,13 @@ fn parse(args: &[String]) -> Result<Option<Opts>> {
                     .parse()
                     .context("--secs: expected a number of seconds")?;
             }
+            "--jobs" => {
+                o.jobs = it
+                    .next()
+                    .context("--jobs needs a number")?
+                    .parse()
+                    .context("--jobs: expected a number of processes")?;
+            }
             "-h" | "--help" => return Ok(None),
             s if s.starts_with('-') => bail!("unknown option `{s}` (see --help)"),
             s => {
@@ -68,6 +78,9 @@ fn parse(args: &[String]) -> Result<Option<Opts>> {
     }
     if o.secs == 0 {
         bail!("--secs must be at least 1");
+    }
+    if o.jobs == 0 {
+        bail!("--jobs must be at least 1");
     }
     Ok(Some(o))
 }
@@ -217,12 +230,38 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
         .args(["run", "--quiet", "--manifest-path", "fuzz/Cargo.toml"])
         .args(["--example", "seeds", "--target-dir"])
         .arg(&tdir))?;
-    let mut failed = Vec::new();
-    for t in &targets {
-        if !fuzz_one(&repo, &tdir, t, o.secs)? {
-            failed.push(t.as_str());
+    // The targets share out among `jobs` threads, each running one libFuzzer process
+    // at a time; each target keeps its own corpus, artifacts and log.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..o.jobs.min(targets.len()))
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(t) = targets.get(i) else {
+                            return Ok(());
+                        };
+                        if !fuzz_one(&repo, &tdir, t, o.secs)? {
+                            failed
+                                .lock()
+                                .map_err(|_| anyhow::anyhow!("a fuzz thread panicked"))?
+                                .push(t.as_str());
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a fuzz thread panicked"))??;
         }
-    }
+        Ok(())
+    })?;
+    let failed = failed
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a fuzz thread panicked"))?;
     if failed.is_empty() {
         println!(
             "xtask fuzz: no crash in {} target{}",
@@ -250,9 +289,19 @@ mod tests {
             parse(&args(&["--secs", "5", "records"])).unwrap(),
             Some(Opts {
                 secs: 5,
+                jobs: 1,
                 target: Some("records".into())
             })
         );
+        assert_eq!(
+            parse(&args(&["--jobs", "2"])).unwrap(),
+            Some(Opts {
+                secs: 60,
+                jobs: 2,
+                target: None
+            })
+        );
+        assert!(parse(&args(&["--jobs", "0"])).is_err());
         assert_eq!(parse(&args(&["-h"])).unwrap(), None);
         assert!(parse(&args(&["--secs", "0"])).is_err());
         assert!(parse(&args(&["a", "b"])).is_err());

@@ -39,7 +39,10 @@ const DEVICES: &[(&str, &str)] = &[
     ("pmem", "raw /dev/pmem0"),
     ("backing", "raw /dev/vda"),
     ("pcache-ublk", "pcache-ublk, /dev/pmem0 (O_DIRECT)"),
-    ("pcache-ublk-mmap", "pcache-ublk, /dev/pmem0 (page cache, msync)"),
+    (
+        "pcache-ublk-mmap",
+        "pcache-ublk, /dev/pmem0 (page cache, msync)",
+    ),
     ("pcache-ublk-devdax", "pcache-ublk, device DAX"),
     ("ublk-ram", "ublk RAM target (floor)"),
     ("dm-pcache", "kernel dm-pcache"),
