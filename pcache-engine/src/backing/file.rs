@@ -222,22 +222,29 @@ impl Backing for FileBacking {
         let next = AtomicUsize::new(0);
         let first_err: Mutex<Option<BatchError>> = Mutex::new(None);
         std::thread::scope(|s| {
-            for _ in 0..WRITERS.min(writes.len()) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(off, data)) = writes.get(i) else {
-                        return;
-                    };
-                    if let Err(e) = self.write_at(off, data) {
-                        let mut f = first_err.lock();
-                        if f.as_ref().is_none_or(|f| f.index > i) {
-                            *f = Some(BatchError::new(i, writes, e));
+            let writers: Vec<_> = (0..WRITERS.min(writes.len()))
+                .map(|_| {
+                    s.spawn(|| loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(off, data)) = writes.get(i) else {
+                            return;
+                        };
+                        if let Err(e) = self.write_at(off, data) {
+                            let mut f = first_err.lock();
+                            if f.as_ref().is_none_or(|f| f.index > i) {
+                                *f = Some(BatchError::new(i, writes, e));
+                            }
+                            // No new writes after a failure.
+                            next.store(writes.len(), Ordering::Relaxed);
+                            return;
                         }
-                        // No new writes after a failure.
-                        next.store(writes.len(), Ordering::Relaxed);
-                        return;
-                    }
-                });
+                    })
+                })
+                .collect();
+            // Each thread joined whole, its thread-local destructors included (see
+            // `Replay::run`); a writer never panics.
+            for w in writers {
+                let _ = w.join();
             }
         });
         first_err.into_inner().map_or(Ok(()), Err)
