@@ -370,16 +370,9 @@ fn the_whole_dump_at_the_maximum_segment_count() {
 fn tools_on_a_cache_file(len: u64) {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let (cache, backing, export) = (
-        dir.path().join("cache.img"),
-        dir.path().join("backing.img"),
-        dir.path().join("export.img"),
-    );
-    let (c, b, e) = (
-        cache.to_str().unwrap(),
-        backing.to_str().unwrap(),
-        export.to_str().unwrap(),
-    );
+    let [cache, backing, export] =
+        ["cache.img", "backing.img", "export.img"].map(|f| dir.path().join(f));
+    let [c, b, e] = [&cache, &backing, &export].map(|p| p.to_str().unwrap());
     let n = layout::seg_num_for_device(len).unwrap();
     let nu = u64::from(n);
     sparse(&cache, len);
@@ -610,16 +603,9 @@ fn tools_on_a_cache_filled_with_one_key_ksets(len: u32) {
     drop(scan);
 
     let dir = tempfile::tempdir().unwrap();
-    let (cache, backing, export) = (
-        dir.path().join("cache.img"),
-        dir.path().join("backing.img"),
-        dir.path().join("export.img"),
-    );
-    let (c, b, e) = (
-        cache.to_str().unwrap(),
-        backing.to_str().unwrap(),
-        export.to_str().unwrap(),
-    );
+    let [cache, backing, export] =
+        ["cache.img", "backing.img", "export.img"].map(|f| dir.path().join(f));
+    let [c, b, e] = [&cache, &backing, &export].map(|p| p.to_str().unwrap());
     {
         let f = std::fs::File::create(&cache).unwrap();
         f.set_len(CACHE).unwrap();
