@@ -224,11 +224,19 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// Repair passes at most: a repair can let the check read what lies behind the record it
+/// fixed (a cache_info copy moved from where 6.18 kernels wrote it to its slot lets the
+/// check read the segments and tails, whose damaged copies the first pass never saw), and
+/// what lies behind that holds no record that could hide more.
+const REPAIR_PASSES: usize = 3;
+
 /// Checks the device and, with `opts.repair`, rewrites every damaged copy that has a good
-/// twin, then checks again. Without `opts.repair` this is [`check`].
+/// twin, then checks again, and repairs again what that check found behind the first
+/// repairs (up to [`REPAIR_PASSES`]). Without `opts.repair` this is [`check`].
 ///
 /// # Persistence
-/// The rewritten copies are made durable with [`ImageMut::sync`] before the second check.
+/// Each pass's rewritten copies are made durable with [`ImageMut::sync`] before the next
+/// check.
 ///
 /// # Errors
 /// A read or write failed, or the device changed during the check.
@@ -236,47 +244,67 @@ pub fn check_and_repair<M: ImageMut + ?Sized>(
     m: &mut M,
     opts: &FsckOptions,
 ) -> Result<Report, FsckError> {
-    let io = |what: String| move |source| FsckError::Io { what, source };
-    let first = scan(&*m, &opts.scan_options()).map_err(io("reading the device".into()))?;
-    if !opts.repair || first.findings.repairs().is_empty() {
-        return Ok(report(first, Vec::new()));
-    }
-    let mut done = Vec::new();
-    for &r in first.findings.repairs() {
-        let len = r.len as usize;
-        let mut good = vec![0; len];
-        let mut bad = vec![0; len];
-        m.read_at(r.from, &mut good)
-            .and_then(|()| m.read_at(r.to, &mut bad))
-            .map_err(io(format!(
-                "reading the copies at {:#x} and {:#x}",
-                r.from, r.to
-            )))?;
-        // Every dual record starts with a CRC of the rest of it.
-        let stored = good
-            .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-        if len < 8 || stored != Some(pcache_crc(&good[4..])) {
-            return Err(FsckError::Changed(r.from));
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |source| FsckError::Io { what, source }
+    };
+    let mut scanned = scan(&*m, &opts.scan_options()).map_err(io("reading the device"))?;
+    let mut done: Vec<RepairDone> = Vec::new();
+    for _ in 0..REPAIR_PASSES {
+        // A copy already rewritten and damaged again: the device changes under the check.
+        let fresh = |r: &Repair| !done.iter().any(|d| d.repair == *r);
+        if !opts.repair
+            || scanned.findings.repairs().is_empty()
+            || !scanned.findings.repairs().iter().all(fresh)
+        {
+            break;
         }
-        m.write_at(r.to, &good)
-            .map_err(io(format!("writing the copy at {:#x}", r.to)))?;
-        let what = first
-            .findings
-            .list
-            .iter()
-            .find(|f| f.repair == Some(r))
-            .map_or_else(|| format!("copy at {:#x}", r.to), |f| f.what.clone());
-        done.push(RepairDone {
-            what,
-            repair: r,
-            before: hex(&bad),
-            after: hex(&good),
-        });
+        for &r in scanned.findings.repairs() {
+            done.push(repair_one(m, &scanned.findings, r)?);
+        }
+        m.sync().map_err(io("flushing the repairs"))?;
+        scanned = scan(&*m, &opts.scan_options()).map_err(io("reading the device"))?;
     }
-    m.sync().map_err(io("flushing the repairs".into()))?;
-    let second = scan(&*m, &opts.scan_options()).map_err(io("reading the device".into()))?;
-    Ok(report(second, done))
+    Ok(report(scanned, done))
+}
+
+/// Rewrites the damaged copy of `r` from its twin, once the twin's CRC is checked again.
+fn repair_one<M: ImageMut + ?Sized>(
+    m: &mut M,
+    findings: &Findings,
+    r: Repair,
+) -> Result<RepairDone, FsckError> {
+    let len = r.len as usize;
+    let mut good = vec![0; len];
+    let mut bad = vec![0; len];
+    m.read_at(r.from, &mut good)
+        .and_then(|()| m.read_at(r.to, &mut bad))
+        .map_err(|source| FsckError::Io {
+            what: format!("reading the copies at {:#x} and {:#x}", r.from, r.to),
+            source,
+        })?;
+    // Every dual record starts with a CRC of the rest of it.
+    let stored = good
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    if len < 8 || stored != Some(pcache_crc(&good[4..])) {
+        return Err(FsckError::Changed(r.from));
+    }
+    m.write_at(r.to, &good).map_err(|source| FsckError::Io {
+        what: format!("writing the copy at {:#x}", r.to),
+        source,
+    })?;
+    let what = findings
+        .list
+        .iter()
+        .find(|f| f.repair == Some(r))
+        .map_or_else(|| format!("copy at {:#x}", r.to), |f| f.what.clone());
+    Ok(RepairDone {
+        what,
+        repair: r,
+        before: hex(&bad),
+        after: hex(&good),
+    })
 }
 
 /// The report for people: findings, repairs, and a verdict line naming the device.

@@ -765,3 +765,48 @@ fn hardening_old_618_stride() {
         c.close().unwrap();
     }
 }
+
+/// A repair can reveal what the record it fixed hid: with cache_info only at 8216 the
+/// check stops at cache_info, so a damaged generation copy behind it shows only once the
+/// copy is in its slot. `--repair` makes both repairs in one run (exit 1, clean after),
+/// as e2fsck restarts after a repair that changes what it can read.
+#[test]
+fn a_repair_that_reveals_another_makes_both() {
+    let mut img = samples::data_keys();
+    let slot1 = img.media.bytes(layout::cache_info_off(1), 24);
+    img.media
+        .write_at(layout::cache_info_off(1), &[0; 24])
+        .unwrap();
+    img.media
+        .write_at(layout::CACHE_INFO_OFF_618, &slot1)
+        .unwrap();
+    // Segment 3's newer generation copy is copy 1 (samples::data_keys).
+    let gen = layout::seg_gen_off(3, 0);
+    let good = img.media.bytes(layout::seg_gen_off(3, 1), 16);
+    let mut bad = img.media.bytes(gen, 16);
+    bad[0] ^= 0x40;
+    img.media.write_at(gen, &bad).unwrap();
+    let r = report(&img.media, BACKING);
+    let text = fsck::text(&r, "img");
+    assert_eq!(r.findings.repairs().len(), 1, "hidden at first: {text}");
+
+    let opts = FsckOptions {
+        repair: true,
+        backing_size: Some(BACKING),
+        ..FsckOptions::default()
+    };
+    let r = fsck::check_and_repair(&mut img.media, &opts).unwrap();
+    let text = fsck::text(&r, "img");
+    assert_eq!(r.exit_code, exit::CORRECTED, "{text}");
+    let fixed: Vec<u64> = r.repaired.iter().map(|d| d.repair.to).collect();
+    assert_eq!(fixed, [layout::cache_info_off(1), gen], "{text}");
+    assert_eq!(img.media.bytes(gen, 16), good);
+    assert!(r.findings.repairs().is_empty(), "{text}");
+    let again = report(&img.media, BACKING);
+    assert_eq!(
+        again.exit_code,
+        exit::CLEAN,
+        "{}",
+        fsck::text(&again, "img")
+    );
+}
