@@ -228,7 +228,7 @@ fn hex(bytes: &[u8]) -> String {
 /// fixed (a cache_info copy moved from where 6.18 kernels wrote it to its slot lets the
 /// check read the segments and tails, whose damaged copies the first pass never saw), and
 /// what lies behind that holds no record that could hide more.
-const REPAIR_PASSES: usize = 3;
+pub const REPAIR_PASSES: usize = 3;
 
 /// Checks the device and, with `opts.repair`, rewrites every damaged copy that has a good
 /// twin, then checks again, and repairs again what that check found behind the first
