@@ -30,6 +30,10 @@ options:
   --vm            required (the only bench mode so far)
   --out FILE      where the table goes (default docs/performance-vm.md)
   --runtime S     seconds per fio job (default 5)
+  --only JOBS     run only these fio jobs (comma list of w4k-qd1, w4k-qd32, r4k-qd1,
+                  r4k-qd32, w64k-seq)
+  --devices DEVS  run only on these devices (comma list of pmem, backing, pcache-ublk,
+                  pcache-ublk-mmap, pcache-ublk-devdax, ublk-ram, dm-pcache, dm-writecache)
   --no-build      ship no pcache binaries (the pcache-ublk row is left out)
   -v, --verbose   copy the guest's serial console to stdout
   -h, --help      this text";
@@ -104,8 +108,171 @@ fn ratio(x: f64, reference: Option<f64>) -> String {
     }
 }
 
+/// `--only` / `--devices`: a comma list, each name one of `known`.
+fn pick_names(arg: &str, what: &str, known: &[(&'static str, &str)]) -> Result<Vec<&'static str>> {
+    let mut out = vec![];
+    for n in arg.split(',').filter(|n| !n.is_empty()) {
+        let Some((k, _)) = known.iter().find(|(k, _)| *k == n) else {
+            let all: Vec<&str> = known.iter().map(|(k, _)| *k).collect();
+            bail!("{what}: unknown name `{n}` (known: {})", all.join(", "));
+        };
+        if !out.contains(k) {
+            out.push(*k);
+        }
+    }
+    if out.is_empty() {
+        bail!("{what} needs at least one name");
+    }
+    Ok(out)
+}
+
+/// Ratios of rows to other rows, per job: the goals of the speed issue (every
+/// pcache-ublk row at least 0.9× the ublk floor; /dev/pmem0 at least 0.9× device DAX).
+const GOALS: &[(&str, &str, &str)] = &[
+    (
+        "pcache-ublk-devdax",
+        "ublk-ram",
+        "pcache-ublk, device DAX ÷ ublk floor",
+    ),
+    (
+        "pcache-ublk",
+        "ublk-ram",
+        "pcache-ublk, /dev/pmem0 (O_DIRECT) ÷ ublk floor",
+    ),
+    (
+        "pcache-ublk",
+        "pcache-ublk-devdax",
+        "pcache-ublk, /dev/pmem0 (O_DIRECT) ÷ device DAX",
+    ),
+];
+
+/// What a pcache-ublk cache's status said after a job.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct CacheState {
+    segs_used: u64,
+    n_segs: u64,
+    dirty_bytes: u64,
+    written_back: u64,
+    gc_runs: u64,
+    space_waits: u64,
+}
+
+/// The fields of [`CacheState`] from `pcache-ublk status --json`.
+fn parse_state(text: &str) -> Result<CacheState> {
+    let start = text.find('{').context("no JSON in the status output")?;
+    let v: serde_json::Value = serde_json::from_str(&text[start..]).context("status JSON")?;
+    let get = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_u64)
+            .with_context(|| format!("no {k} in the status"))
+    };
+    Ok(CacheState {
+        segs_used: get("segs_used")?,
+        n_segs: get("n_segs")?,
+        dirty_bytes: get("dirty_bytes")?,
+        written_back: get("written_back")?,
+        gc_runs: get("gc_runs")?,
+        space_waits: get("space_waits")?,
+    })
+}
+
+/// The goals table and the cache-state table, for the rows and jobs present.
+fn extra_tables(
+    results: &BTreeMap<String, BTreeMap<String, Sample>>,
+    states: &BTreeMap<String, Vec<(String, CacheState)>>,
+    jobs: &[&str],
+) -> String {
+    let mut s = String::new();
+    fn label(j: &str) -> &str {
+        JOBS.iter().find(|(k, _)| *k == j).map_or(j, |(_, l)| *l)
+    }
+    let goals: Vec<_> = GOALS
+        .iter()
+        .filter(|(a, b, _)| results.contains_key(*a) && results.contains_key(*b))
+        .collect();
+    if !goals.is_empty() {
+        s.push_str(
+            "## IOPS against the floor and device DAX (goal: ≥ 0.90×)
+
+| ratio |",
+        );
+        for j in jobs {
+            s.push_str(&format!(" {} |", label(j)));
+        }
+        s.push_str(
+            "
+|---|",
+        );
+        for _ in jobs {
+            s.push_str("---:|");
+        }
+        s.push('\n');
+        for (a, b, title) in goals {
+            s.push_str(&format!("| {title} |"));
+            for j in jobs {
+                match (results[*a].get(*j), results[*b].get(*j)) {
+                    (Some(x), Some(y)) if y.iops > 0.0 => {
+                        s.push_str(&format!(" {:.2}× |", x.iops / y.iops));
+                    }
+                    _ => s.push_str(" – |"),
+                }
+            }
+            s.push('\n');
+        }
+        s.push('\n');
+    }
+    if !states.is_empty() {
+        s.push_str(
+            "## The pcache-ublk caches after each job
+
+             From `pcache-ublk status --json` after the prefill and after each job; GC runs,              waits for space and written-back bytes are what the job added.
+
+             | device | after | segments used | dirty MiB | written back MiB | GC runs | waits for space |
+             |---|---|---:|---:|---:|---:|---:|
+",
+        );
+        for (dev, list) in states {
+            let mut prev = CacheState::default();
+            for (job, st) in list {
+                let after = if job == "prefill" {
+                    "prefill"
+                } else {
+                    label(job)
+                };
+                s.push_str(&format!(
+                    "| {dev} | {after} | {}/{} | {:.0} | {:.0} | {} | {} |\n",
+                    st.segs_used,
+                    st.n_segs,
+                    mib(st.dirty_bytes),
+                    mib(st.written_back.saturating_sub(prev.written_back)),
+                    st.gc_runs.saturating_sub(prev.gc_runs),
+                    st.space_waits.saturating_sub(prev.space_waits),
+                ));
+                prev = *st;
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Bytes in MiB, for a table.
+#[allow(clippy::cast_precision_loss)]
+fn mib(b: u64) -> f64 {
+    b as f64 / f64::from(1u32 << 20)
+}
+
 /// The markdown page for `results[device][job]`.
-fn table(results: &BTreeMap<String, BTreeMap<String, Sample>>, notes: &[String]) -> String {
+fn table(
+    results: &BTreeMap<String, BTreeMap<String, Sample>>,
+    notes: &[String],
+    jobs: &[&str],
+) -> String {
+    let cols: Vec<(&str, &str)> = JOBS
+        .iter()
+        .filter(|(k, _)| jobs.contains(k))
+        .copied()
+        .collect();
     let mut s = String::from("# Performance: side by side in one VM\n\n");
     s.push_str(
         "Generated by `cargo xtask bench --vm` (see docs/qemu.md). One QEMU **TCG** VM \
@@ -126,11 +293,11 @@ fn table(results: &BTreeMap<String, BTreeMap<String, Sample>>, notes: &[String])
     }
     let header = |title: &str, s: &mut String| {
         s.push_str(&format!("## {title}\n\n| device |"));
-        for (_, label) in JOBS {
+        for (_, label) in &cols {
             s.push_str(&format!(" {label} |"));
         }
         s.push_str("\n|---|");
-        for _ in JOBS {
+        for _ in &cols {
             s.push_str("---:|");
         }
         s.push('\n');
@@ -153,7 +320,7 @@ fn table(results: &BTreeMap<String, BTreeMap<String, Sample>>, notes: &[String])
                 continue;
             };
             s.push_str(&format!("| {label} |"));
-            for (job, _) in JOBS {
+            for (job, _) in &cols {
                 match row.get(*job) {
                     Some(x) => {
                         let r = results.get(REFERENCE).and_then(|r| r.get(*job)).map(pick);
@@ -195,6 +362,9 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
     let mut runtime = 5u64;
     let mut no_build = false;
     let mut verbose = false;
+    let mut jobs: Vec<&str> = JOBS.iter().map(|(k, _)| *k).collect();
+    let mut devices: Vec<&str> = DEVICES.iter().map(|(k, _)| *k).collect();
+    let mut append = vec![];
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -206,6 +376,16 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
                     .context("--runtime needs seconds")?
                     .parse()
                     .context("--runtime: expected a number of seconds")?;
+            }
+            "--only" => {
+                let a = it.next().context("--only needs a list of jobs")?;
+                jobs = pick_names(a, "--only", JOBS)?;
+                append.push(format!("xt_bench_only={}", jobs.join(",")));
+            }
+            "--devices" => {
+                let a = it.next().context("--devices needs a list of devices")?;
+                devices = pick_names(a, "--devices", DEVICES)?;
+                append.push(format!("xt_bench_devices={}", devices.join(",")));
             }
             "--no-build" => no_build = true,
             "-v" | "--verbose" => verbose = true,
@@ -267,12 +447,16 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
         initrd: &initrd,
         echo: verbose,
         templates: &templates,
-        append: format!("xt_bench_runtime={runtime}"),
+        append: std::iter::once(format!("xt_bench_runtime={runtime}"))
+            .chain(append)
+            .collect::<Vec<_>>()
+            .join(" "),
     };
     let t = Instant::now();
     log(format!(
-        "bench: one VM, 5 devices x {} fio jobs x {runtime} s ...",
-        JOBS.len()
+        "bench: one VM, {} devices x {} fio jobs x {runtime} s ...",
+        devices.len(),
+        jobs.len()
     ));
     let r = cases::run(&env, &case)?;
     if r.verdict != Verdict::Pass {
@@ -290,14 +474,25 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
     }
     let outdir = r.dir.join("out");
     let mut results: BTreeMap<String, BTreeMap<String, Sample>> = BTreeMap::new();
+    let mut states: BTreeMap<String, Vec<(String, CacheState)>> = BTreeMap::new();
     let mut notes = vec![];
-    for (dev, _) in DEVICES {
+    for dev in &devices {
         let skipped = outdir.join(format!("{dev}.skipped"));
         if let Ok(why) = fs::read_to_string(&skipped) {
             notes.push(format!("{dev} left out: {}", why.trim()));
             continue;
         }
-        for (job, _) in JOBS {
+        for job in std::iter::once(&"prefill").chain(&jobs) {
+            let f = outdir.join(format!("{dev}.{job}.status.json"));
+            if let Ok(text) = fs::read_to_string(&f) {
+                let st = parse_state(&text).with_context(|| format!("{}", f.display()))?;
+                states
+                    .entry((*dev).to_owned())
+                    .or_default()
+                    .push(((*job).to_owned(), st));
+            }
+        }
+        for job in &jobs {
             let f = outdir.join(format!("{dev}.{job}.json"));
             let text = fs::read_to_string(&f)
                 .with_context(|| format!("no result {} from the guest", f.display()))?;
@@ -308,12 +503,20 @@ pub fn main(args: &[String]) -> Result<ExitCode> {
                 .insert((*job).to_owned(), x);
         }
     }
+    if jobs.len() < JOBS.len() || devices.len() < DEVICES.len() {
+        notes.push(format!(
+            "a partial run: jobs {}; devices {}",
+            jobs.join(", "),
+            devices.join(", ")
+        ));
+    }
     notes.push(format!(
         "{runtime} s per job after 1 s ramp; kernel {}; {}",
         cfg.kver(),
         super::util::today()
     ));
-    let page = table(&results, &notes);
+    let mut page = table(&results, &notes, &jobs);
+    page.push_str(&extra_tables(&results, &states, &jobs));
     write_out(&out, &page)?;
     print!("\n{page}");
     log(format!(
@@ -367,10 +570,75 @@ mod tests {
                 .collect();
             r.insert(dev.to_owned(), row);
         }
-        let t = table(&r, &[]);
+        let all: Vec<&str> = JOBS.iter().map(|(k, _)| *k).collect();
+        let t = table(&r, &[], &all);
         assert!(t.contains("| raw /dev/pmem0 | 2000 (2.00×) |"), "{t}");
         assert!(t.contains("| kernel dm-pcache | 1000 (1.00×) |"), "{t}");
         assert!(t.contains("5.0 (0.50×)"), "{t}");
         assert!(!t.contains("pcache-ublk |"));
+        // Only the jobs asked for are columns.
+        let t = table(&r, &[], &["w64k-seq"]);
+        assert!(t.contains("| raw /dev/pmem0 | 2000 (2.00×) |\n"), "{t}");
+        assert!(!t.contains("4k randwrite"), "{t}");
+    }
+
+    #[test]
+    fn only_and_devices_take_known_names() {
+        assert_eq!(
+            pick_names("w64k-seq,r4k-qd1,w64k-seq", "--only", JOBS).unwrap(),
+            ["w64k-seq", "r4k-qd1"]
+        );
+        let e = pick_names("w64k", "--only", JOBS).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown name `w64k`") && e.contains("w64k-seq"),
+            "{e}"
+        );
+        assert!(pick_names(",", "--devices", DEVICES).is_err());
+    }
+
+    #[test]
+    fn goals_and_cache_state() {
+        let st = |segs_used, written_back, gc_runs| CacheState {
+            segs_used,
+            n_segs: 100,
+            dirty_bytes: 3 << 20,
+            written_back,
+            gc_runs,
+            space_waits: 0,
+        };
+        let json = r#"{"segs_used": 7, "n_segs": 100, "dirty_bytes": 3145728,
+            "written_back": 0, "gc_runs": 0, "space_waits": 0, "cache": "/dev/pmem0"}"#;
+        assert_eq!(parse_state(json).unwrap(), st(7, 0, 0));
+        assert!(parse_state(r#"{"segs_used": 7}"#).is_err());
+        let sample = |iops| Sample { iops, lat_us: 1.0 };
+        let mut r = BTreeMap::new();
+        for (dev, iops) in [("pcache-ublk-devdax", 900.0), ("ublk-ram", 1000.0)] {
+            r.insert(
+                dev.to_owned(),
+                BTreeMap::from([("w64k-seq".to_owned(), sample(iops))]),
+            );
+        }
+        let states = BTreeMap::from([(
+            "pcache-ublk-devdax".to_owned(),
+            vec![
+                ("prefill".to_owned(), st(7, 0, 0)),
+                ("w64k-seq".to_owned(), st(70, 200 << 20, 3)),
+            ],
+        )]);
+        let t = extra_tables(&r, &states, &["w64k-seq"]);
+        assert!(
+            t.contains("| pcache-ublk, device DAX ÷ ublk floor | 0.90× |"),
+            "{t}"
+        );
+        // The /dev/pmem0 rows are not there, so neither are their ratios.
+        assert!(!t.contains("O_DIRECT"), "{t}");
+        assert!(
+            t.contains("| pcache-ublk-devdax | prefill | 7/100 | 3 | 0 | 0 | 0 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| pcache-ublk-devdax | 64k seq write QD8 | 70/100 | 3 | 200 | 3 | 0 |"),
+            "{t}"
+        );
     }
 }
