@@ -223,13 +223,11 @@ fn extra_tables(
     }
     if !states.is_empty() {
         s.push_str(
-            "## The pcache-ublk caches after each job
-
-             From `pcache-ublk status --json` after the prefill and after each job; GC runs,              waits for space and written-back bytes are what the job added.
-
-             | device | after | segments used | dirty MiB | written back MiB | GC runs | waits for space |
-             |---|---|---:|---:|---:|---:|---:|
-",
+            "## The pcache-ublk caches after each job\n\n\
+             From `pcache-ublk status --json` after the prefill and after each job; GC runs, \
+             waits for space and written-back bytes are what the job added.\n\n\
+             | device | after | segments used | dirty MiB | written back MiB | GC runs | waits for space |\n\
+             |---|---|---:|---:|---:|---:|---:|\n",
         );
         for (dev, list) in states {
             let mut prev = CacheState::default();
@@ -626,6 +624,7 @@ mod tests {
             ],
         )]);
         let t = extra_tables(&r, &states, &["w64k-seq"]);
+        assert!(t.contains("\n\n| device | after | segments used |"), "{t}");
         assert!(
             t.contains("| pcache-ublk, device DAX ÷ ublk floor | 0.90× |"),
             "{t}"
