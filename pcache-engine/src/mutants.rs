@@ -28,6 +28,9 @@ pub enum Step {
     W1,
     /// Writeback moves dirty_tail before the round's backing writes.
     W2,
+    /// Writeback leaves replaced dirty data unwritten without making the replacing
+    /// writes' keys durable first.
+    W0,
     /// GC's key_tail record is not made durable.
     G1,
     /// GC frees a segment without bumping its generation.
@@ -60,7 +63,7 @@ pub enum Step {
 
 impl Step {
     /// Every step, in the order of `docs/design.md`.
-    pub const ALL: [Step; 23] = [
+    pub const ALL: [Step; 24] = [
         Step::D1,
         Step::K1,
         Step::K2a,
@@ -71,6 +74,7 @@ impl Step {
         Step::T1,
         Step::W1,
         Step::W2,
+        Step::W0,
         Step::G1,
         Step::G2,
         Step::G3,
@@ -100,6 +104,7 @@ impl Step {
             Step::T1 => "T1",
             Step::W1 => "W1",
             Step::W2 => "W2",
+            Step::W0 => "W0",
             Step::G1 => "G1",
             Step::G2 => "G2",
             Step::G3 => "G3",

@@ -513,3 +513,38 @@ fn writeback_rounds_share_a_flush_and_keep_the_newest_data() {
     );
     c.close().unwrap();
 }
+
+#[test]
+fn writeback_leaves_replaced_data_to_the_write_that_replaced_it() {
+    let media = formatted(CACHE);
+    let backing = Arc::new(MemBacking::new(16 << 20));
+    let c = Cache::open(media, backing.clone(), inline(1)).unwrap();
+    let at = 3 << 20;
+    let old = pattern(1, 8192);
+    let new = pattern(2, 4096);
+    // The old write's kset is durable (FUA); the new one, over its first 4 KiB, stays in
+    // the open kset.
+    c.write(0, at, &old, true).unwrap();
+    c.write(0, at, &new, false).unwrap();
+    let writes = backing.writes();
+    assert!(c.writeback_step().unwrap(), "the old write's kset");
+    assert_eq!(
+        backing.writes(),
+        writes + 1,
+        "one write: the old data's second half"
+    );
+    assert_eq!(
+        backing.to_vec(at, 4096),
+        vec![0; 4096],
+        "the replaced half stays"
+    );
+    assert_eq!(backing.to_vec(at + 4096, 4096), old[4096..].to_vec());
+    // W0: the round closed the new write's kset, so the next round can take it.
+    assert!(
+        c.writeback_step().unwrap(),
+        "the new write's kset is durable"
+    );
+    assert_eq!(backing.to_vec(at, 4096), new);
+    assert!(!c.writeback_step().unwrap(), "clean");
+    c.close().unwrap();
+}

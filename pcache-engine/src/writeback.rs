@@ -7,7 +7,7 @@ use crate::error::{EngineError, Result};
 use crate::index::Subtree;
 use crate::mutants::{skip, Step};
 use crate::walk::WalkItem;
-use pcache_format::layout::{CachePos, SUBTREE_SIZE};
+use pcache_format::layout::{self, CachePos, SUBTREE_SIZE};
 use std::collections::BTreeMap;
 
 /// The most ksets one writeback round takes: they share one backing flush (W1) and one
@@ -89,20 +89,34 @@ impl Inner {
         if ksets == 0 {
             return Ok(false);
         }
-        let jobs: Vec<Job> = regions
-            .iter()
-            .flat_map(|(&base, t)| {
-                t.iter()
-                    .filter(|(_, e)| !e.is_clean())
-                    .map(move |(rel, e)| {
-                        (
-                            base + u64::from(rel),
-                            CachePos::new(e.seg, e.seg_off),
-                            e.len(),
-                        )
-                    })
-            })
-            .collect();
+        // What the index still holds of the round's dirty data: a piece a later write
+        // replaced goes out with that write's own key, which comes later in the log (the
+        // keys of one region all go to one kset at a time, in the order of their writes),
+        // so writing it now would only be undone.
+        // The ksets (by index) of the regions where that left something unwritten.
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut held = Vec::new();
+        let mut replaced: Vec<usize> = Vec::new();
+        for (&base, t) in &regions {
+            let Some((tree, _)) = self.index.subtree(base) else {
+                continue;
+            };
+            let tree = tree.read();
+            for (rel, e) in t.iter().filter(|(_, e)| !e.is_clean()) {
+                held.clear();
+                tree.dirty_held(rel, e, &mut held);
+                let kept: u32 = held.iter().map(|h| h.2).sum();
+                if kept < e.len() {
+                    let ki = layout::kset_index(base, self.log.ksets.len() as u32) as usize;
+                    if !replaced.contains(&ki) {
+                        replaced.push(ki);
+                    }
+                }
+                jobs.extend(held.iter().map(|&(at, seg_off, len)| {
+                    (base + u64::from(at), CachePos::new(e.seg, seg_off), len)
+                }));
+            }
+        }
         let jobs = merge(jobs);
         let written: u64 = jobs.iter().map(|j| u64::from(j.2)).sum();
         if skip(Step::W2) {
@@ -127,6 +141,16 @@ impl Inner {
             let mut tree = tree.write();
             for (rel, e) in t.iter().filter(|(_, e)| !e.is_clean()) {
                 tree.mark_clean(rel, e);
+            }
+        }
+        // W0: the keys of the writes that replaced what the round left unwritten are
+        // durable before dirty_tail moves past the keys they replaced: each is in its
+        // region's kset, in a closed (durable) one or in the open one, closed here (the
+        // write's commit inserted its extent and pushed its key under that kset's lock).
+        if !skip(Step::W0) {
+            for &ki in &replaced {
+                let mut ks = self.log.ksets[ki].lock();
+                self.close_kset(&mut ks)?;
             }
         }
         // W2: dirty_tail moves past the round's ksets.

@@ -171,6 +171,34 @@ impl Subtree {
         }
     }
 
+    /// Appends to `out` the pieces of `[start, start + ext.len())` whose extent still
+    /// holds `ext`'s data, dirty (the same segment, generation and mapping), as (start,
+    /// offset in the segment, length). A piece some later write replaced is left out:
+    /// that write's own key comes later in the log, which writeback follows in order.
+    pub(crate) fn dirty_held(&self, start: u32, ext: &Extent, out: &mut Vec<(u32, u32, u32)>) {
+        let end = start + ext.len();
+        let delta = ext.seg_off.wrapping_sub(start);
+        let first = out.len();
+        for (&k, e) in self.map.range(..end).rev() {
+            let kend = k + e.len();
+            if kend <= start {
+                if k < start {
+                    break;
+                }
+                continue;
+            }
+            if !e.is_clean()
+                && e.seg == ext.seg
+                && e.gen == ext.gen
+                && e.seg_off.wrapping_sub(k) == delta
+            {
+                let s = k.max(start);
+                out.push((s, delta.wrapping_add(s), kend.min(end) - s));
+            }
+        }
+        out[first..].reverse();
+    }
+
     /// All extents, in order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Extent)> {
         self.map.iter().map(|(&k, e)| (k, e))

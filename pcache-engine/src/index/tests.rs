@@ -46,6 +46,28 @@ proptest! {
             }
             prop_assert_eq!(flatten(&t), model.clone());
         }
+        // `dirty_held` finds exactly the sectors each dirty write still holds, with the
+        // segment offsets of its own bytes (odd writes are clean: never held dirty).
+        for (n, &(start, len)) in writes.iter().enumerate() {
+            let len = len.min(SECTORS - start);
+            let n = n as u32;
+            let mut out = Vec::new();
+            t.dirty_held(start * 512, &ext_for(n, len), &mut out);
+            let mut got: Model = vec![None; SECTORS as usize];
+            let mut last_end = 0;
+            for &(s, seg_off, l) in &out {
+                prop_assert!(s >= last_end && l > 0, "pieces in order, not empty");
+                last_end = s + l;
+                for i in 0..l / 512 {
+                    got[(s / 512 + i) as usize] = Some((n, seg_off / 512 + i));
+                }
+            }
+            let want: Model = model
+                .iter()
+                .map(|&m| m.filter(|&(w, _)| w == n && n % 2 == 0))
+                .collect();
+            prop_assert_eq!(got, want);
+        }
         // `overlapping` returns exactly the extents touching a range.
         for s in 0..SECTORS {
             let mut out = Vec::new();
