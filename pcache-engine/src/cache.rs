@@ -65,6 +65,26 @@ pub struct CacheConfig {
     /// cache, 2 took 0.55 s (`cargo bench -p pcache-engine --bench replay -- --data-crc`,
     /// docs/performance.md). Without data CRCs replay is one thread.
     pub replay_threads: usize,
+    /// Dirty data the writeback worker lets build up while writes keep coming, in percent
+    /// of the cache's segments (bcache's `writeback_percent`, dm-writecache's
+    /// watermarks): a block rewritten meanwhile is written back once, not once per write.
+    /// Writeback runs anyway when a writer waits for space, when the segments in use
+    /// reach gc_percent, and once no write has come for half a second (not persisted;
+    /// 0..=[`WRITEBACK_PERCENT_MAX`]). 0, the default: at once, as the kernel does.
+    pub writeback_percent: u8,
+}
+
+/// The largest [`CacheConfig::writeback_percent`]: some room is always left for the
+/// writes that come while writeback catches up.
+pub const WRITEBACK_PERCENT_MAX: u8 = 80;
+
+fn check_writeback_percent(pct: u8) -> Result<()> {
+    if pct > WRITEBACK_PERCENT_MAX {
+        return Err(EngineError::InvalidArgument(format!(
+            "writeback_percent {pct} is over {WRITEBACK_PERCENT_MAX}"
+        )));
+    }
+    Ok(())
 }
 
 /// The most replay threads [`CacheConfig::replay_threads`] picks by itself: past a few,
@@ -101,6 +121,7 @@ impl Default for CacheConfig {
             cache_mode: None,
             seq_cutoff: SeqCutoff::default(),
             replay_threads: 0,
+            writeback_percent: 0,
         }
     }
 }
@@ -201,6 +222,7 @@ impl Cache {
         backing: Arc<dyn Backing>,
         cfg: CacheConfig,
     ) -> Result<Self> {
+        check_writeback_percent(cfg.writeback_percent)?;
         if let Some(pct) = cfg.gc_percent {
             if pct > GC_PERCENT_MAX {
                 return Err(EngineError::InvalidArgument(format!(
@@ -284,6 +306,10 @@ impl Cache {
             backing,
         };
         inner.health.counters.set_dirty(replayed.stats.dirty_bytes);
+        inner
+            .ctl
+            .writeback_percent
+            .store(cfg.writeback_percent, Ordering::Relaxed);
         if !read_only {
             // A1: the activation ends by persisting cache_info with INIT_DONE (and a new
             // gc_percent), in the slot that does not hold the latest copy.
@@ -525,6 +551,26 @@ impl Cache {
     /// Changes the sequential cutoffs (not persisted; 0 = off).
     pub fn set_seq_cutoff(&self, cutoff: SeqCutoff) {
         self.inner.policy.set_cutoff(cutoff);
+    }
+
+    /// Changes [`CacheConfig::writeback_percent`] (not persisted).
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidArgument`] over [`WRITEBACK_PERCENT_MAX`].
+    pub fn set_writeback_percent(&self, pct: u8) -> Result<()> {
+        check_writeback_percent(pct)?;
+        self.inner
+            .ctl
+            .writeback_percent
+            .store(pct, Ordering::Relaxed);
+        self.inner.ctl.kick_writeback.kick();
+        Ok(())
+    }
+
+    /// [`CacheConfig::writeback_percent`] now.
+    #[must_use]
+    pub fn writeback_percent(&self) -> u8 {
+        self.inner.ctl.writeback_percent.load(Ordering::Relaxed)
     }
 
     /// Writes back every dirty kset now, in log order, and runs GC where it is due;

@@ -44,7 +44,7 @@ mod workers;
 mod writeback;
 mod zero;
 
-pub use cache::{Cache, CacheConfig, REPLAY_THREADS_MAX};
+pub use cache::{Cache, CacheConfig, REPLAY_THREADS_MAX, WRITEBACK_PERCENT_MAX};
 pub use error::{EngineError, ErrorKind, Result};
 pub use pcache_format::CacheMode;
 pub use policy::SeqCutoff;

@@ -114,6 +114,14 @@ impl Counters {
     pub(crate) fn dirty(&self, bytes: u64) {
         self.dirty.fetch_add(bytes, Ordering::Relaxed);
     }
+    /// Dirty bytes of the log (from dirty_tail on).
+    pub(crate) fn dirty_bytes(&self) -> u64 {
+        self.dirty.load(Ordering::Relaxed)
+    }
+    /// Write requests so far.
+    pub(crate) fn write_requests(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
     pub(crate) fn set_dirty(&self, bytes: u64) {
         self.dirty.store(bytes, Ordering::Relaxed);
     }
@@ -238,6 +246,9 @@ pub struct Status {
     pub draining: bool,
     /// The sequential cutoffs.
     pub seq_cutoff: SeqCutoff,
+    /// Dirty data writeback lets build up while writes come, in percent of the cache
+    /// (`CacheConfig::writeback_percent`; 0: writeback at once).
+    pub writeback_percent: u8,
     /// Read requests.
     pub reads: u64,
     /// Read requests the cache served whole.
@@ -349,6 +360,10 @@ impl Inner {
             cache_mode: mode,
             draining: !mode.keeps_dirty() && dirty > 0,
             seq_cutoff: self.policy.cutoff(),
+            writeback_percent: self
+                .ctl
+                .writeback_percent
+                .load(std::sync::atomic::Ordering::Relaxed),
             reads,
             read_hits: reads.saturating_sub(read_misses),
             read_misses,

@@ -548,3 +548,75 @@ fn writeback_leaves_replaced_data_to_the_write_that_replaced_it() {
     assert!(!c.writeback_step().unwrap(), "clean");
     c.close().unwrap();
 }
+
+#[test]
+fn writeback_waits_only_under_its_share_while_writes_come() {
+    use crate::workers::Quiet;
+    use std::time::{Duration, Instant};
+    let cfg = CacheConfig {
+        writeback_percent: 10,
+        ..inline(1)
+    };
+    let c = Cache::open(formatted(CACHE), Arc::new(MemBacking::new(16 << 20)), cfg).unwrap();
+    let inner = c.inner();
+    let t0 = Instant::now();
+    let mut quiet = Quiet::new(t0);
+    c.write(0, 0, &pattern(1, 4096), false).unwrap();
+    assert!(
+        inner.writeback_may_wait(&mut quiet, t0),
+        "a little dirty data, writes coming"
+    );
+    let later = t0 + Duration::from_millis(300);
+    assert!(
+        inner.writeback_may_wait(&mut quiet, later),
+        "still within the idle time"
+    );
+    c.write(0, 4096, &pattern(2, 4096), false).unwrap();
+    let idle = later + Duration::from_millis(400);
+    assert!(
+        inner.writeback_may_wait(&mut quiet, idle),
+        "the write moved the clock"
+    );
+    let idle = idle + Duration::from_millis(500);
+    assert!(
+        !inner.writeback_may_wait(&mut quiet, idle),
+        "no write for 0.5 s: idle"
+    );
+    // Over the share: 10 % of the segments' bytes.
+    c.write(0, 8192, &pattern(3, 4096), false).unwrap();
+    let share = (u64::from(inner.segs.count()) * pcache_format::layout::SEG_SIZE).div_ceil(10);
+    inner.health.counters.set_dirty(share);
+    assert!(!inner.writeback_may_wait(&mut quiet, idle), "at the share");
+    inner.health.counters.set_dirty(share - 1);
+    assert!(inner.writeback_may_wait(&mut quiet, idle), "under it");
+    // A writer waiting for space.
+    inner.ctl.want_space(false);
+    assert!(!inner.writeback_may_wait(&mut quiet, idle), "space wanted");
+    inner
+        .ctl
+        .gc_wanted
+        .store(false, std::sync::atomic::Ordering::Release);
+    // Off.
+    c.set_writeback_percent(0).unwrap();
+    assert!(!inner.writeback_may_wait(&mut quiet, idle), "0: at once");
+    assert!(c
+        .set_writeback_percent(crate::WRITEBACK_PERCENT_MAX + 1)
+        .is_err());
+    c.close().unwrap();
+    // Segments in use at gc_percent (0 here: always).
+    let cfg = CacheConfig {
+        writeback_percent: 10,
+        gc_percent: Some(0),
+        ..inline(1)
+    };
+    let c = Cache::open(formatted(CACHE), Arc::new(MemBacking::new(16 << 20)), cfg).unwrap();
+    let mut quiet = Quiet::new(t0);
+    c.write(0, 0, &pattern(1, 4096), false).unwrap();
+    assert!(!c.inner().writeback_may_wait(&mut quiet, t0), "GC is due");
+    c.close().unwrap();
+    let cfg = CacheConfig {
+        writeback_percent: crate::WRITEBACK_PERCENT_MAX + 1,
+        ..inline(1)
+    };
+    assert!(Cache::open(formatted(CACHE), Arc::new(MemBacking::new(16 << 20)), cfg).is_err());
+}

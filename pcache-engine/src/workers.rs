@@ -2,7 +2,7 @@
 
 use crate::cache::Inner;
 use parking_lot::{Condvar, Mutex};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -55,6 +55,8 @@ pub(crate) struct Control {
     pub wb_lock: Mutex<()>,
     /// Serialises GC rounds.
     pub gc_lock: Mutex<()>,
+    /// [`CacheConfig::writeback_percent`](crate::CacheConfig::writeback_percent).
+    pub writeback_percent: AtomicU8,
 }
 
 impl Control {
@@ -130,9 +132,62 @@ fn flusher(inner: &Inner) {
     }
 }
 
+/// How long without a write makes the cache idle: writeback then runs whatever
+/// `writeback_percent` says.
+const WRITES_IDLE: Duration = Duration::from_millis(500);
+
+/// The write requests seen last, and since when their count has not moved.
+#[derive(Debug)]
+pub(crate) struct Quiet {
+    writes: u64,
+    since: Instant,
+}
+
+impl Quiet {
+    /// Nothing seen yet: the first look counts as a write seen at `now`.
+    pub(crate) fn new(now: Instant) -> Self {
+        Self {
+            writes: u64::MAX,
+            since: now,
+        }
+    }
+}
+
+impl Inner {
+    /// Whether the writeback worker may wait (see
+    /// [`CacheConfig::writeback_percent`](crate::CacheConfig::writeback_percent)): the
+    /// dirty data is under the share, no writer waits for space, the segments in use are
+    /// under gc_percent, and a write came within [`WRITES_IDLE`].
+    pub(crate) fn writeback_may_wait(&self, quiet: &mut Quiet, now: Instant) -> bool {
+        let pct = self.ctl.writeback_percent.load(Ordering::Relaxed);
+        if pct == 0 || self.ctl.gc_wanted.load(Ordering::Acquire) {
+            return false;
+        }
+        let writes = self.health.counters.write_requests();
+        if writes != quiet.writes {
+            *quiet = Quiet { writes, since: now };
+        } else if now.duration_since(quiet.since) >= WRITES_IDLE {
+            return false;
+        }
+        let n = u64::from(self.segs.count());
+        let used = u64::from(self.segs.used());
+        let gc_pct = u64::from(self.info.lock().0.gc_percent);
+        if used * 100 >= n * gc_pct {
+            return false;
+        }
+        let dirty = self.health.counters.dirty_bytes();
+        dirty * 100 < n * pcache_format::layout::SEG_SIZE * u64::from(pct)
+    }
+}
+
 fn writeback(inner: &Inner) {
     let mut backoff = Duration::from_millis(10);
+    let mut quiet = Quiet::new(Instant::now());
     while !stopping(inner) {
+        if inner.writeback_may_wait(&mut quiet, Instant::now()) {
+            inner.ctl.kick_writeback.wait(WRITES_IDLE / 4);
+            continue;
+        }
         match inner.writeback_once() {
             Ok(true) => backoff = Duration::from_millis(10),
             Ok(false) => inner.ctl.kick_writeback.wait(IDLE),

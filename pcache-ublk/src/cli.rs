@@ -53,8 +53,8 @@ pub enum Command {
     /// Show the engine's status and counters of a running device.
     Status(StatusArgs),
     /// Change a tunable of a running device: `gc_percent` and `cache_mode` are persisted
-    /// in the cache, `seq_cutoff_read` and `seq_cutoff_write` last while the device exists
-    /// (`recover` after a daemon crash sets them again).
+    /// in the cache, `seq_cutoff_read`, `seq_cutoff_write` and `writeback_percent` last
+    /// while the device exists (`recover` after a daemon crash sets them again).
     Set(SetArgs),
     /// Write back everything that is dirty now, while I/O goes on (with --wait: show the
     /// progress and return when it is done).
@@ -163,6 +163,12 @@ pub struct AddArgs {
     /// backing device as in writearound (0 = off, the default).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "0")]
     pub seq_cutoff_write: u64,
+    /// Let dirty data build up to this share of the cache while writes keep coming, so
+    /// that a block rewritten meanwhile is written back once (bcache's writeback_percent).
+    /// Writeback still runs when the cache needs space, when GC is due, and once writes
+    /// stop for half a second. 0 (the default) writes back at once, as the kernel does.
+    #[arg(long, value_name = "PERCENT", value_parser = crate::rpc::parse_writeback_percent, default_value = "0", conflicts_with = "ram_target")]
+    pub writeback_percent: u8,
     /// Debug: serve a RAM disk of this many bytes instead of a cache (nothing survives).
     #[arg(long, hide = true, value_name = "BYTES", conflicts_with_all = ["cache", "backing", "data_crc"])]
     pub ram_target: Option<u64>,
@@ -224,11 +230,11 @@ pub struct SetArgs {
     #[arg(long, short = 'n', value_name = "ID")]
     pub id: u32,
     /// The tunable: `gc_percent` (GC starts when this share of segments is in use),
-    /// `cache_mode`, `seq_cutoff_read` or `seq_cutoff_write`.
+    /// `cache_mode`, `seq_cutoff_read`, `seq_cutoff_write` or `writeback_percent`.
     #[arg(value_name = "KEY")]
     pub key: String,
     /// Its new value (gc_percent: 0..=90; cache_mode: a mode's name; the cutoffs: a size,
-    /// 0 = off).
+    /// 0 = off; writeback_percent: 0..=80).
     #[arg(value_name = "VALUE")]
     pub value: String,
 }
@@ -321,6 +327,7 @@ impl AddArgs {
                 read: self.seq_cutoff_read,
                 write: self.seq_cutoff_write,
             },
+            writeback_percent: self.writeback_percent,
         }
     }
 
@@ -408,6 +415,26 @@ mod tests {
             add(&["add", "--cache", "c", "--backing", "b"]).tuning(),
             Tuning::default()
         );
+        let a = add(&[
+            "add",
+            "--cache",
+            "c",
+            "--backing",
+            "b",
+            "--writeback-percent",
+            "25",
+        ]);
+        assert_eq!(a.tuning().writeback_percent, 25);
+        assert!(parse(&[
+            "add",
+            "--cache",
+            "c",
+            "--backing",
+            "b",
+            "--writeback-percent",
+            "81"
+        ])
+        .is_err());
         assert!(parse(&[
             "add",
             "--cache",

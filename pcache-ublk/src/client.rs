@@ -331,8 +331,8 @@ pub fn set(id: u32, key: &str, value: &str) -> Result<(), Error> {
             value: value.to_owned(),
         },
     )?;
-    // The cutoffs live in the daemon only: the run record keeps them for `recover`
-    // (the mode and gc_percent are in the cache itself).
+    // The cutoffs and the writeback pace live in the daemon only: the run record keeps
+    // them for `recover` (the mode and gc_percent are in the cache itself).
     if let ("seq_cutoff_read" | "seq_cutoff_write", Ok(bytes)) =
         (key, crate::cli::parse_size(value))
     {
@@ -342,6 +342,11 @@ pub fn set(id: u32, key: &str, value: &str) -> Result<(), Error> {
         } else {
             rec.target.seq_cutoff_write = bytes;
         }
+        state::write_record(&state::run_dir(), &rec)?;
+    } else if let ("writeback_percent", Ok(pct)) = (key, crate::rpc::parse_writeback_percent(value))
+    {
+        let mut rec = rec;
+        rec.target.writeback_percent = pct;
         state::write_record(&state::run_dir(), &rec)?;
     }
     Ok(())

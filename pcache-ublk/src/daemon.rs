@@ -377,6 +377,7 @@ fn target_data(plan: &Plan, copy_mode: CopyMode, size: u64) -> TargetData {
         ram_target: ram,
         seq_cutoff_read: plan.tuning.seq_cutoff.read,
         seq_cutoff_write: plan.tuning.seq_cutoff.write,
+        writeback_percent: plan.tuning.writeback_percent,
     }
 }
 
@@ -542,13 +543,14 @@ fn serve_inner(plan: &mut Plan, life: &Arc<Lifecycle>) -> Result<(), Error> {
             check_same_devices(old.served.as_ref(), &plan.backend)?;
             plan.queues = old.queues;
             plan.depth = old.depth;
-            // The cutoffs in effect when the daemon died: `set` keeps them in the run
+            // The cutoffs and pace in effect when the daemon died: `set` keeps them in the run
             // record, `add` in both records (the mode is in the cache).
             if let Some(t) = record.as_ref().map(|r| &r.target).or(old.served.as_ref()) {
                 plan.tuning.seq_cutoff = pcache_engine::SeqCutoff {
                     read: t.seq_cutoff_read,
                     write: t.seq_cutoff_write,
                 };
+                plan.tuning.writeback_percent = t.writeback_percent;
             }
             Some(old)
         }

@@ -143,6 +143,7 @@ fn recover_refuses_other_devices_than_those_served() {
         ram_target: None,
         seq_cutoff_read: 0,
         seq_cutoff_write: 0,
+        writeback_percent: 0,
     };
     let backend = |c: &str, b: &str| Backend::Cache {
         cache: c.into(),

@@ -26,13 +26,16 @@ pub struct EngineTarget {
     flushing: Arc<AtomicBool>,
 }
 
-/// How `add` sets the cache up: its mode (persisted) and the sequential cutoffs.
+/// How `add` sets the cache up: its mode (persisted), the sequential cutoffs and the
+/// writeback pace.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tuning {
     /// Switch the cache to this mode (`None`: keep the cache's).
     pub cache_mode: Option<CacheMode>,
     /// Sequential cutoffs (0 = off).
     pub seq_cutoff: SeqCutoff,
+    /// `CacheConfig::writeback_percent` (0 = write back at once).
+    pub writeback_percent: u8,
 }
 
 impl std::fmt::Debug for EngineTarget {
@@ -111,6 +114,7 @@ impl EngineTarget {
             background: true,
             cache_mode: tuning.cache_mode,
             seq_cutoff: tuning.seq_cutoff,
+            writeback_percent: tuning.writeback_percent,
             ..CacheConfig::default()
         };
         Self::open_on(media, backing_dev, cfg, cache, backing)
@@ -322,6 +326,10 @@ impl Target for EngineTarget {
             write: write.unwrap_or(now.write),
         });
         Ok(())
+    }
+
+    fn set_writeback_percent(&self, pct: u8) -> Result<(), EngineError> {
+        self.cache.set_writeback_percent(pct)
     }
 
     fn start_flush(&self) -> Result<(), EngineError> {

@@ -216,6 +216,11 @@ fn mode_cutoff_and_flush_through_the_target() {
     t.set_seq_cutoff(Some(1 << 20), None).unwrap();
     assert_eq!(t.status()["seq_cutoff"]["read"], 1 << 20);
     assert_eq!(t.status()["seq_cutoff"]["write"], 0);
+    assert_eq!(t.status()["writeback_percent"], 0);
+    t.set_writeback_percent(20).unwrap();
+    assert_eq!(t.status()["writeback_percent"], 20);
+    assert!(t.set_writeback_percent(81).is_err());
+    assert_eq!(t.status()["writeback_percent"], 20);
     t.start_flush().unwrap();
     let start = std::time::Instant::now();
     while t.status()["flushing"] == true {
@@ -255,6 +260,7 @@ fn status_is_json_with_the_engine_fields() {
         "cache_mode",
         "draining",
         "seq_cutoff",
+        "writeback_percent",
         "reads",
         "read_hits",
         "read_misses",

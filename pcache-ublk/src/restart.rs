@@ -143,6 +143,7 @@ mod tests {
             ram_target: None,
             seq_cutoff_read: 0,
             seq_cutoff_write: 0,
+            writeback_percent: 0,
         }
     }
 

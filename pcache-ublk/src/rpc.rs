@@ -94,7 +94,22 @@ pub fn parse_gc_percent(value: &str) -> Result<u8, String> {
 }
 
 /// The tunables `set` knows.
-pub const KEYS: &str = "gc_percent, cache_mode, seq_cutoff_read, seq_cutoff_write";
+pub const KEYS: &str =
+    "gc_percent, cache_mode, seq_cutoff_read, seq_cutoff_write, writeback_percent";
+
+/// A `writeback_percent` value.
+///
+/// # Errors
+/// Not an integer in 0..=`WRITEBACK_PERCENT_MAX`.
+pub fn parse_writeback_percent(value: &str) -> Result<u8, String> {
+    let max = pcache_engine::WRITEBACK_PERCENT_MAX;
+    value
+        .trim()
+        .parse::<u8>()
+        .ok()
+        .filter(|v| *v <= max)
+        .ok_or_else(|| format!("writeback_percent must be an integer 0..={max}, not {value:?}"))
+}
 
 /// Checks a `set` before it reaches the daemon or the target.
 ///
@@ -109,6 +124,7 @@ pub fn check_set(key: &str, value: &str) -> Result<(), String> {
             .map(drop)
             .map_err(|e| e.to_string()),
         "seq_cutoff_read" | "seq_cutoff_write" => crate::cli::parse_size(value).map(drop),
+        "writeback_percent" => parse_writeback_percent(value).map(drop),
         other => Err(format!("unknown key {other:?} (known: {KEYS})")),
     }
 }
@@ -130,6 +146,9 @@ fn set(target: &dyn Target, key: &str, value: &str) -> Result<(), String> {
         }
         "seq_cutoff_read" => target
             .set_seq_cutoff(Some(crate::cli::parse_size(value)?), None)
+            .map_err(chain),
+        "writeback_percent" => target
+            .set_writeback_percent(parse_writeback_percent(value)?)
             .map_err(chain),
         _ => target
             .set_seq_cutoff(None, Some(crate::cli::parse_size(value)?))
@@ -322,6 +341,11 @@ mod tests {
         assert!(!r.ok && r.error.unwrap().contains("no cache mode"));
         let r = dispatch(&kv("seq_cutoff_read", "4Q"), &t, &|| {});
         assert!(!r.ok && r.error.unwrap().contains("suffix"));
+        let r = dispatch(&kv("writeback_percent", "81"), &t, &|| {});
+        assert!(!r.ok && r.error.unwrap().contains("0..=80"));
+        // A valid pace reaches the target, which has no writeback.
+        let r = dispatch(&kv("writeback_percent", "10"), &t, &|| {});
+        assert!(!r.ok && r.error.unwrap().contains("no writeback"));
         assert!(dispatch(&Request::Flush, &t, &|| {}).ok);
     }
 

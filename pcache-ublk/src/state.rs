@@ -74,6 +74,10 @@ pub struct TargetData {
     /// See `seq_cutoff_read`.
     #[serde(default)]
     pub seq_cutoff_write: u64,
+    /// The writeback pace `add` or `set` gave (percent; 0, also in older records: at
+    /// once), which `recover` sets again.
+    #[serde(default)]
+    pub writeback_percent: u8,
 }
 
 impl TargetData {
@@ -198,6 +202,7 @@ mod tests {
             ram_target: None,
             seq_cutoff_read: 0,
             seq_cutoff_write: 0,
+            writeback_percent: 0,
         }
     }
 

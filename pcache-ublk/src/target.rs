@@ -119,6 +119,15 @@ pub trait Target: Send + Sync {
         ))
     }
 
+    /// Changes how much dirty data writeback lets build up while writes come, in percent
+    /// of the cache (0 = write back at once).
+    fn set_writeback_percent(&self, pct: u8) -> Result<(), EngineError> {
+        let _ = pct;
+        Err(EngineError::InvalidArgument(
+            "this target has no writeback".into(),
+        ))
+    }
+
     /// Starts writing back everything that is dirty now, in the background, while I/O
     /// goes on (`pcache-ublk flush`); the status shows `flushing` until it is done.
     fn start_flush(&self) -> Result<(), EngineError> {

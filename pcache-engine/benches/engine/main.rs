@@ -14,6 +14,7 @@
 //! cargo bench -p pcache-engine --bench engine -- [--quick] [--reps N] [--secs S]
 //!     [--dir DIR] [--only NAME] [--threads 1,2] [--target engine|baseline] [--markdown]
 //!     [--foreground] [--sparse] [--backing file,uring] [--backing-dev PATH]
+//!     [--writeback-percent P]
 //! ```
 //!
 //! Every run gets fresh files in `--dir` (default `/dev/shm`), so each starts with an empty
@@ -35,7 +36,8 @@
 //! IOPS ratio engine/baseline; CPU ratio baseline/engine (1 = as cheap).
 //!
 //! `--foreground` runs the engine without its background workers (no writeback during the
-//! run), to separate the request path from writeback.
+//! run), to separate the request path from writeback. `--writeback-percent P` sets
+//! `CacheConfig::writeback_percent` (default 0: writeback at once).
 //!
 //! `--backing file,uring` (the default: both) picks the engine's backing device for the
 //! workloads that write with writeback running: a [`FileBacking`] (`pwrite` per extent) or
@@ -196,6 +198,8 @@ struct Opts {
     backings: Vec<BackingKind>,
     /// An existing backing file or block device, used as is.
     backing_dev: Option<PathBuf>,
+    /// `CacheConfig::writeback_percent`.
+    writeback_percent: u8,
     /// Cache media size.
     cache: u64,
     /// Logical device (backing file) size.
@@ -219,6 +223,7 @@ impl Opts {
             sparse: false,
             backings: vec![BackingKind::File, BackingKind::Uring],
             backing_dev: None,
+            writeback_percent: 0,
             cache: 4 * GIB,
             dev: GIB,
             ws: 256 * MIB,
@@ -254,6 +259,11 @@ impl Opts {
                 "--foreground" => o.foreground = true,
                 "--sparse" => o.sparse = true,
                 "--backing-dev" => o.backing_dev = Some(PathBuf::from(val("--backing-dev"))),
+                "--writeback-percent" => {
+                    o.writeback_percent = val("--writeback-percent")
+                        .parse()
+                        .expect("--writeback-percent P");
+                }
                 "--backing" => {
                     o.backings = val("--backing")
                         .split(',')
@@ -268,7 +278,7 @@ impl Opts {
                     println!(
                         "engine [--quick] [--reps N] [--secs S] [--dir DIR] [--only NAME] \
                          [--threads 1,2] [--target engine|baseline] [--markdown] [--foreground] [--sparse] \
-                         [--backing file,uring] [--backing-dev PATH]"
+                         [--backing file,uring] [--backing-dev PATH] [--writeback-percent P]"
                     );
                     std::process::exit(0);
                 }
@@ -309,6 +319,9 @@ struct Run {
     /// The engine's writeback during the run: bytes written back over bytes written by
     /// the run's requests (1 = writeback kept up).
     wb: Option<f64>,
+    /// The same once the log is clean: below 1 where writeback left out what later writes
+    /// replaced.
+    wb_total: Option<f64>,
 }
 
 impl Run {
@@ -505,6 +518,7 @@ where
         req_cpu_secs,
         hist,
         wb: None,
+        wb_total: None,
     }
 }
 
@@ -566,6 +580,7 @@ fn run_engine(o: &Opts, w: Workload, threads: usize, kind: BackingKind) -> (Run,
             gc_percent: None,
             background: !o.foreground,
             read_only: false,
+            writeback_percent: o.writeback_percent,
             ..CacheConfig::default()
         },
     )
@@ -619,6 +634,11 @@ fn run_engine(o: &Opts, w: Workload, threads: usize, kind: BackingKind) -> (Run,
         run.cpu_secs += process_cpu() - cpu0;
     }
     let st = cache.status();
+    if st.written > st0.written {
+        #[allow(clippy::cast_precision_loss)]
+        let frac = (st.written_back - st0.written_back) as f64 / (st.written - st0.written) as f64;
+        run.wb_total = Some(frac);
+    }
     if w.read_pct() == 100 && st.misses > 0 {
         eprintln!("warning: {} bytes of {} missed", st.misses, w.name());
     }
@@ -728,7 +748,7 @@ fn main() {
                     for (k, run, desc) in runs {
                         eprintln!(
                             "  {:<16} thr {threads} rep {rep} {:<14}: {:>9} IOPS, p50 {} µs, p99 {} µs, \
-                             CPU {:.2} µs/op (workers {:.2}){} ({} ops in {:.2} s)",
+                             CPU {:.2} µs/op (workers {:.2}){}{} ({} ops in {:.2} s)",
                             w.name(),
                             k.map_or_else(|| "baseline".to_string(), |k| format!("engine/{}", kinds[k].name())),
                             kiops(&run),
@@ -737,6 +757,7 @@ fn main() {
                             run.cpu_us(),
                             run.bg_cpu_us(),
                             run.wb.map_or_else(String::new, |f| format!(", written back {:.0} %", f * 100.0)),
+                            run.wb_total.map_or_else(String::new, |f| format!(" ({:.0} % once clean)", f * 100.0)),
                             run.ops,
                             run.secs
                         );

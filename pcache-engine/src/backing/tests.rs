@@ -130,6 +130,15 @@ fn exercise_batches(b: &dyn Backing) {
     assert!(io.to_string().contains(&format!("{:#x}", size - 4)), "{io}");
     let e = b.write_many(&[(u64::MAX, &odd[..1])]).unwrap_err();
     assert_eq!(e.off, u64::MAX);
+    // ... also inside a run back to back.
+    let e = b
+        .write_many(&[
+            (size - 1000, &odd[..500]),
+            (size - 500, &odd[..500]),
+            (size, &odd[..10]),
+        ])
+        .unwrap_err();
+    assert_eq!((e.index, e.off, e.len), (2, size, 10));
 }
 
 /// The model: random batches of non-overlapping writes (sector-granular offsets and
@@ -152,6 +161,24 @@ fn random_batches(b: &dyn Backing, seed: u64) -> MemBacking {
         let slots = size / 65536;
         let mut used = std::collections::BTreeSet::new();
         let mut ranges = Vec::new();
+        if round % 2 == 1 {
+            // A run back to back on the device from separate buffers (as writeback's
+            // rounds are), aligned pieces and not, then a few more elsewhere.
+            let mut off = (next() % (slots - 8)) * 65536;
+            for _ in 0..1 + next() % 40 {
+                let len = if next() % 2 == 0 {
+                    4096 * (1 + next() % 4)
+                } else {
+                    512 * (1 + next() % 16)
+                };
+                ranges.push((off, len as usize));
+                off += len;
+            }
+            let first = ranges[0].0 / 65536;
+            for s in first..=(off - 1) / 65536 {
+                used.insert(s);
+            }
+        }
         while ranges.len() < n.min(slots as usize) {
             let slot = next() % slots;
             if !used.insert(slot) {

@@ -64,7 +64,7 @@ proptest! {
             }
             let want: Model = model
                 .iter()
-                .map(|&m| m.filter(|&(w, _)| w == n && n % 2 == 0))
+                .map(|&m| m.filter(|&(w, _)| w == n && n.is_multiple_of(2)))
                 .collect();
             prop_assert_eq!(got, want);
         }
