@@ -12,6 +12,8 @@ JOBS="w4k-qd1:randwrite:4k:1 w4k-qd32:randwrite:4k:32 r4k-qd1:randread:4k:1 r4k-
 # `--only` and `--devices` of the host: comma lists (empty: all).
 ONLY=${xt_bench_only:-}
 DEVICES=${xt_bench_devices:-}
+# `--writeback-percent` of the host, for the pcache-ublk rows.
+WBP=${xt_bench_wbp:-0}
 
 # asked LIST NAME: whether NAME is in the comma list LIST (an empty list has all).
 asked() { [ -z "$1" ] || case ",$1," in *",$2,"*) true ;; *) false ;; esac; }
@@ -61,7 +63,7 @@ else
     if want pcache-ublk; then
         wipe_pmem
         pcache-mkfs --force "$PMEM" >/dev/null || xt_fail "pcache-mkfs"
-        xt_ublk_add --cache "$PMEM" --backing "$BACKING"
+        xt_ublk_add --cache "$PMEM" --backing "$BACKING" --writeback-percent "$WBP"
         bench pcache-ublk "$UBLK_DEV"
         xt_ublk_del
     fi
@@ -70,7 +72,7 @@ else
         wipe_pmem
         pcache-mkfs --force "$PMEM" >/dev/null || xt_fail "pcache-mkfs"
         export PCACHE_BLOCK_MEDIA=mmap
-        xt_ublk_add --cache "$PMEM" --backing "$BACKING"
+        xt_ublk_add --cache "$PMEM" --backing "$BACKING" --writeback-percent "$WBP"
         unset PCACHE_BLOCK_MEDIA
         bench pcache-ublk-mmap "$UBLK_DEV"
         xt_ublk_del
@@ -102,7 +104,7 @@ if ! want pcache-ublk-devdax; then
     :
 elif xt_have pcache-ublk && xt_have pcache-mkfs && devdax; then
     pcache-mkfs --force /dev/dax0.0 >/dev/null || xt_fail "pcache-mkfs /dev/dax0.0"
-    xt_ublk_add --cache /dev/dax0.0 --backing "$BACKING"
+    xt_ublk_add --cache /dev/dax0.0 --backing "$BACKING" --writeback-percent "$WBP"
     bench pcache-ublk-devdax "$UBLK_DEV"
     xt_ublk_del
 else

@@ -102,11 +102,19 @@ fn repo_root() -> PathBuf {
 
 /// A new `<cache>/runs/run-<time>-<pid>/`.
 fn new_run_dir(cfg: &setup::Config) -> Result<PathBuf> {
+    new_run_dir_in(cfg, None)
+}
+
+/// [`new_run_dir`] under `runs` when `PCACHE_QEMU_RUNS` does not say where.
+fn new_run_dir_in(cfg: &setup::Config, runs: Option<PathBuf>) -> Result<PathBuf> {
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let run_dir = cfg
-        .cache
-        .join("runs")
-        .join(format!("run-{stamp}-{}", std::process::id()));
+    // `PCACHE_QEMU_RUNS`: elsewhere, e.g. on tmpfs, so that the emulated pmem is
+    // memory on the host too (docs/qemu.md).
+    let runs = std::env::var_os("PCACHE_QEMU_RUNS")
+        .map(PathBuf::from)
+        .or(runs)
+        .unwrap_or_else(|| cfg.cache.join("runs"));
+    let run_dir = runs.join(format!("run-{stamp}-{}", std::process::id()));
     fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
     Ok(run_dir)
 }
