@@ -415,26 +415,12 @@ mod tests {
             add(&["add", "--cache", "c", "--backing", "b"]).tuning(),
             Tuning::default()
         );
-        let a = add(&[
-            "add",
-            "--cache",
-            "c",
-            "--backing",
-            "b",
-            "--writeback-percent",
-            "25",
-        ]);
+        // `add --cache c --backing b` and more.
+        let add_cb =
+            |more: &[&'static str]| [&["add", "--cache", "c", "--backing", "b"], more].concat();
+        let a = add(&add_cb(&["--writeback-percent", "25"]));
         assert_eq!(a.tuning().writeback_percent, 25);
-        assert!(parse(&[
-            "add",
-            "--cache",
-            "c",
-            "--backing",
-            "b",
-            "--writeback-percent",
-            "81"
-        ])
-        .is_err());
+        assert!(parse(&add_cb(&["--writeback-percent", "81"])).is_err());
         assert!(parse(&[
             "add",
             "--cache",
