@@ -169,6 +169,8 @@ impl Replay<'_> {
         self.log.segs.mark_used(key_tail.seg);
         let mut start = key_tail;
         let mut resumes = 0u32;
+        // The damaged ends salvage went past.
+        let mut salvaged = std::collections::HashSet::new();
         let head = 'log: loop {
             let mut walk = self.log.walker(start);
             loop {
@@ -193,16 +195,36 @@ impl Replay<'_> {
                     None => break 'log walk.pos(),
                     Some(WalkItem::End { pos, .. }) => {
                         if self.salvage {
+                            // Salvage goes on behind damage, but not in circles (a repaired
+                            // LAST kset may lead back to damage it went past before) nor
+                            // without bound: it then stops where a strict open would, and
+                            // says so.
+                            let max = self.log.segs.count().saturating_mul(4);
+                            let stop = if !salvaged.insert(pos) {
+                                Some(format!(
+                                    "the log leads back here, to damage salvage went past \
+                                     before: salvage stops here"
+                                ))
+                            } else if resumes >= max {
+                                Some(format!(
+                                    "salvage went past {max} damaged ksets: it stops here"
+                                ))
+                            } else {
+                                None
+                            };
+                            if let Some(what) = stop {
+                                report.damaged_ksets.push(DamagedKset {
+                                    pos,
+                                    repaired: false,
+                                    what,
+                                });
+                                stats.end = Some(self.end_evidence(pos)?);
+                                break 'log pos;
+                            }
                             if let Some(resume) =
                                 self.salvage_end(pos, dirty, &mut stats, &mut report)?
                             {
                                 resumes += 1;
-                                if resumes > self.log.segs.count().saturating_mul(4) {
-                                    return Err(EngineError::Inconsistent(format!(
-                                        "salvage went past more than {} damaged ksets",
-                                        resumes - 1
-                                    )));
-                                }
                                 dirty |= resume == dirty_tail;
                                 start = resume;
                                 continue 'log;
@@ -394,6 +416,13 @@ impl Replay<'_> {
         Ok(Some(resume))
     }
 
+    /// What the end of the log at `pos` is ([`judge_end`]).
+    fn end_evidence(&self, pos: CachePos) -> Result<EndEvidence> {
+        let cx = self.log.key_context(false);
+        judge_end(self.log.media, self.log.segs.chain(), pos, &cx)
+            .map_err(EngineError::media("read kset"))
+    }
+
     /// Refuses a log that ends at a damaged kset with durable ksets behind it (see
     /// [`judge_end`]): serving the cache would silently bring back older data for what
     /// they hold. A torn last write (never promised) is the normal end after a crash; a
@@ -404,7 +433,7 @@ impl Replay<'_> {
         let chain = self.log.segs.chain();
         let cx = self.log.key_context(false);
         let media = self.log.media;
-        let ev = judge_end(media, chain, pos, &cx).map_err(EngineError::media("read kset"))?;
+        let ev = self.end_evidence(pos)?;
         let Some(resume) = ev.resume(pos) else {
             return Ok(ev);
         };

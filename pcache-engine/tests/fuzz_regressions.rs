@@ -177,3 +177,43 @@ fn idle_data_heads_do_not_starve_a_full_cache() {
         }
     }
 }
+
+/// open_patch: the log's first kset is a LAST kset that links its own segment, with one
+/// bit flipped. A strict open takes the bad CRC for a torn write, the end of an empty
+/// log. A salvage repaired the flip, followed the link back to the same kset, repaired it
+/// again, and so on until it refused the cache for "more than 124 damaged ksets". It now
+/// stops when the log leads it back to damage it went past, says so, and opens what a
+/// strict open opens (as it does after 4 damaged ksets per segment, instead of refusing).
+#[test]
+fn salvage_does_not_go_round_a_repaired_last_kset() {
+    let (media, backing) = engine_formatted();
+    // The key_tail of this cache: where its log starts.
+    let c = Cache::open(media.clone(), backing.clone(), cfg(true)).unwrap();
+    let tail = c.status().kernel.key_tail;
+    c.close().unwrap();
+    let at = layout::data_area_off(tail.seg) + u64::from(tail.off);
+    let mut last = pcache_engine::format::kset::encode_last_kset(tail.seg);
+    last[0] ^= 1;
+    media.write(at, &last).unwrap();
+    // Strict: an empty log, torn at its start.
+    let strict = Cache::open(media.clone(), backing.clone(), cfg(true)).unwrap();
+    assert_eq!(strict.status().dirty_bytes, 0);
+    strict.close().unwrap();
+    let salvage = Cache::open(
+        media,
+        backing,
+        CacheConfig {
+            salvage: true,
+            ..cfg(true)
+        },
+    )
+    .unwrap();
+    let r = salvage.salvage_report();
+    assert!(
+        r.damaged_ksets
+            .iter()
+            .any(|d| d.what.contains("damage salvage went past before")),
+        "{r:?}"
+    );
+    salvage.close().unwrap();
+}
