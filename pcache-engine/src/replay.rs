@@ -201,10 +201,11 @@ impl Replay<'_> {
                             // says so.
                             let max = self.log.segs.count().saturating_mul(4);
                             let stop = if !salvaged.insert(pos) {
-                                Some(format!(
+                                Some(
                                     "the log leads back here, to damage salvage went past \
                                      before: salvage stops here"
-                                ))
+                                        .to_owned(),
+                                )
                             } else if resumes >= max {
                                 Some(format!(
                                     "salvage went past {max} damaged ksets: it stops here"
