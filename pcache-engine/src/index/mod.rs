@@ -85,6 +85,8 @@ pub(crate) struct Subtree {
     /// Bumped by every write into the region: a read-miss fill that started under an older
     /// epoch may have read data a newer write replaced, so it is not inserted.
     pub epoch: u64,
+    /// The extents' bytes, kept as they change (the status reads it for every region).
+    bytes: u64,
 }
 
 impl Subtree {
@@ -99,6 +101,8 @@ impl Subtree {
         // (overwriting a whole extent, the common case) is replaced in place.
         let mut tail = None;
         let mut inside = false;
+        // Bytes of the range that extents held before.
+        let mut covered = 0u64;
         for (&k, e) in self.map.range_mut(..end).rev() {
             let kend = k + e.len();
             if k == start && kend == end && !inside {
@@ -106,6 +110,7 @@ impl Subtree {
                 *e = ext;
                 return;
             }
+            covered += u64::from(kend.min(end).saturating_sub(k.max(start)));
             if kend > end {
                 let mut t = *e;
                 t.advance(end - k);
@@ -129,6 +134,12 @@ impl Subtree {
         if let Some(t) = tail {
             self.map.insert(end, t);
         }
+        self.bytes = self.bytes + u64::from(ext.len()) - covered;
+    }
+
+    /// Bytes the extents hold.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Appends to `out` every extent overlapping `[start, end)`, in order, unclipped.
@@ -151,6 +162,7 @@ impl Subtree {
     pub(crate) fn remove_if_same(&mut self, start: u32, ext: &Extent) {
         if self.map.get(&start) == Some(ext) {
             self.map.remove(&start);
+            self.bytes -= u64::from(ext.len());
         }
     }
 
@@ -251,10 +263,7 @@ impl Index {
     pub(crate) fn totals(&self) -> (u64, u64) {
         self.subtrees.iter().fold((0, 0), |(n, b), t| {
             let t = t.read();
-            (
-                n + t.map.len() as u64,
-                b + t.map.values().map(|e| u64::from(e.len())).sum::<u64>(),
-            )
+            (n + t.map.len() as u64, b + t.bytes)
         })
     }
 

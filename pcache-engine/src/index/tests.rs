@@ -27,6 +27,8 @@ fn flatten(t: &Subtree) -> Model {
         assert_eq!(e.is_clean(), e.seg % 2 == 1, "flags survive cuts");
         assert!(e.is_live(7) && !e.is_live(8), "generation survives cuts");
     }
+    let bytes: u64 = t.iter().map(|(_, e)| u64::from(e.len())).sum();
+    assert_eq!(t.bytes(), bytes, "the byte count follows the extents");
     m
 }
 
