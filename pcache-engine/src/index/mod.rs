@@ -263,7 +263,7 @@ impl Index {
     pub(crate) fn totals(&self) -> (u64, u64) {
         self.subtrees.iter().fold((0, 0), |(n, b), t| {
             let t = t.read();
-            (n + t.map.len() as u64, b + t.bytes)
+            (n + t.map.len() as u64, b + t.bytes())
         })
     }
 
