@@ -69,7 +69,8 @@ pub struct CacheConfig {
     /// of the cache's segments (bcache's `writeback_percent`, dm-writecache's
     /// watermarks): a block rewritten meanwhile is written back once, not once per write.
     /// Writeback runs anyway when a writer waits for space, when the segments in use
-    /// reach gc_percent, and once no write has come for half a second (not persisted;
+    /// reach gc_percent, once no write has come for half a second, and in a mode that
+    /// keeps no dirty data (not persisted;
     /// 0..=[`WRITEBACK_PERCENT_MAX`]). 0, the default: at once, as the kernel does.
     pub writeback_percent: u8,
 }

@@ -596,6 +596,11 @@ fn writeback_waits_only_under_its_share_while_writes_come() {
         .ctl
         .gc_wanted
         .store(false, std::sync::atomic::Ordering::Release);
+    // A mode that keeps no dirty data drains at once.
+    assert!(inner.writeback_may_wait(&mut quiet, idle));
+    c.set_cache_mode(crate::CacheMode::Writethrough).unwrap();
+    assert!(!inner.writeback_may_wait(&mut quiet, idle), "draining");
+    c.set_cache_mode(crate::CacheMode::Writeback).unwrap();
     // Off.
     c.set_writeback_percent(0).unwrap();
     assert!(!inner.writeback_may_wait(&mut quiet, idle), "0: at once");

@@ -157,10 +157,14 @@ impl Inner {
     /// Whether the writeback worker may wait (see
     /// [`CacheConfig::writeback_percent`](crate::CacheConfig::writeback_percent)): the
     /// dirty data is under the share, no writer waits for space, the segments in use are
-    /// under gc_percent, and a write came within [`WRITES_IDLE`].
+    /// under gc_percent, a write came within [`WRITES_IDLE`], and the mode keeps dirty
+    /// data (a cache switched to one that keeps none drains at once).
     pub(crate) fn writeback_may_wait(&self, quiet: &mut Quiet, now: Instant) -> bool {
         let pct = self.ctl.writeback_percent.load(Ordering::Relaxed);
-        if pct == 0 || self.ctl.gc_wanted.load(Ordering::Acquire) {
+        if pct == 0
+            || self.ctl.gc_wanted.load(Ordering::Acquire)
+            || !self.policy.mode().keeps_dirty()
+        {
             return false;
         }
         let writes = self.health.counters.write_requests();
