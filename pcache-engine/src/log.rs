@@ -317,7 +317,22 @@ impl Inner {
             ks.since = None;
             return Ok(());
         }
-        let r = self.close_kset_inner(ks);
+        self.close_kset_or_not(ks, true).map(drop)
+    }
+
+    /// [`Inner::close_kset`] unless it would wait: for the log's head (another kset is
+    /// being closed) or for a free segment to chain the log into. True when the kset is
+    /// empty afterwards. For a caller that must not wait for the space its own progress
+    /// frees (writeback, W0).
+    pub(crate) fn try_close_kset(&self, ks: &mut OpenKset) -> Result<bool> {
+        if ks.buf.is_empty() {
+            return Ok(true);
+        }
+        self.close_kset_or_not(ks, false)
+    }
+
+    fn close_kset_or_not(&self, ks: &mut OpenKset, wait: bool) -> Result<bool> {
+        let r = self.close_kset_inner(ks, wait);
         if let Err(e) = &r {
             if !matches!(e, EngineError::Closed | EngineError::Full) {
                 self.health.fail(e);
@@ -326,7 +341,9 @@ impl Inner {
         r
     }
 
-    fn close_kset_inner(&self, ks: &mut OpenKset) -> Result<()> {
+    /// Closes `ks`; without `wait`, gives up (false) before writing anything where it
+    /// would wait.
+    fn close_kset_inner(&self, ks: &mut OpenKset, wait: bool) -> Result<bool> {
         if ks.through {
             // WT1: the backing device holds the written-through data durably before a
             // CLEAN key saying so can be.
@@ -339,10 +356,24 @@ impl Inner {
         let size = ks.buf.size();
         let hdr = KSET_HEADER_SIZE;
         let media = &*self.media;
-        let mut head = self.log.key_head.lock();
+        let mut head = if wait {
+            self.log.key_head.lock()
+        } else {
+            let Some(head) = self.log.key_head.try_lock() else {
+                return Ok(false);
+            };
+            head
+        };
         // Keep room for a LAST kset after this one; otherwise chain a new log segment.
         while SEG_DATA_SIZE - head.off < size + hdr {
-            let next = self.alloc_log_segment()?;
+            let next = if wait {
+                self.alloc_log_segment()?
+            } else {
+                let Some(next) = self.segs.alloc(Purpose::Log) else {
+                    return Ok(false);
+                };
+                next
+            };
             let next_pos = CachePos::new(next, 0);
             let next_abs = self.reader().abs(next_pos)?;
             media
@@ -417,6 +448,6 @@ impl Inner {
         ks.buf.clear();
         ks.since = None;
         self.ctl.kick_writeback.kick();
-        Ok(())
+        Ok(true)
     }
 }

@@ -625,3 +625,33 @@ fn writeback_waits_only_under_its_share_while_writes_come() {
     };
     assert!(Cache::open(formatted(CACHE), Arc::new(MemBacking::new(16 << 20)), cfg).is_err());
 }
+
+#[test]
+fn writeback_never_waits_for_a_kset_it_would_close() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let media = formatted(CACHE);
+    let backing = Arc::new(MemBacking::new(16 << 20));
+    let c = Cache::open(media, backing.clone(), inline(1)).unwrap();
+    let at = 5 << 20;
+    let old = pattern(3, 8192);
+    c.write(0, at, &old, true).unwrap();
+    c.write(0, at, &pattern(4, 4096), false).unwrap();
+    // Someone holds the region's kset (a writer closing it may be waiting for the space
+    // this round would free): the round writes the replaced bytes too, and returns.
+    let ki = layout::kset_index(at, c.inner().log.ksets.len() as u32) as usize;
+    let held = c.inner().log.ksets[ki].lock();
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| tx.send(c.writeback_step().unwrap()).unwrap());
+        let done = rx.recv_timeout(Duration::from_secs(10));
+        drop(held);
+        assert_eq!(done, Ok(true), "the round waited for the kset");
+    });
+    assert_eq!(
+        backing.to_vec(at, 8192),
+        old,
+        "the whole old write went out"
+    );
+    c.close().unwrap();
+}

@@ -92,28 +92,36 @@ impl Inner {
         // What the index still holds of the round's dirty data: a piece a later write
         // replaced goes out with that write's own key, which comes later in the log (the
         // keys of one region all go to one kset at a time, in the order of their writes),
-        // so writing it now would only be undone.
-        // The ksets (by index) of the regions where that left something unwritten.
+        // so writing it now would only be undone. Where something is left out, the
+        // region's later keys must be durable first (W0); if they cannot be made so
+        // without waiting, the region's dirty data goes out as it is.
         let mut jobs: Vec<Job> = Vec::new();
         let mut held = Vec::new();
-        let mut replaced: Vec<usize> = Vec::new();
         for (&base, t) in &regions {
             let Some((tree, _)) = self.index.subtree(base) else {
                 continue;
             };
-            let tree = tree.read();
-            for (rel, e) in t.iter().filter(|(_, e)| !e.is_clean()) {
-                held.clear();
-                tree.dirty_held(rel, e, &mut held);
-                let kept: u32 = held.iter().map(|h| h.2).sum();
-                if kept < e.len() {
-                    let ki = layout::kset_index(base, self.log.ksets.len() as u32) as usize;
-                    if !replaced.contains(&ki) {
-                        replaced.push(ki);
-                    }
+            let first = jobs.len();
+            let mut left_out = false;
+            {
+                let tree = tree.read();
+                for (rel, e) in t.iter().filter(|(_, e)| !e.is_clean()) {
+                    held.clear();
+                    tree.dirty_held(rel, e, &mut held);
+                    left_out |= held.iter().map(|h| h.2).sum::<u32>() < e.len();
+                    jobs.extend(held.iter().map(|&(at, seg_off, len)| {
+                        (base + u64::from(at), CachePos::new(e.seg, seg_off), len)
+                    }));
                 }
-                jobs.extend(held.iter().map(|&(at, seg_off, len)| {
-                    (base + u64::from(at), CachePos::new(e.seg, seg_off), len)
+            }
+            if left_out && !self.later_keys_durable(base)? {
+                jobs.truncate(first);
+                jobs.extend(t.iter().filter(|(_, e)| !e.is_clean()).map(|(rel, e)| {
+                    (
+                        base + u64::from(rel),
+                        CachePos::new(e.seg, e.seg_off),
+                        e.len(),
+                    )
                 }));
             }
         }
@@ -143,16 +151,6 @@ impl Inner {
                 tree.mark_clean(rel, e);
             }
         }
-        // W0: the keys of the writes that replaced what the round left unwritten are
-        // durable before dirty_tail moves past the keys they replaced: each is in its
-        // region's kset, in a closed (durable) one or in the open one, closed here (the
-        // write's commit inserted its extent and pushed its key under that kset's lock).
-        if !skip(Step::W0) {
-            for &ki in &replaced {
-                let mut ks = self.log.ksets[ki].lock();
-                self.close_kset(&mut ks)?;
-            }
-        }
         // W2: dirty_tail moves past the round's ksets.
         if !skip(Step::W2) {
             self.set_dirty_tail(end)?;
@@ -163,6 +161,25 @@ impl Inner {
         self.health.counters.written_back(written, dirty);
         self.ctl.kick_gc.kick();
         Ok(true)
+    }
+
+    /// W0: the keys of the writes into the region at `base` are durable (before dirty_tail
+    /// moves past keys they replaced). Each is in the region's kset: a closed (durable)
+    /// one, or the open one, closed here (a write's commit inserts its extent and pushes
+    /// its key under that kset's lock, so a key whose extent the round saw is in it).
+    /// False, with nothing done, where that would wait: for the kset (its holder may be
+    /// waiting for space, which this round frees), for the log's head, or for a segment.
+    fn later_keys_durable(&self, base: u64) -> Result<bool> {
+        if skip(Step::W0) {
+            return Ok(true);
+        }
+        // Below the kset count, a usize.
+        #[allow(clippy::cast_possible_truncation)]
+        let ki = layout::kset_index(base, self.log.ksets.len() as u32) as usize;
+        let Some(mut ks) = self.log.ksets[ki].try_lock() else {
+            return Ok(false);
+        };
+        self.try_close_kset(&mut ks)
     }
 
     /// Writes the jobs to the backing device, up to [`BATCH_BYTES`] at a time, each batch
