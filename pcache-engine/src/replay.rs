@@ -167,6 +167,8 @@ impl Replay<'_> {
         let mut report = SalvageReport::default();
         let mut dirty = key_tail == dirty_tail;
         self.log.segs.mark_used(key_tail.seg);
+        // The segments the log goes through (key_tail's, then each LAST kset's link).
+        let mut log_segs = vec![key_tail.seg];
         let mut start = key_tail;
         let mut resumes = 0u32;
         // The damaged ends salvage went past.
@@ -237,6 +239,7 @@ impl Replay<'_> {
                     Some(WalkItem::Last { next, .. }) => {
                         stats.last_ksets += 1;
                         self.log.segs.mark_used(next);
+                        log_segs.push(next);
                     }
                     Some(WalkItem::Kset { pos, at, keys, .. }) => {
                         let keys: Arc<[RawKey]> = keys.into();
@@ -274,6 +277,18 @@ impl Replay<'_> {
             }
         };
         report.finish();
+        // A segment is the log's or data's, never both at once: a live key's data in a
+        // segment the log goes through would be overwritten by the log (or was, by it),
+        // and writing the cache would lose it (fsck's `seg_log_and_data`).
+        if !self.salvage {
+            if let Some(&seg) = log_segs.iter().find(|&&s| self.log.segs.refs(s) > 0) {
+                return Err(EngineError::Inconsistent(format!(
+                    "segment {seg} holds ksets of the log and the data of {} live keys: \
+                     one overwrites the other",
+                    self.log.segs.refs(seg)
+                )));
+            }
+        }
         if !dirty {
             return Err(EngineError::Inconsistent(format!(
                 "dirty_tail {dirty_tail} is not on the log from key_tail {key_tail} to key_head {head}"

@@ -156,6 +156,11 @@ impl Segments {
         }
     }
 
+    /// References held (live keys' data, a data head).
+    pub(crate) fn refs(&self, id: u32) -> u32 {
+        self.seg(id).map_or(0, |s| s.refs.load(Ordering::Acquire))
+    }
+
     /// Drops a reference; true when it was the last one (the caller then invalidates the
     /// segment, after persisting whatever must precede that).
     #[must_use]

@@ -217,3 +217,34 @@ fn salvage_does_not_go_round_a_repaired_last_kset() {
     );
     salvage.close().unwrap();
 }
+
+/// open_patch: a LAST kset at the end of the log links the segment that holds a live
+/// key's data. Opens accepted it (fsck calls it `seg_log_and_data`), and a read-write
+/// open wrote its next kset over that data: writeback then found the key's data CRC
+/// wrong. A log segment holding live keys' data is now refused.
+#[test]
+fn a_log_segment_with_live_data_is_refused() {
+    let (media, backing) = engine_formatted();
+    let c = Cache::open(media.clone(), backing.clone(), cfg(true)).unwrap();
+    let head = c.status().kernel.key_head;
+    c.close().unwrap();
+    // The one key's data is in the first data segment after the log's.
+    let data_seg = head.seg + 1;
+    let at = layout::data_area_off(head.seg) + u64::from(head.off);
+    media
+        .write(at, &pcache_engine::format::kset::encode_last_kset(data_seg))
+        .unwrap();
+    let before = media.to_vec(0, CACHE as usize).unwrap();
+    for read_only in [true, false] {
+        let e = Cache::open(media.clone(), backing.clone(), cfg(read_only)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("holds ksets of the log and the data of 1 live keys"),
+            "read_only {read_only}: {e}"
+        );
+    }
+    assert!(
+        media.to_vec(0, CACHE as usize).unwrap() == before,
+        "a refused open wrote"
+    );
+}
