@@ -204,7 +204,7 @@ impl Inner {
 /// lengths are in bytes and must be multiples of 512.
 #[derive(Debug)]
 pub struct Cache {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     workers: Mutex<Vec<JoinHandle<()>>>,
 }
 

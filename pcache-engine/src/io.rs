@@ -308,7 +308,7 @@ impl Inner {
     }
 
     /// The rest of [`Inner::write`] once the data is staged: D1, then the keys.
-    fn log_staged(&self, staged: &[(Key, Space)], len: usize, fua: bool) -> Result<()> {
+    pub(crate) fn log_staged(&self, staged: &[(Key, Space)], len: usize, fua: bool) -> Result<()> {
         // D1: the data is durable before any key that points at it can be.
         if !skip(Step::D1) {
             self.media.fence();

@@ -18,6 +18,7 @@ pub use pcache_format as format;
 pub mod backing;
 mod cache;
 pub mod claim;
+mod direct;
 pub mod error;
 mod gc;
 mod index;
@@ -45,6 +46,7 @@ mod writeback;
 mod zero;
 
 pub use cache::{Cache, CacheConfig, REPLAY_THREADS_MAX, WRITEBACK_PERCENT_MAX};
+pub use direct::{DirectPiece, DirectWrite};
 pub use error::{EngineError, ErrorKind, Result};
 pub use pcache_format::CacheMode;
 pub use policy::SeqCutoff;

@@ -73,6 +73,12 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// The device's.
     fn sync(&self) -> io::Result<()>;
+
+    /// The descriptor a caller may write to directly ([`CacheMedia::direct`]), if the
+    /// device has one. The provided method says none.
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// A block device (or file) by its descriptor.
@@ -94,6 +100,10 @@ impl BlockDevice for FileDevice {
 
     fn sync(&self) -> io::Result<()> {
         self.0.sync_data()
+    }
+
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.0.as_raw_fd())
     }
 }
 
@@ -523,6 +533,17 @@ impl CacheMedia for BlockMedia {
 
     fn is_read_only(&self) -> bool {
         !self.writable
+    }
+
+    /// A writable device whose writes with `RWF_DSYNC` work: a caller may write whole
+    /// blocks itself, through the same descriptor (coherent with this media's own reads
+    /// and writes, `O_DIRECT` or not).
+    fn direct(&self) -> Option<super::Direct> {
+        (self.writable && self.dsync.load(Ordering::Relaxed)).then(|| super::Direct {
+            fd: self.dev.raw_fd(),
+            base: 0,
+            block: self.block,
+        })
     }
 
     fn describe(&self) -> String {

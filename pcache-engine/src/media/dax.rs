@@ -123,4 +123,8 @@ impl CacheMedia for DaxMedia {
     fn describe(&self) -> String {
         format!("dax {}", self.inner.describe())
     }
+
+    fn direct(&self) -> Option<super::Direct> {
+        self.inner.direct()
+    }
 }

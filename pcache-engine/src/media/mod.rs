@@ -292,6 +292,31 @@ pub trait CacheMedia: Send + Sync + 'static {
     fn describe(&self) -> String {
         format!("media of {} bytes", self.len())
     }
+
+    /// Whether a caller may write data into the media itself, without the media's own
+    /// copy (`crate::Cache::stage_direct`): `Some` for a block device written with
+    /// `O_DIRECT` where a write with `RWF_DSYNC` is durable when it completes. The
+    /// provided method says no.
+    fn direct(&self) -> Option<Direct> {
+        None
+    }
+}
+
+/// How to write into a [`CacheMedia`] directly ([`CacheMedia::direct`]): byte `off` of
+/// the media is byte `base + off` of the device, every write must be aligned to `block`
+/// in offset, length and buffer address, and a write is durable once it completed with
+/// `RWF_DSYNC` (a `REQ_FUA` write: for pmem, the driver's cache-bypassing copy and
+/// `nvdimm_flush`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Direct {
+    /// The device's descriptor, open for writing with `O_DIRECT` (valid while the media
+    /// lives), when the device is a real one; `None` for a simulated one (tests), which
+    /// only [`CacheMedia::write`] reaches.
+    pub fd: Option<std::os::fd::RawFd>,
+    /// Where the media starts on the device.
+    pub base: u64,
+    /// The device's logical block size.
+    pub block: u64,
 }
 
 /// Copies `src` into `dst` like [`slice::copy_from_slice`], but survives a machine check

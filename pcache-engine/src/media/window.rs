@@ -128,6 +128,13 @@ impl CacheMedia for Window {
         self.inner.fence();
     }
 
+    fn direct(&self) -> Option<super::Direct> {
+        self.inner.direct().map(|d| super::Direct {
+            base: d.base + self.start,
+            ..d
+        })
+    }
+
     fn check(&self) -> Result<(), MediaError> {
         self.inner.check()
     }
