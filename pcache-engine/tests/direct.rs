@@ -173,7 +173,7 @@ fn dropped_staged_writes_give_their_space_back() {
     let path = image(dir.path());
     let c = Cache::open(block(&path), Arc::new(MemBacking::new(DEV)), cfg(false)).unwrap();
     // Four times the cache's size: leaked space would run out long before.
-    for i in 0..(4 * CACHE >> 20) {
+    for i in 0..((4 * CACHE) >> 20) {
         let w = c.stage_direct(0, (i % 4) << 20, 1 << 20).unwrap();
         assert!(
             w.is_some(),
