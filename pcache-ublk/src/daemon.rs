@@ -36,6 +36,7 @@ use crate::error::{describe_ublk, ublk, Error};
 use crate::state::{self, CopyMode, RunRecord, TargetData};
 use crate::target::{MemTarget, Target};
 use crate::unflushed::{Guarded, Unflushed};
+use crate::zero_copy;
 use crate::{queue, rpc};
 use pcache_engine::claim::{claim_pair, Claim, RangeClaim};
 use pcache_engine::format::shared::TableEntry;
@@ -90,6 +91,8 @@ pub struct Plan {
     pub workers: u16,
     /// Do not ask for user copy (debug: exercises the copy-mode fallback).
     pub no_user_copy: bool,
+    /// Do not ask for zero copy (`UBLK_F_AUTO_BUF_REG`) where the cache device allows it.
+    pub no_zero_copy: bool,
     /// The cache mode and sequential cutoffs to set.
     pub tuning: Tuning,
 }
@@ -634,6 +637,16 @@ fn serve_target(
     if plan.no_user_copy {
         flags &= !u64::from(sys::UBLK_F_USER_COPY);
     }
+    // Zero copy: only with user copy (everything but a staged write takes that path),
+    // and only where the cache device can be written from the ring.
+    let direct_fd = target.direct_fd();
+    if !plan.no_zero_copy
+        && direct_fd.is_some()
+        && flags & u64::from(sys::UBLK_F_USER_COPY) != 0
+        && features & u64::from(sys::UBLK_F_AUTO_BUF_REG) != 0
+    {
+        flags |= u64::from(sys::UBLK_F_AUTO_BUF_REG);
+    }
     if flags & u64::from(sys::UBLK_F_USER_RECOVERY) == 0 {
         tracing::warn!(
             "the ublk driver has no user recovery: a crashed daemon cannot be recovered"
@@ -669,6 +682,17 @@ fn serve_target(
         // One more completion than requests: the poll of the workers' mailbox.
         dev.tgt.cq_depth = dev.tgt.cq_depth.saturating_add(1);
         dev.tgt.sq_depth = dev.tgt.sq_depth.saturating_add(1);
+        if mode == CopyMode::ZeroCopy {
+            // The cache device, for the pieces' WRITE_FIXED (crate::zero_copy), and room
+            // for two pieces per request.
+            if let Some(fd) = direct_fd {
+                dev.tgt.fds[zero_copy::DEVICE_SLOT as usize] = fd;
+                dev.tgt.nr_fds = dev.tgt.nr_fds.max(zero_copy::DEVICE_SLOT as i32 + 1);
+            }
+            let more = dev.dev_info.queue_depth.saturating_mul(2);
+            dev.tgt.cq_depth = dev.tgt.cq_depth.saturating_add(more);
+            dev.tgt.sq_depth = dev.tgt.sq_depth.saturating_add(more);
+        }
         dev.set_target_json(tgt_json);
         Ok(())
     };

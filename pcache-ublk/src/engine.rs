@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use pcache_engine::backing::{open_best, Backing};
 use pcache_engine::media::{CacheMedia, DaxMedia};
-use pcache_engine::{Cache, CacheConfig, CacheMode, EngineError, SeqCutoff, Status, StatusJson};
+use pcache_engine::{
+    Cache, CacheConfig, CacheMode, DirectWrite, EngineError, SeqCutoff, Status, StatusJson,
+};
 
 use crate::error::Error;
 use crate::target::{Errno, ReadSink, Target, WriteSource};
@@ -276,6 +278,23 @@ impl Target for EngineTarget {
 
     fn read_may_wait(&self, off: u64, len: usize) -> bool {
         !self.cache.is_cached(off, len as u64)
+    }
+
+    fn direct_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.cache.direct().and_then(|d| d.fd)
+    }
+
+    /// A failure to stage is not reported here: the write goes the usual way, which
+    /// reports it.
+    fn stage_direct(&self, queue: u32, off: u64, len: usize) -> Option<DirectWrite> {
+        self.cache.stage_direct(queue, off, len).ok().flatten()
+    }
+
+    fn commit_direct(&self, w: DirectWrite, fua: bool) -> Result<(), Errno> {
+        let (off, len) = (w.off(), w.len() as u64);
+        self.cache
+            .commit_direct(w, fua)
+            .map_err(|e| errno("write", off, len, &e))
     }
 
     fn flush(&self) -> Result<(), Errno> {

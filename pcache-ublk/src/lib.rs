@@ -6,8 +6,9 @@
 //! - [`target`]: the [`target::Target`] trait the queue threads call, and an in-memory
 //!   model; [`engine`] adapts `pcache_engine::Cache` to it;
 //! - [`request`]: ublk I/O descriptor → target call → request result (errno mapping);
-//! - [`queue`]: one ublk queue thread (copy or user-copy data path), with [`offload`]:
-//!   worker threads for requests that may wait for the backing device;
+//! - [`queue`]: one ublk queue thread (copy, user-copy or zero-copy data path), with
+//!   [`offload`]: worker threads for requests that may wait for the backing device, and
+//!   [`zero_copy`]: writes from the request's pages to a pmem block device cache;
 //! - [`state`], [`rpc`]: what a running daemon leaves in the run directory and its
 //!   control socket;
 //! - [`cli`]: the command line; [`daemon`]: `add`/`recover`, with [`lifecycle`] (start
@@ -29,5 +30,6 @@ pub mod rpc;
 pub mod state;
 pub mod target;
 pub mod unflushed;
+pub mod zero_copy;
 
 pub use error::Error;

@@ -30,11 +30,15 @@ use crate::offload::{Mailbox, Pool, TagBuf, WorkerEnv};
 use crate::request::{self, DataPath, IoDesc};
 use crate::state::CopyMode;
 use crate::target::Target;
+use crate::zero_copy::{self, Finished, Start, ZeroCopy};
 
 /// The copy mode a device was created with (the kernel may have dropped a flag we asked
 /// for, so this reads what it granted).
 pub fn copy_mode_of(dev_flags: u64) -> CopyMode {
-    if dev_flags & u64::from(sys::UBLK_F_USER_COPY) != 0 {
+    let user_copy = dev_flags & u64::from(sys::UBLK_F_USER_COPY) != 0;
+    if user_copy && dev_flags & u64::from(sys::UBLK_F_AUTO_BUF_REG) != 0 {
+        CopyMode::ZeroCopy
+    } else if user_copy {
         CopyMode::UserCopy
     } else {
         CopyMode::Buffer
@@ -49,7 +53,7 @@ pub fn serve(qid: u16, dev: &UblkDev, target: &Arc<dyn Target>, workers: usize) 
     let mode = copy_mode_of(dev.dev_info.flags);
     tracing::debug!(qid, %mode, workers, "queue thread started");
     let res = match mode {
-        CopyMode::UserCopy => serve_user_copy(qid, dev, target, workers),
+        CopyMode::UserCopy | CopyMode::ZeroCopy => serve_user_copy(qid, dev, target, workers),
         CopyMode::Buffer => serve_buffered(qid, dev, target, workers),
     };
     match res {
@@ -59,11 +63,17 @@ pub fn serve(qid: u16, dev: &UblkDev, target: &Arc<dyn Target>, workers: usize) 
 }
 
 fn complete(q: &UblkQueue<'_>, tag: u16, buf: &[u8], res: i32) {
+    complete_as(q, tag, BufDesc::Slice(buf), res);
+}
+
+/// Completes request `tag` with `res`; `desc` says what the kernel fetches the tag's next
+/// request with (a buffer, nothing in user-copy mode, or the buffer index to register in
+/// zero-copy mode).
+fn complete_as(q: &UblkQueue<'_>, tag: u16, desc: BufDesc<'_>, res: i32) {
     if res < 0 {
         tracing::trace!(qid = q.get_qid(), tag, res, "request failed");
     }
-    if let Err(e) = q.complete_io_cmd_unified(tag, BufDesc::Slice(buf), Ok(UblkIORes::Result(res)))
-    {
+    if let Err(e) = q.complete_io_cmd_unified(tag, desc, Ok(UblkIORes::Result(res))) {
         tracing::error!(qid = q.get_qid(), tag, error = %describe_ublk(&e), "commit failed");
     }
 }
@@ -101,7 +111,7 @@ fn serve_buffered(
             // buffers have ended.
             if let Some((_, mailbox)) = &offload {
                 complete_offloaded(q, mailbox, &mut done, |t| {
-                    bufs.get(usize::from(t)).map_or(&[][..], |b| b.as_slice())
+                    BufDesc::Slice(bufs.get(usize::from(t)).map_or(&[][..], |b| b.as_slice()))
                 });
             }
             return;
@@ -132,17 +142,18 @@ fn serve_buffered(
     Ok(())
 }
 
-/// The mailbox poll fired: commits what the workers finished (`buf_of(tag)`: the
-/// request's buffer in copy mode, nothing in user-copy mode) and polls again.
+/// The mailbox poll fired: commits what the workers finished (`desc_of(tag)`: the
+/// request's buffer in copy mode, nothing in user-copy mode, the registration in
+/// zero-copy mode) and polls again.
 fn complete_offloaded<'b>(
     q: &UblkQueue<'_>,
     mailbox: &Mailbox,
     done: &mut Vec<(u16, i32)>,
-    buf_of: impl Fn(u16) -> &'b [u8],
+    desc_of: impl Fn(u16) -> BufDesc<'b>,
 ) {
     mailbox.take(done);
     for (tag, res) in done.drain(..) {
-        complete(q, tag, buf_of(tag), res);
+        complete_as(q, tag, desc_of(tag), res);
     }
     arm_mailbox(q, mailbox);
 }
@@ -217,21 +228,39 @@ fn serve_user_copy(
     // it is twice the largest request (see `DataPath::UserCopy`).
     let mut scratch = IoBuf::<u8>::new(2 * max_io);
     let offload = start_offload(qid, dev, target, Some(cdev.clone()), workers)?;
-    let queue =
-        UblkQueue::new(qid, dev)?.submit_fetch_commands_unified(BufDescList::Slices(None))?;
+    // Zero copy: the kernel registers the pages of the request of tag `t` as fixed
+    // buffer `t` of this queue's ring, at every fetch.
+    let zero_copy = copy_mode_of(dev.dev_info.flags) == CopyMode::ZeroCopy;
+    let depth = dev.dev_info.queue_depth;
+    let regs: Vec<sys::ublk_auto_buf_reg> = if zero_copy {
+        (0..depth)
+            .map(|t| sys::ublk_auto_buf_reg {
+                index: t,
+                flags: 0,
+                reserved0: 0,
+                reserved1: 0,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let desc_of = |t: u16| match regs.get(usize::from(t)) {
+        Some(r) => BufDesc::AutoReg(*r),
+        None => BufDesc::Slice(&[]),
+    };
+    let list = if zero_copy {
+        BufDescList::AutoRegs(&regs)
+    } else {
+        BufDescList::Slices(None)
+    };
+    let queue = UblkQueue::new(qid, dev)?.submit_fetch_commands_unified(list)?;
     if let Some((_, mailbox)) = &offload {
         arm_mailbox(&queue, mailbox);
     }
+    let mut zc = zero_copy.then(|| ZeroCopy::new(qid, depth));
     let mut done = Vec::new();
-    queue.wait_and_handle_io(|q, tag, ctx| {
-        if ctx.is_tgt_io() {
-            // Only the mailbox poll is target I/O.
-            if let Some((_, mailbox)) = &offload {
-                complete_offloaded(q, mailbox, &mut done, |_| &[]);
-            }
-            return;
-        }
-        let desc = IoDesc::from_iod(q.get_iod(tag));
+    // Serves request `tag` by copy: on a worker if it may wait, else here.
+    let mut serve_copy = |q: &UblkQueue<'_>, tag: u16, desc: IoDesc| {
         if let Some((pool, _)) = &offload {
             if request::may_wait(&**target, &desc) && pool.submit(tag, desc, None).is_ok() {
                 return;
@@ -243,7 +272,43 @@ fn serve_user_copy(
             scratch: scratch.as_mut_slice(),
         };
         let res = request::handle(&**target, qid, &desc, data);
-        complete(q, tag, &[], res);
+        complete_as(q, tag, desc_of(tag), res);
+    };
+    queue.wait_and_handle_io(|q, tag, ctx| {
+        let mut submit = |sqe| {
+            if let Err(e) = q.ublk_submit_sqe_sync(sqe) {
+                tracing::error!(qid, error = %describe_ublk(&e), "cannot queue a zero-copy write");
+            }
+        };
+        if ctx.is_tgt_io() {
+            let op = UblkIOCtx::user_data_to_op(ctx.user_data());
+            if op == zero_copy::PIECE_OP {
+                let Some(zc) = zc.as_mut() else { return };
+                match zc.piece_done(&**target, tag, ctx.user_data(), ctx.result()) {
+                    Finished::Pending => {}
+                    Finished::Done(res) => complete_as(q, tag, desc_of(tag), res),
+                    Finished::Retry => {}
+                }
+                // Deferred requests run once no write is in flight.
+                while let Some(t) = zc.ready() {
+                    let desc = IoDesc::from_iod(q.get_iod(t));
+                    if zc.resume(&**target, t, &desc, &mut submit) != Start::Submitted {
+                        serve_copy(q, t, desc);
+                    }
+                }
+            } else if let Some((_, mailbox)) = &offload {
+                // The mailbox poll.
+                complete_offloaded(q, mailbox, &mut done, desc_of);
+            }
+            return;
+        }
+        let desc = IoDesc::from_iod(q.get_iod(tag));
+        if let Some(zc) = zc.as_mut() {
+            if zc.start(&**target, tag, &desc, &mut submit) != Start::Serve {
+                return;
+            }
+        }
+        serve_copy(q, tag, desc);
     });
     if let Some((pool, _)) = offload {
         // The device has stopped, so no request is left with the workers (the block layer

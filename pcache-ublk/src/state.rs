@@ -29,6 +29,9 @@ pub enum CopyMode {
     UserCopy,
     /// The kernel copies into and out of one preallocated buffer per tag.
     Buffer,
+    /// User copy, and `UBLK_F_AUTO_BUF_REG`: writes go from the request's pages to the
+    /// cache device (a pmem block device) in one `WRITE_FIXED` each (`crate::zero_copy`).
+    ZeroCopy,
 }
 
 impl std::fmt::Display for CopyMode {
@@ -36,6 +39,7 @@ impl std::fmt::Display for CopyMode {
         f.write_str(match self {
             CopyMode::UserCopy => "user-copy",
             CopyMode::Buffer => "buffer",
+            CopyMode::ZeroCopy => "zero-copy",
         })
     }
 }

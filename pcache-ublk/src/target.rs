@@ -11,7 +11,7 @@
 
 use std::sync::RwLock;
 
-use pcache_engine::{CacheMode, EngineError};
+use pcache_engine::{CacheMode, DirectWrite, EngineError};
 
 /// A negative errno value (`-libc::EIO`, …).
 pub type Errno = i32;
@@ -87,6 +87,29 @@ pub trait Target: Send + Sync {
     /// hold up the queue's other requests. A hint: the provided method says no.
     fn read_may_wait(&self, _off: u64, _len: usize) -> bool {
         false
+    }
+
+    /// The descriptor of the cache device that staged writes ([`Target::stage_direct`])
+    /// go to, for the queue rings to register; `None` (the provided method): no zero
+    /// copy.
+    fn direct_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
+    /// Stages a write of `len` bytes at `off` whose data the caller writes into the
+    /// cache device itself, each piece with `RWF_DSYNC` (`pcache_engine::Cache::
+    /// stage_direct`); `None` (the provided method) when it cannot be: the caller then
+    /// serves the request as usual.
+    fn stage_direct(&self, queue: u32, off: u64, len: usize) -> Option<DirectWrite> {
+        let _ = (queue, off, len);
+        None
+    }
+
+    /// Logs a staged write whose every piece completed: the write is then done, as
+    /// [`Target::write`] with `fua` would have done it.
+    fn commit_direct(&self, w: DirectWrite, fua: bool) -> Result<(), Errno> {
+        let _ = (w, fua);
+        Err(-libc::EINVAL)
     }
 
     /// Makes every completed write durable (the device advertises a volatile write cache).

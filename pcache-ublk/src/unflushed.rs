@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use pcache_engine::EngineError;
+use pcache_engine::{DirectWrite, EngineError};
 
 use crate::target::{Errno, ReadSink, Target, WriteSource};
 
@@ -229,6 +229,23 @@ impl Target for Guarded {
 
     fn read_may_wait(&self, off: u64, len: usize) -> bool {
         self.inner.read_may_wait(off, len)
+    }
+
+    fn direct_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.inner.direct_fd()
+    }
+
+    fn stage_direct(&self, queue: u32, off: u64, len: usize) -> Option<DirectWrite> {
+        self.inner.stage_direct(queue, off, len)
+    }
+
+    fn commit_direct(&self, w: DirectWrite, fua: bool) -> Result<(), Errno> {
+        self.inner.commit_direct(w, fua)?;
+        if fua {
+            Ok(())
+        } else {
+            self.marker.volatile_write_done()
+        }
     }
 
     fn flush(&self) -> Result<(), Errno> {
