@@ -11,7 +11,7 @@ use pcache_engine::backing::MemBacking;
 use pcache_engine::media::{BlockMedia, CacheMedia};
 use pcache_engine::{testing, CacheConfig};
 
-use super::{Finished, Start, ZeroCopy, PIECE_OP};
+use super::{Finished, Start, ZeroCopy, PIECE_OP, ZERO_COPY_MIN};
 use crate::engine::EngineTarget;
 use crate::request::IoDesc;
 use crate::target::Target;
@@ -87,7 +87,7 @@ fn writes_go_out_and_what_may_wait_waits_for_them() {
         zc.start(
             &t,
             2,
-            &desc(sys::UBLK_IO_OP_WRITE, 2 << 20, 4096),
+            &desc(sys::UBLK_IO_OP_WRITE, 2 << 20, 32 << 10),
             &mut submit
         ),
         Start::Deferred
@@ -119,7 +119,7 @@ fn writes_go_out_and_what_may_wait_waits_for_them() {
         zc.resume(
             &t,
             2,
-            &desc(sys::UBLK_IO_OP_WRITE, 2 << 20, 4096),
+            &desc(sys::UBLK_IO_OP_WRITE, 2 << 20, 32 << 10),
             &mut submit
         ),
         Start::Submitted
@@ -130,18 +130,34 @@ fn writes_go_out_and_what_may_wait_waits_for_them() {
 }
 
 #[test]
+fn small_writes_are_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target(dir.path());
+    let mut zc = ZeroCopy::new(0, 4);
+    let mut submit = |_| panic!("nothing goes to the ring");
+    #[allow(clippy::cast_possible_truncation)]
+    let below = (ZERO_COPY_MIN - 4096) as u32;
+    assert_eq!(
+        zc.start(&t, 0, &desc(sys::UBLK_IO_OP_WRITE, 0, below), &mut submit),
+        Start::Serve
+    );
+    assert_eq!(zc.in_flight(), 0);
+}
+
+#[test]
 fn a_failed_piece_gives_the_space_back_and_the_request_is_copied() {
     let dir = tempfile::tempdir().unwrap();
     let t = target(dir.path());
     let mut zc = ZeroCopy::new(0, 4);
     let mut submit = |_| {};
-    let old = vec![7u8; 8192];
+    const LEN: u32 = 32 << 10;
+    let old = vec![7u8; LEN as usize];
     t.write(0, 4 << 20, &old, false).unwrap();
     assert_eq!(
         zc.start(
             &t,
             1,
-            &desc(sys::UBLK_IO_OP_WRITE, 4 << 20, 8192),
+            &desc(sys::UBLK_IO_OP_WRITE, 4 << 20, LEN),
             &mut submit
         ),
         Start::Submitted
@@ -149,7 +165,7 @@ fn a_failed_piece_gives_the_space_back_and_the_request_is_copied() {
     let data = UblkIOCtx::build_user_data(1, PIECE_OP, 0, true);
     assert_eq!(zc.piece_done(&t, 1, data, -libc::EIO), Finished::Retry);
     assert_eq!(zc.in_flight(), 0);
-    let mut buf = vec![0u8; 8192];
+    let mut buf = vec![0u8; LEN as usize];
     t.read(0, 4 << 20, &mut buf).unwrap();
     assert_eq!(buf, old, "the failed write changed nothing");
     // It comes back first, to be served by copy, not staged again.
@@ -158,7 +174,7 @@ fn a_failed_piece_gives_the_space_back_and_the_request_is_copied() {
         zc.resume(
             &t,
             1,
-            &desc(sys::UBLK_IO_OP_WRITE, 4 << 20, 8192),
+            &desc(sys::UBLK_IO_OP_WRITE, 4 << 20, LEN),
             &mut submit
         ),
         Start::Serve
@@ -168,7 +184,7 @@ fn a_failed_piece_gives_the_space_back_and_the_request_is_copied() {
         zc.start(
             &t,
             2,
-            &desc(sys::UBLK_IO_OP_WRITE, 4 << 20, 8192),
+            &desc(sys::UBLK_IO_OP_WRITE, 4 << 20, LEN),
             &mut submit
         ),
         Start::Submitted
@@ -180,7 +196,7 @@ fn a_failed_piece_gives_the_space_back_and_the_request_is_copied() {
     );
     assert_eq!(zc.ready(), Some(2));
     assert_eq!(
-        zc.start(&t, 3, &desc(sys::UBLK_IO_OP_WRITE, 0, 4096), &mut submit),
+        zc.start(&t, 3, &desc(sys::UBLK_IO_OP_WRITE, 0, LEN), &mut submit),
         Start::Serve,
         "zero copy is off"
     );
