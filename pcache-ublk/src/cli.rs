@@ -99,11 +99,12 @@ pub struct DaemonArgs {
     /// fallback (older kernels) can be exercised on a new one.
     #[arg(long, hide = true)]
     pub no_user_copy: bool,
-    /// Do not write requests' pages straight to a pmem block device cache
-    /// (`UBLK_F_AUTO_BUF_REG`, zero copy); copy them through the daemon instead, as on
-    /// every other cache device.
+    /// On a pmem block device cache (`/dev/pmemN`), write requests of 32 KiB or more from
+    /// their own pages to the cache device (ublk's `UBLK_F_AUTO_BUF_REG`, Linux 6.16+):
+    /// no copy through the daemon. Off by default: it pays off for large writes only
+    /// (docs/operations.md).
     #[arg(long)]
-    pub no_zero_copy: bool,
+    pub zero_copy: bool,
     /// Internal: this process is the detached daemon started by `add`/`recover`; it
     /// reports its outcome as one JSON line on stdout, then detaches stdout.
     #[arg(long, hide = true)]

@@ -91,8 +91,8 @@ pub struct Plan {
     pub workers: u16,
     /// Do not ask for user copy (debug: exercises the copy-mode fallback).
     pub no_user_copy: bool,
-    /// Do not ask for zero copy (`UBLK_F_AUTO_BUF_REG`) where the cache device allows it.
-    pub no_zero_copy: bool,
+    /// Ask for zero copy (`UBLK_F_AUTO_BUF_REG`) where the cache device allows it.
+    pub zero_copy: bool,
     /// The cache mode and sequential cutoffs to set.
     pub tuning: Tuning,
 }
@@ -640,7 +640,7 @@ fn serve_target(
     // Zero copy: only with user copy (everything but a staged write takes that path),
     // and only where the cache device can be written from the ring.
     let direct_fd = target.direct_fd();
-    if !plan.no_zero_copy
+    if plan.zero_copy
         && direct_fd.is_some()
         && flags & u64::from(sys::UBLK_F_USER_COPY) != 0
         && features & u64::from(sys::UBLK_F_AUTO_BUF_REG) != 0

@@ -66,7 +66,7 @@ fn plan(cache: &Path, backing: &Path, data_crc: Option<bool>) -> Plan {
         depth: 16,
         workers: 2,
         no_user_copy: false,
-        no_zero_copy: false,
+        zero_copy: false,
         tuning: Tuning::default(),
     }
 }
@@ -373,7 +373,7 @@ fn ram_device_end_to_end_through_ublk() {
         depth: 32,
         workers: 2,
         no_user_copy: false,
-        no_zero_copy: false,
+        zero_copy: false,
         tuning: Tuning::default(),
     };
     let l2 = Arc::clone(&life);

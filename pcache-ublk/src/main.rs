@@ -117,7 +117,7 @@ fn add(a: &AddArgs) -> anyhow::Result<()> {
         depth: a.depth,
         workers: a.daemon.workers,
         no_user_copy: a.daemon.no_user_copy,
-        no_zero_copy: a.daemon.no_zero_copy,
+        zero_copy: a.daemon.zero_copy,
         tuning: a.tuning(),
     };
     start(plan, &a.daemon)
@@ -137,7 +137,7 @@ fn recover(r: &RecoverArgs) -> anyhow::Result<()> {
         depth: 1,
         workers: r.daemon.workers,
         no_user_copy: r.daemon.no_user_copy,
-        no_zero_copy: r.daemon.no_zero_copy,
+        zero_copy: r.daemon.zero_copy,
         tuning: pcache_ublk::engine::Tuning::default(),
     };
     start(plan, &r.daemon)

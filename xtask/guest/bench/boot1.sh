@@ -1,6 +1,6 @@
 # xtask: timeout=1800
 # `cargo xtask bench --vm`: the same fio jobs on raw pmem, raw backing,
-# pcache-ublk (on /dev/pmem0 with O_DIRECT, zero copy and user copy, and
+# pcache-ublk (on /dev/pmem0 with O_DIRECT, user copy and zero copy, and
 # through the page cache, and on device DAX), the daemon's RAM target (the
 # ublk floor), the kernel's dm-pcache and dm-writecache, over the same pmem
 # and backing, in one VM run. Each device's results go to
@@ -56,7 +56,7 @@ want pmem && bench pmem "$PMEM"
 want backing && bench backing "$BACKING"
 
 if ! xt_have pcache-ublk || ! xt_have pcache-mkfs; then
-    for d in pcache-ublk pcache-ublk-uc pcache-ublk-mmap; do
+    for d in pcache-ublk pcache-ublk-zc pcache-ublk-mmap; do
         want $d && echo "$d: $(xt_why_not pcache-ublk)" >"$OUT/$d.skipped"
     done
 else
@@ -67,12 +67,12 @@ else
         bench pcache-ublk "$UBLK_DEV"
         xt_ublk_del
     fi
-    # The same with the data copied through the daemon (pread, then pwritev2).
-    if want pcache-ublk-uc; then
+    # The same with zero copy (writes of 32 KiB or more from the requests' pages).
+    if want pcache-ublk-zc; then
         wipe_pmem
         pcache-mkfs --force "$PMEM" >/dev/null || xt_fail "pcache-mkfs"
-        xt_ublk_add --cache "$PMEM" --backing "$BACKING" --writeback-percent "$WBP" --no-zero-copy
-        bench pcache-ublk-uc "$UBLK_DEV"
+        xt_ublk_add --cache "$PMEM" --backing "$BACKING" --writeback-percent "$WBP" --zero-copy
+        bench pcache-ublk-zc "$UBLK_DEV"
         xt_ublk_del
     fi
     # The same through the page cache and msync (the media before BlockMedia).

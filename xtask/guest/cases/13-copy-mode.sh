@@ -47,7 +47,7 @@ JOB
 fio /tmp/copy.fio --output="$OUT/fio-buffer.txt" || { tail -30 "$OUT/fio-buffer.txt"; xt_fail "fio write+verify in copy mode"; }
 xt_ublk_del
 xt_log "copy mode: written and verified; now zero copy on the same cache"
-xt_ublk_add --cache "$PMEM" --backing "$BACKING"
+xt_ublk_add --cache "$PMEM" --backing "$BACKING" --zero-copy
 pcache-ublk status -n "$UBLK_ID" --json >"$OUT/status-zc.json" || xt_fail "status"
 grep -q '"copy_mode": *"zero-copy"' "$OUT/status-zc.json" ||
     { cat "$OUT/status-zc.json"; xt_fail "the second add is not in zero-copy mode"; }
@@ -59,9 +59,9 @@ xt_check_pattern "$UBLK_DEV" base 0 64 "zero copy"
 sed 's/randseed=1313/randseed=2424/; s/^verify_fatal=1/verify_fatal=1\nfsync=7/' /tmp/copy.fio >/tmp/copy2.fio
 fio /tmp/copy2.fio --output="$OUT/fio-zc.txt" || { tail -30 "$OUT/fio-zc.txt"; xt_fail "fio write+verify in zero-copy mode"; }
 xt_ublk_del
-xt_ublk_add --cache "$PMEM" --backing "$BACKING" --no-zero-copy
+xt_ublk_add --cache "$PMEM" --backing "$BACKING"
 pcache-ublk status -n "$UBLK_ID" --json | grep -q '"copy_mode": *"user-copy"' ||
-    xt_fail "add --no-zero-copy is not in user-copy mode"
+    xt_fail "add without --zero-copy is not in user-copy mode"
 fio /tmp/copy2.fio --verify_only=1 --output="$OUT/fio-verify-uc.txt" ||
     { tail -30 "$OUT/fio-verify-uc.txt"; xt_fail "fio verify in user-copy mode of what zero copy wrote"; }
 xt_check_pattern "$UBLK_DEV" base 0 64 "user copy"

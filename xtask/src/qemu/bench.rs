@@ -33,7 +33,7 @@ options:
   --only JOBS     run only these fio jobs (comma list of w4k-qd1, w4k-qd32, r4k-qd1,
                   r4k-qd32, w64k-seq)
   --devices DEVS  run only on these devices (comma list of pmem, backing, pcache-ublk,
-                  pcache-ublk-uc, pcache-ublk-mmap, pcache-ublk-devdax, ublk-ram,
+                  pcache-ublk-zc, pcache-ublk-mmap, pcache-ublk-devdax, ublk-ram,
                   dm-pcache, dm-writecache)
   --pmem-mb N     size of the emulated NVDIMM in MiB (default 1024; the cache device is
                   2 MiB smaller)
@@ -47,8 +47,8 @@ options:
 const DEVICES: &[(&str, &str)] = &[
     ("pmem", "raw /dev/pmem0"),
     ("backing", "raw /dev/vda"),
-    ("pcache-ublk", "pcache-ublk, /dev/pmem0 (O_DIRECT, zero copy)"),
-    ("pcache-ublk-uc", "pcache-ublk, /dev/pmem0 (O_DIRECT, user copy)"),
+    ("pcache-ublk", "pcache-ublk, /dev/pmem0 (O_DIRECT)"),
+    ("pcache-ublk-zc", "pcache-ublk, /dev/pmem0 (O_DIRECT, --zero-copy)"),
     (
         "pcache-ublk-mmap",
         "pcache-ublk, /dev/pmem0 (page cache, msync)",
@@ -143,17 +143,17 @@ const GOALS: &[(&str, &str, &str)] = &[
     (
         "pcache-ublk",
         "ublk-ram",
-        "pcache-ublk, /dev/pmem0 (zero copy) ÷ ublk floor",
+        "pcache-ublk, /dev/pmem0 (O_DIRECT) ÷ ublk floor",
     ),
     (
         "pcache-ublk",
         "pcache-ublk-devdax",
-        "pcache-ublk, /dev/pmem0 (zero copy) ÷ device DAX",
+        "pcache-ublk, /dev/pmem0 (O_DIRECT) ÷ device DAX",
     ),
     (
+        "pcache-ublk-zc",
         "pcache-ublk",
-        "pcache-ublk-uc",
-        "pcache-ublk, /dev/pmem0: zero copy ÷ user copy",
+        "pcache-ublk, /dev/pmem0: --zero-copy ÷ user copy",
     ),
 ];
 
