@@ -307,21 +307,12 @@ impl Inner {
         Ok(())
     }
 
-    /// Step D1's fence, after a write's data is stored and flushed: the data is durable
-    /// before its key can be. On media whose fence covers every completed write
-    /// ([`CacheMedia::fence_covers_all`](crate::media::CacheMedia::fence_covers_all): a
-    /// block device's flush), the fence of K1, which the key's kset issues before it
-    /// can become durable, comes later and covers the data: no fence of its own.
-    pub(crate) fn fence_d1(&self) {
-        if !skip(Step::D1) && !self.media.fence_covers_all() {
-            self.media.fence();
-        }
-    }
-
     /// The rest of [`Inner::write`] once the data is staged: D1, then the keys.
     pub(crate) fn log_staged(&self, staged: &[(Key, Space)], len: usize, fua: bool) -> Result<()> {
         // D1: the data is durable before any key that points at it can be.
-        self.fence_d1();
+        if !skip(Step::D1) {
+            self.media.fence();
+        }
         if let Err(e) = self.media.check() {
             for (_, s) in staged {
                 let _ = self.release_space(s);
@@ -752,7 +743,9 @@ impl Inner {
             return Ok(());
         }
         // D1: the copy is durable before its key can be.
-        self.fence_d1();
+        if !skip(Step::D1) {
+            self.media.fence();
+        }
         let ok = self.media.check().is_ok();
         for (key, space) in staged {
             if !ok || !self.commit(key, Commit::Fill(epoch))? {

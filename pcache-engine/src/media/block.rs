@@ -360,16 +360,6 @@ impl BlockMedia {
     }
 
     /// The locks of the edge blocks of an unaligned write to `[lo, hi)`, in stripe order.
-    /// Writes without `RWF_DSYNC`: durable once a fence that starts after it returns.
-    fn pwrite_plain(&self, off: u64, data: &[u8]) -> Result<(), MediaError> {
-        // Counted once it completed: a fence that starts after that syncs it.
-        self.dev
-            .write_at(off, data, false)
-            .map_err(MediaError::io("pwrite"))?;
-        self.written.fetch_add(1, Ordering::AcqRel);
-        Ok(())
-    }
-
     fn lock_edges(&self, lo: u64, hi: u64) -> (MutexGuard<'_, ()>, Option<MutexGuard<'_, ()>>) {
         let stripe = |b: u64| {
             // Below STRIPES.
@@ -455,11 +445,7 @@ impl CacheMedia for BlockMedia {
         // The source fills aligned space, which goes to the device as it is.
         with_scratch(len, self.align(), |s| {
             f(s).map_err(MediaError::Source)?;
-            // Data (the engine's only use of `fill`) goes out plain: it is durable after
-            // the next fence, which the kset of its key issues before the key can be
-            // durable (`fence_covers_all`, step D1 in docs/design.md). One flush per
-            // kset instead of one per write.
-            self.pwrite_plain(off, s)
+            self.pwrite(off, s)
         })
     }
 
@@ -547,11 +533,6 @@ impl CacheMedia for BlockMedia {
 
     fn is_read_only(&self) -> bool {
         !self.writable
-    }
-
-    /// `fdatasync` is the device's flush: every write completed before it is durable.
-    fn fence_covers_all(&self) -> bool {
-        true
     }
 
     /// A writable device whose writes with `RWF_DSYNC` work: a caller may write whole

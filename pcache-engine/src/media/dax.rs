@@ -124,10 +124,6 @@ impl CacheMedia for DaxMedia {
         format!("dax {}", self.inner.describe())
     }
 
-    fn fence_covers_all(&self) -> bool {
-        self.inner.fence_covers_all()
-    }
-
     fn direct(&self) -> Option<super::Direct> {
         self.inner.direct()
     }

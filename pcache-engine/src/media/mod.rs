@@ -293,16 +293,6 @@ pub trait CacheMedia: Send + Sync + 'static {
         format!("media of {} bytes", self.len())
     }
 
-    /// Whether a [`CacheMedia::fence`] makes durable every write that completed before it,
-    /// whichever thread issued the write and whether or not its range was flushed: a
-    /// block device's flush (`REQ_PREFLUSH`). Then a write's data needs no fence of its
-    /// own before its key is logged (step D1): the fence that makes the key's kset durable
-    /// (K1) comes after the data write completed, and covers it. The provided method
-    /// says no: on persistent memory a fence orders only its own thread's flushes.
-    fn fence_covers_all(&self) -> bool {
-        false
-    }
-
     /// Whether a caller may write data into the media itself, without the media's own
     /// copy (`crate::Cache::stage_direct`): `Some` for a block device written with
     /// `O_DIRECT` where a write with `RWF_DSYNC` is durable when it completes. The

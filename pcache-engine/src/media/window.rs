@@ -128,10 +128,6 @@ impl CacheMedia for Window {
         self.inner.fence();
     }
 
-    fn fence_covers_all(&self) -> bool {
-        self.inner.fence_covers_all()
-    }
-
     fn direct(&self) -> Option<super::Direct> {
         self.inner.direct().map(|d| super::Direct {
             base: d.base + self.start,
