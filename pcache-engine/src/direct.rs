@@ -100,8 +100,9 @@ impl Drop for DirectWrite {
 }
 
 impl Cache {
-    /// How the cache media may be written directly, if it may ([`CacheMedia::direct`]
-    /// (crate::media::CacheMedia::direct)); `None` also for a read-only cache.
+    /// How the cache media may be written directly, if it may
+    /// ([`CacheMedia::direct`](crate::media::CacheMedia::direct)); `None` also for a
+    /// read-only cache.
     #[must_use]
     pub fn direct(&self) -> Option<Direct> {
         if self.inner.read_only {
