@@ -59,6 +59,8 @@ pub struct DirectWrite {
     len: usize,
     staged: Vec<(Key, Space)>,
     pieces: Vec<DirectPiece>,
+    /// Handed to the caller: a drop without a commit is an abort (`direct_aborts`).
+    handed: bool,
 }
 
 impl DirectWrite {
@@ -87,6 +89,9 @@ impl DirectWrite {
     }
 
     fn release(&mut self) {
+        if self.handed && !self.staged.is_empty() {
+            self.inner.health.counters.direct(false);
+        }
         for (_, s) in self.staged.drain(..) {
             let _ = self.inner.release_space(&s);
         }
@@ -142,6 +147,7 @@ impl Cache {
             len,
             staged: Vec::with_capacity(2),
             pieces: Vec::with_capacity(2),
+            handed: false,
         };
         let mut done = 0usize;
         while done < len {
@@ -178,6 +184,7 @@ impl Cache {
             }
             w.pieces.push(piece);
         }
+        w.handed = true;
         Ok(Some(w))
     }
 
@@ -194,7 +201,9 @@ impl Cache {
         // From here on the keys own the space (`log_staged` gives back what it did not
         // log when it fails).
         let staged = std::mem::take(&mut w.staged);
-        self.inner.log_staged(&staged, w.len, fua)
+        self.inner.log_staged(&staged, w.len, fua)?;
+        self.inner.health.counters.direct(true);
+        Ok(())
     }
 
     /// Gives back the space of a staged write (a piece failed).

@@ -61,6 +61,8 @@ pub(crate) struct Counters {
     bypassed_writes: AtomicU64,
     written_through: AtomicU64,
     space_waits: AtomicU64,
+    direct_writes: AtomicU64,
+    direct_aborts: AtomicU64,
     written: AtomicU64,
     dirty: AtomicU64,
     written_back: AtomicU64,
@@ -93,6 +95,16 @@ impl Counters {
     /// Bytes a write put on the backing device itself (writethrough, writearound).
     pub(crate) fn through(&self, bytes: u64) {
         self.written_through.fetch_add(bytes, Ordering::Relaxed);
+    }
+    /// A write whose data the caller moved itself was logged (`committed`), or given
+    /// up after it was staged.
+    pub(crate) fn direct(&self, committed: bool) {
+        let c = if committed {
+            &self.direct_writes
+        } else {
+            &self.direct_aborts
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
     /// A request waited for space.
     pub(crate) fn space_wait(&self) {
@@ -266,6 +278,11 @@ pub struct Status {
     pub written_through: u64,
     /// Requests that waited for cache space.
     pub space_waits: u64,
+    /// Write requests whose data the frontend wrote into the cache itself (zero copy:
+    /// `Cache::stage_direct`, then `commit_direct`).
+    pub direct_writes: u64,
+    /// Staged writes given up (a piece failed; the frontend then wrote them by copy).
+    pub direct_aborts: u64,
     /// Bytes the cache holds (what the index covers).
     pub cached_bytes: u64,
     /// Of those, bytes the backing device holds too (`cached_bytes` less the dirty
@@ -372,6 +389,8 @@ impl Inner {
             bypassed_writes: get(&c.bypassed_writes),
             written_through: get(&c.written_through),
             space_waits: get(&c.space_waits),
+            direct_writes: get(&c.direct_writes),
+            direct_aborts: get(&c.direct_aborts),
             cached_bytes: cached,
             clean_bytes: cached.saturating_sub(dirty),
             hits: get(&c.hits),

@@ -123,6 +123,12 @@ fn direct_writes_match_a_model_and_survive_a_reopen() {
         }
     }
     assert!(staged > 300, "only {staged} writes staged");
+    assert_eq!(
+        c.status().direct_writes,
+        staged,
+        "status counts the committed ones"
+    );
+    assert_eq!(c.status().direct_aborts, 0);
     check(&c, &model, "written");
     c.flush().unwrap();
     c.close().unwrap();
@@ -159,6 +165,7 @@ fn the_last_commit_wins_and_an_abort_changes_nothing() {
     c.abort_direct(d);
     c.read(0, 1 << 20, &mut buf).unwrap();
     assert_eq!(buf, fill(2), "the write committed last wins");
+    assert_eq!((c.status().direct_writes, c.status().direct_aborts), (2, 1));
     c.close().unwrap();
     let c = Cache::open(block(&path), Arc::new(MemBacking::new(DEV)), cfg(false));
     // The backing device was a fresh MemBacking: only the cache holds the data.

@@ -268,6 +268,8 @@ fn status_is_json_with_the_engine_fields() {
         "bypassed_reads",
         "bypassed_writes",
         "space_waits",
+        "direct_writes",
+        "direct_aborts",
         "clean_bytes",
         "cached_bytes",
         "failed",

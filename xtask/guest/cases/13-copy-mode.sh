@@ -58,6 +58,10 @@ xt_check_pattern "$UBLK_DEV" base 0 64 "zero copy"
 # flight on their queue).
 sed 's/randseed=1313/randseed=2424/; s/^verify_fatal=1/verify_fatal=1\nfsync=7/' /tmp/copy.fio >/tmp/copy2.fio
 fio /tmp/copy2.fio --output="$OUT/fio-zc.txt" || { tail -30 "$OUT/fio-zc.txt"; xt_fail "fio write+verify in zero-copy mode"; }
+pcache-ublk status -n "$UBLK_ID" --json >"$OUT/status-zc-after.json" || xt_fail "status"
+zc=$(grep -o '"direct_writes": *[0-9]*' "$OUT/status-zc-after.json" | tr -dc 0-9)
+[ "${zc:-0}" -gt 0 ] || { cat "$OUT/status-zc-after.json"; xt_fail "no write went out by zero copy"; }
+xt_log "zero copy: $zc writes ($(grep -o '"direct_aborts": *[0-9]*' "$OUT/status-zc-after.json"))"
 xt_ublk_del
 xt_ublk_add --cache "$PMEM" --backing "$BACKING"
 pcache-ublk status -n "$UBLK_ID" --json | grep -q '"copy_mode": *"user-copy"' ||
