@@ -4,8 +4,8 @@
 //! in how they move the bytes, not in what the cache is.
 
 use pcache_engine::backing::MemBacking;
-use pcache_engine::media::{BlockMedia, CacheMedia, FileMedia};
-use pcache_engine::testing::{write_superblock, SplitMix};
+use pcache_engine::media::{CacheMedia, FileMedia};
+use pcache_engine::testing::{self, write_superblock, SplitMix};
 use pcache_engine::{Cache, CacheConfig};
 use std::path::Path;
 use std::sync::Arc;
@@ -14,11 +14,7 @@ const CACHE: u64 = 512 << 20;
 const DEV: u64 = 64 << 20;
 
 fn block(path: &Path) -> Arc<dyn CacheMedia> {
-    Arc::new(
-        BlockMedia::open(path, false)
-            .or_else(|_| BlockMedia::open_with(path, false, false))
-            .unwrap(),
-    )
+    testing::block_media(path)
 }
 
 fn file(path: &Path) -> Arc<dyn CacheMedia> {
@@ -42,15 +38,7 @@ fn write_some(c: &Cache, seed: u64, n: u64, model: &mut [u8]) {
 }
 
 fn check(c: &Cache, model: &[u8], what: &str) {
-    let mut buf = vec![0; 1 << 20];
-    for at in (0..DEV).step_by(1 << 20) {
-        c.read(0, at, &mut buf).unwrap();
-        assert!(
-            buf == model[at as usize..at as usize + buf.len()],
-            "{what}: MiB {}",
-            at >> 20
-        );
-    }
+    testing::assert_reads_back(c, model, what);
 }
 
 #[test]

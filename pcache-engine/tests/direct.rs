@@ -4,8 +4,8 @@
 //! cannot be staged is refused without taking anything.
 
 use pcache_engine::backing::MemBacking;
-use pcache_engine::media::{BlockMedia, CacheMedia, MemMedia};
-use pcache_engine::testing::{write_superblock, SplitMix};
+use pcache_engine::media::{CacheMedia, MemMedia};
+use pcache_engine::testing::{self, write_superblock, SplitMix};
 use pcache_engine::{Cache, CacheConfig, CacheMode, SeqCutoff};
 use std::fs::File;
 use std::os::fd::{BorrowedFd, RawFd};
@@ -17,11 +17,7 @@ const CACHE: u64 = 512 << 20;
 const DEV: u64 = 64 << 20;
 
 fn block(path: &Path) -> Arc<dyn CacheMedia> {
-    Arc::new(
-        BlockMedia::open(path, false)
-            .or_else(|_| BlockMedia::open_with(path, false, false))
-            .unwrap(),
-    )
+    testing::block_media(path)
 }
 
 fn image(dir: &Path) -> std::path::PathBuf {
@@ -32,12 +28,7 @@ fn image(dir: &Path) -> std::path::PathBuf {
 }
 
 fn cfg(data_crc: bool) -> CacheConfig {
-    CacheConfig {
-        data_crc,
-        queues: 2,
-        background: false,
-        ..CacheConfig::default()
-    }
+    testing::quiet_config(data_crc)
 }
 
 /// A duplicate of the media's descriptor, as the daemon registers it on its ring.
@@ -54,15 +45,7 @@ fn data(seed: u64, len: usize) -> Vec<u8> {
 }
 
 fn check(c: &Cache, model: &[u8], what: &str) {
-    let mut buf = vec![0; 1 << 20];
-    for at in (0..DEV).step_by(1 << 20) {
-        c.read(0, at, &mut buf).unwrap();
-        assert!(
-            buf == model[at as usize..at as usize + buf.len()],
-            "{what}: MiB {}",
-            at >> 20
-        );
-    }
+    testing::assert_reads_back(c, model, what);
 }
 
 #[test]

@@ -21,12 +21,7 @@ fn formatted() -> Arc<MemMedia> {
 }
 
 fn cfg(data_crc: bool) -> CacheConfig {
-    CacheConfig {
-        data_crc,
-        queues: 2,
-        background: false,
-        ..CacheConfig::default()
-    }
+    testing::quiet_config(data_crc)
 }
 
 fn open(

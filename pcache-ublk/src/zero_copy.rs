@@ -119,19 +119,38 @@ impl ZeroCopy {
             self.deferred.push_back(tag);
             return Start::Deferred;
         }
-        if let Ok(Request::Write { off, len, fua }) = req {
-            if self.enabled && len >= ZERO_COPY_MIN {
-                if let Some(w) = target.stage_direct(u32::from(self.qid), off, len) {
-                    self.submit(tag, w, fua, submit);
-                    return Start::Submitted;
-                }
-            }
+        if self.try_stage(target, tag, req, submit) {
+            return Start::Submitted;
         }
         if self.count > 0 {
             self.deferred.push_back(tag);
             return Start::Deferred;
         }
         Start::Serve
+    }
+
+    /// Stages `req` and submits its pieces if it is a write of [`ZERO_COPY_MIN`] bytes or
+    /// more that the target can stage.
+    fn try_stage(
+        &mut self,
+        target: &dyn Target,
+        tag: u16,
+        req: Result<Request, crate::target::Errno>,
+        submit: &mut dyn FnMut(squeue::Entry),
+    ) -> bool {
+        let Ok(Request::Write { off, len, fua }) = req else {
+            return false;
+        };
+        if !self.enabled || len < ZERO_COPY_MIN {
+            return false;
+        }
+        match target.stage_direct(u32::from(self.qid), off, len) {
+            Some(w) => {
+                self.submit(tag, w, fua, submit);
+                true
+            }
+            None => false,
+        }
     }
 
     fn submit(
@@ -257,15 +276,9 @@ impl ZeroCopy {
                 return Start::Serve;
             }
         }
-        if let Ok(Request::Write { off, len, fua }) =
-            request::decode(desc, target.size(), usize::MAX)
-        {
-            if self.enabled && len >= ZERO_COPY_MIN {
-                if let Some(w) = target.stage_direct(u32::from(self.qid), off, len) {
-                    self.submit(tag, w, fua, submit);
-                    return Start::Submitted;
-                }
-            }
+        let req = request::decode(desc, target.size(), usize::MAX);
+        if self.try_stage(target, tag, req, submit) {
+            return Start::Submitted;
         }
         Start::Serve
     }

@@ -65,6 +65,47 @@ pub fn formatted(len: u64) -> MemMedia {
     m
 }
 
+/// Reads the whole cached device back through `cache`, 1 MiB at a time, and asserts that
+/// it holds `model` (which is as long as the device), naming the first MiB that differs
+/// and `what` was checked.
+///
+/// # Panics
+/// On a failed read or a difference.
+pub fn assert_reads_back(cache: &crate::Cache, model: &[u8], what: &str) {
+    let mut buf = vec![0; 1 << 20];
+    for (i, want) in model.chunks(buf.len()).enumerate() {
+        let got = &mut buf[..want.len()];
+        cache.read(0, (i as u64) << 20, got).expect("read back");
+        assert!(got == want, "{what}: MiB {i}");
+    }
+}
+
+/// The file at `path` as cache media on a block device ([`crate::media::BlockMedia`]):
+/// with `O_DIRECT` where its file system takes it, else through the page cache.
+///
+/// # Panics
+/// If the file cannot be opened either way.
+#[must_use]
+pub fn block_media(path: &std::path::Path) -> std::sync::Arc<dyn CacheMedia> {
+    std::sync::Arc::new(
+        crate::media::BlockMedia::open(path, false)
+            .or_else(|_| crate::media::BlockMedia::open_with(path, false, false))
+            .expect("open the image as block media"),
+    )
+}
+
+/// A [`crate::CacheConfig`] for tests: two queues, no background workers, `data_crc` as
+/// asked, the rest the defaults.
+#[must_use]
+pub fn quiet_config(data_crc: bool) -> crate::CacheConfig {
+    crate::CacheConfig {
+        data_crc,
+        queues: 2,
+        background: false,
+        ..crate::CacheConfig::default()
+    }
+}
+
 /// The error the doubles inject: an I/O error saying "injected".
 #[must_use]
 pub fn injected() -> io::Error {

@@ -48,7 +48,10 @@ const DEVICES: &[(&str, &str)] = &[
     ("pmem", "raw /dev/pmem0"),
     ("backing", "raw /dev/vda"),
     ("pcache-ublk", "pcache-ublk, /dev/pmem0 (O_DIRECT)"),
-    ("pcache-ublk-zc", "pcache-ublk, /dev/pmem0 (O_DIRECT, --zero-copy)"),
+    (
+        "pcache-ublk-zc",
+        "pcache-ublk, /dev/pmem0 (O_DIRECT, --zero-copy)",
+    ),
     (
         "pcache-ublk-mmap",
         "pcache-ublk, /dev/pmem0 (page cache, msync)",
