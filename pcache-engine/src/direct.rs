@@ -233,6 +233,8 @@ impl Cache {
         media
             .write(p.media_off, data)
             .map_err(crate::EngineError::media("write data"))?;
+        // D1: the piece is durable before `commit_direct` can log its key (what
+        // `RWF_DSYNC` does for the caller's own write).
         media.flush(p.media_off, u64::from(p.len));
         media.fence();
         Ok(())
