@@ -141,7 +141,8 @@ impl ZeroCopy {
         let Ok(Request::Write { off, len, fua }) = req else {
             return false;
         };
-        if !self.enabled || len < ZERO_COPY_MIN {
+        // A tag past the queue's depth (never, from the driver) is served by copy.
+        if !self.enabled || len < ZERO_COPY_MIN || usize::from(tag) >= self.inflight.len() {
             return false;
         }
         match target.stage_direct(u32::from(self.qid), off, len) {
